@@ -241,11 +241,15 @@ def _crop_resize(image, oy, ox, ey, ex):
     return rows[:, x0] * (1 - fx)[None, :, None] + rows[:, x1] * fx[None, :, None]
 
 
-def _window_scores(apply_fn, params, images, fill, targets, cfg: _Config) -> jax.Array:
-    """Per-window scores ``(N, n_rows, n_cols, K')`` with ``K' = K`` for ``target='all'``, else 1."""
+def _sharded_scores(apply_fn, params, images, fill, targets, cfg: _Config) -> jax.Array:
+    """Scores of all padded variants, ``(n_devices, n_chunks, chunk, K')``, sharded on axis 0.
+
+    ``K' = K`` for ``target='all'``, else 1. Flat variant ``t`` (row-major over images, then
+    windows) sits at ``[t // (n_chunks·chunk), (t // chunk) % n_chunks, t % chunk]``.
+    """
     n, h, w, c = images.shape
     grid = window_grid((h, w), cfg.window, cfg.stride, cfg.placement)
-    n_rows, n_cols = grid.shape
+    n_cols = grid.shape[1]
     per_image = grid.size
     total = n * per_image
     oy, ox = jnp.asarray(grid.origins_y, jnp.int32), jnp.asarray(grid.origins_x, jnp.int32)
@@ -293,15 +297,21 @@ def _window_scores(apply_fn, params, images, fill, targets, cfg: _Config) -> jax
         return jax.lax.map(run_chunk, idx[0])[None]
 
     if n_dev == 1:
-        scores = per_device(flat)
-    else:
-        mesh = Mesh(np.asarray(cfg.devices), ("windows",))
-        flat = jax.lax.with_sharding_constraint(flat, jax.sharding.NamedSharding(mesh, PartitionSpec("windows")))
-        scores = jax.shard_map(
-            per_device, mesh=mesh, in_specs=PartitionSpec("windows"), out_specs=PartitionSpec("windows")
-        )(flat)
+        return per_device(flat)
+    mesh = Mesh(np.asarray(cfg.devices), ("windows",))
+    flat = jax.lax.with_sharding_constraint(flat, jax.sharding.NamedSharding(mesh, PartitionSpec("windows")))
+    return jax.shard_map(per_device, mesh=mesh, in_specs=PartitionSpec("windows"), out_specs=PartitionSpec("windows"))(
+        flat
+    )
+
+
+def _window_scores(apply_fn, params, images, fill, targets, cfg: _Config) -> jax.Array:
+    """Per-window scores ``(N, n_rows, n_cols, K')`` with ``K' = K`` for ``target='all'``, else 1."""
+    n, h, w, _ = images.shape
+    n_rows, n_cols = window_grid((h, w), cfg.window, cfg.stride, cfg.placement).shape
+    scores = _sharded_scores(apply_fn, params, images, fill, targets, cfg)
     k_out = scores.shape[-1]
-    return scores.reshape(padded, k_out)[:total].reshape(n, n_rows, n_cols, k_out)
+    return scores.reshape(-1, k_out)[: n * n_rows * n_cols].reshape(n, n_rows, n_cols, k_out)
 
 
 def _accumulate(scores: jax.Array, size, cfg: _Config) -> jax.Array:
