@@ -1,0 +1,37 @@
+"""Backprop saliency: ReLU rules and switch pooling as custom VJPs, for any JAX function.
+
+* :mod:`~saliency_jax.backprop.rules` — ``relu_rule("gradient" | "deconvnet" | "guided")``
+  and max pooling with recorded switches (``max_pool_switched``, ``pool_with_switches``,
+  ``unpool``);
+* :mod:`~saliency_jax.backprop.transform` — ``with_rule(fn, rule)`` rewrites any function's
+  jaxpr so its ReLUs and max pools use them; ``report(fn, *args)`` lists what it found;
+* :mod:`~saliency_jax.backprop.methods` — ``deconvnet``, ``guided_backprop``, ``gradient``,
+  ``project_units`` and the dataset-level ``top_activations`` ("top 9").
+
+Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from saliency_jax import backprop
+    >>> f = backprop.with_rule(lambda x: jax.nn.relu(x) @ jnp.array([1.0, -1.0]), "deconvnet")
+    >>> jax.grad(f)(jnp.array([1.0, 2.0]))
+    Array([1., 0.], dtype=float32)
+"""
+
+from saliency_jax.backprop.methods import TopActivations as TopActivations
+from saliency_jax.backprop.methods import UnitProjections as UnitProjections
+from saliency_jax.backprop.methods import deconvnet as deconvnet
+from saliency_jax.backprop.methods import gradient as gradient
+from saliency_jax.backprop.methods import guided_backprop as guided_backprop
+from saliency_jax.backprop.methods import layer_features as layer_features
+from saliency_jax.backprop.methods import project_units as project_units
+from saliency_jax.backprop.methods import saliency_maps as saliency_maps
+from saliency_jax.backprop.methods import top_activations as top_activations
+from saliency_jax.backprop.methods import top_grid as top_grid
+from saliency_jax.backprop.rules import RULES as RULES
+from saliency_jax.backprop.rules import max_pool_switched as max_pool_switched
+from saliency_jax.backprop.rules import pool_with_switches as pool_with_switches
+from saliency_jax.backprop.rules import relu_rule as relu_rule
+from saliency_jax.backprop.rules import unpool as unpool
+from saliency_jax.backprop.transform import Finding as Finding
+from saliency_jax.backprop.transform import Report as Report
+from saliency_jax.backprop.transform import report as report
+from saliency_jax.backprop.transform import with_rule as with_rule
