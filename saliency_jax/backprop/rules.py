@@ -241,7 +241,12 @@ def _unpool_impl(g, switches, input_shape, window, strides, padding, spread=Fals
     padded, out = _geometry(input_shape, window, strides, padding)
     zero = jnp.zeros((), g.dtype)
     acc = None
-    for k, offset in enumerate(_offsets(window)):
+    offsets = _offsets(window)
+    # Visit offsets last to first: at each input position the signals then add up in the
+    # row-major order of the outputs, the order of XLA's select-and-scatter, so overlapping
+    # windows give bit-identical sums.
+    for k in range(len(offsets) - 1, -1, -1):
+        offset = offsets[k]
         part = g if spread else jnp.where(switches == k, g, zero)
         cfg = [(o, p - (o + (n - 1) * s + 1), s - 1) for o, p, n, s in zip(offset, padded, out, strides)]
         placed = lax.pad(part, zero, cfg)

@@ -1,0 +1,150 @@
+"""The ReLU rules and the switch max-pool against hand values, jax's default VJP and numpy loops."""
+
+import itertools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from saliency_jax.backprop import rules
+
+X = jnp.array([-2.0, -0.5, 0.0, 0.5, 2.0])
+G = jnp.array([1.0, -1.0, 1.0, -1.0, 3.0])
+
+
+@pytest.mark.parametrize(
+    "rule, expected",
+    [
+        ("gradient", [0.0, 0.0, 0.0, -1.0, 3.0]),  # g·[x>0]
+        ("deconvnet", [1.0, 0.0, 1.0, 0.0, 3.0]),  # relu(g), x ignored
+        ("guided", [0.0, 0.0, 0.0, 0.0, 3.0]),  # relu(g)·[x>0]
+    ],
+)
+def test_relu_rules_hand_values(rule, expected):
+    relu = rules.relu_rule(rule)
+    y, vjp = jax.vjp(relu, X)
+    np.testing.assert_array_equal(np.asarray(y), [0.0, 0.0, 0.0, 0.5, 2.0])
+    np.testing.assert_array_equal(np.asarray(vjp(G)[0]), expected)
+
+
+def test_gradient_rule_is_jax_grad_of_relu():
+    x = jax.random.normal(jax.random.key(0), (100,))
+    g = jax.random.normal(jax.random.key(1), (100,))
+    ours = jax.vjp(rules.relu_rule("gradient"), x)[1](g)[0]
+    ref = jax.vjp(jax.nn.relu, x)[1](g)[0]
+    np.testing.assert_array_equal(np.asarray(ours), np.asarray(ref))
+
+
+def test_rules_keep_dtype_and_forbid_forward_mode():
+    y = rules.relu_rule("guided")(jnp.ones((2,), jnp.bfloat16))
+    assert y.dtype == jnp.bfloat16
+    with pytest.raises(TypeError, match="forward-mode"):
+        jax.jvp(rules.relu_rule("deconvnet"), (X,), (X,))
+
+
+def test_unknown_rule_is_refused():
+    with pytest.raises(ValueError, match=r"`rule` \(='lrp'\)"):
+        rules.relu_rule("lrp")
+
+
+# --------------------------------------------------------------------------------------------
+# switch pool
+
+
+def _numpy_switches(x, window, strides, padding):
+    """Brute force: pad with -inf, loop over outputs, first maximum in row-major window order."""
+    xp = np.pad(np.asarray(x, np.float64), padding, constant_values=-np.inf)
+    out = [(p - w) // s + 1 for p, w, s in zip(xp.shape, window, strides)]
+    y = np.empty(out)
+    sw = np.empty(out, np.int64)
+    for o in itertools.product(*[range(n) for n in out]):
+        best, arg = -np.inf, 0
+        for k, off in enumerate(itertools.product(*[range(w) for w in window])):
+            v = xp[tuple(oi * s + fi for oi, s, fi in zip(o, strides, off))]
+            if v > best:
+                best, arg = v, k
+        y[o], sw[o] = best, arg
+    return y, sw
+
+
+CONFIGS = [  # window, strides, padding (flax style, spatial dims only)
+    ((3, 3), (2, 2), "SAME"),
+    ((3, 3), (2, 2), "VALID"),
+    ((2, 2), (2, 2), "VALID"),
+    ((3, 3), (1, 1), "SAME"),
+    ((3, 2), (2, 1), ((1, 2), (0, 1))),
+]
+
+
+def _inputs():
+    key = jax.random.key(3)
+    normal = jax.random.normal(key, (2, 9, 10, 3))
+    ties = jax.random.randint(key, (2, 9, 10, 3), 0, 3).astype(jnp.float32)  # many equal maxima
+    relu_zeros = jax.nn.relu(-jnp.abs(normal))  # all zero after a ReLU: every window is a tie
+    return {"normal": normal, "ties": ties, "relu_zeros": relu_zeros, "negative": -jnp.abs(normal) - 1.0}
+
+
+@pytest.mark.parametrize("window, strides, padding", CONFIGS)
+def test_switch_pool_equals_default_vjp(window, strides, padding):
+    ref_fn = lambda v: nn.max_pool(v, window, strides=strides, padding=padding)  # noqa: E731
+    pads = padding if isinstance(padding, str) else ((0, 0),) + tuple(padding) + ((0, 0),)
+    ours_fn = lambda v: rules.max_pool_switched(v, (1,) + window + (1,), (1,) + strides + (1,), pads)  # noqa: E731
+
+    @jax.jit
+    def both(x, gs):
+        y_ref, vjp_ref = jax.vjp(ref_fn, x)
+        y, vjp = jax.vjp(ours_fn, x)
+        # several backward passes from one forward pass: vmap over cotangents vs. one by one
+        ours_many = jax.vmap(lambda c: vjp(c)[0])(gs)
+        ref_each = [vjp_ref(gs[i])[0] for i in range(gs.shape[0])]
+        return y, y_ref, ours_many, jnp.stack(ref_each)
+
+    for kind, x in _inputs().items():
+        out_shape = jax.eval_shape(ref_fn, x).shape
+        gs = jax.random.normal(jax.random.key(7), (3,) + out_shape)
+        y, y_ref, ours, ref = both(x, gs)
+        np.testing.assert_array_equal(np.asarray(y), np.asarray(y_ref), err_msg=kind)
+        np.testing.assert_array_equal(np.asarray(ours), np.asarray(ref), err_msg=kind)
+        assert np.abs(np.asarray(ref)).sum() > 0
+
+
+@pytest.mark.parametrize("window, strides, padding", CONFIGS)
+def test_switches_match_numpy_loop(window, strides, padding):
+    x = _inputs()["ties"][0, ..., 0]
+    pads = lax.padtype_to_pads(x.shape, window, strides, padding) if isinstance(padding, str) else padding
+    y, sw = rules.pool_with_switches(x, window, strides, padding)
+    y_np, sw_np = _numpy_switches(np.asarray(x), window, strides, [tuple(p) for p in pads])
+    np.testing.assert_array_equal(np.asarray(y), y_np)
+    np.testing.assert_array_equal(np.asarray(sw), sw_np)
+    assert sw.dtype == jnp.int8
+
+
+def test_unpool_overlapping_windows_by_hand():
+    # windows [0:3] and [2:5]; both maxima sit at position 2, so their signals add up there
+    x = jnp.array([[0.0, 1.0, 5.0, 1.0, 0.0]])
+    y, sw = rules.pool_with_switches(x, (1, 3), (1, 2))
+    np.testing.assert_array_equal(np.asarray(y), [[5.0, 5.0]])
+    np.testing.assert_array_equal(np.asarray(sw), [[2, 0]])
+    back = rules.unpool(jnp.array([[2.0, 3.0]]), sw, x.shape, (1, 3), (1, 2))
+    np.testing.assert_array_equal(np.asarray(back), [[0.0, 0.0, 5.0, 0.0, 0.0]])
+
+
+def test_switch_pool_residual_is_small():
+    x = jax.random.normal(jax.random.key(0), (1, 16, 16, 8))
+    f = lambda v: rules.max_pool_switched(v, (1, 3, 3, 1), (1, 2, 2, 1), "VALID")  # noqa: E731
+    res = jax.vjp(f, x)[1]
+    leaves = [a for a in jax.tree_util.tree_leaves(res) if hasattr(a, "dtype")]
+    # the residual is one int8 switch per output (7·7·8), not the float32 input (16·16·8·4 bytes)
+    assert sum(a.size * a.dtype.itemsize for a in leaves) == 7 * 7 * 8
+
+
+def test_pool_validation():
+    with pytest.raises(TypeError, match="floating"):
+        rules.max_pool_switched(jnp.ones((4, 4), jnp.int32), (2, 2), (2, 2))
+    with pytest.raises(ValueError, match="window"):
+        rules.max_pool_switched(jnp.ones((4, 4)), (5, 2), (1, 1))
+    with pytest.raises(ValueError, match="padding"):
+        rules.max_pool_switched(jnp.ones((4, 4)), (2, 2), (1, 1), "FULL")
