@@ -1,5 +1,25 @@
-"""saliency_jax: what a convnet looks at, fast."""
+"""saliency_jax: what a convnet looks at, fast.
+
+Occlusion sensitivity (every window at once, chunked, sharded over local devices), and the
+Zeiler & Fergus family of convnets to run it on.
+
+Example:
+    >>> import jax, jax.numpy as jnp
+    >>> import saliency_jax as sj
+    >>> model = sj.get_model("small")
+    >>> image = jnp.zeros((128, 128, 3))
+    >>> variables = model.init(jax.random.key(0), image[None])
+    >>> sj.occlusion(model.apply, variables, image, window=64, stride=32, target=1).shape
+    (128, 128)
+"""
+
 from saliency_jax import models as models
+from saliency_jax import windows as windows
 from saliency_jax.models import get_model as get_model
+from saliency_jax.occlusion import DEFAULT_CHUNK_SIZE as DEFAULT_CHUNK_SIZE
+from saliency_jax.occlusion import occlusion as occlusion
+from saliency_jax.occlusion import tune_chunk_size as tune_chunk_size
+from saliency_jax.windows import coverage as coverage
+from saliency_jax.windows import window_grid as window_grid
 
 __version__ = "0.1.0"

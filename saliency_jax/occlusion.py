@@ -22,6 +22,7 @@ import dataclasses
 import functools
 import math
 import numbers
+import time
 from typing import Any, Callable, Sequence
 
 import jax
@@ -31,14 +32,16 @@ from jax.sharding import Mesh, PartitionSpec
 
 from saliency_jax.windows import PLACEMENTS, as_pair, axis_masks, window_grid
 
-__all__ = ["occlusion", "MODES", "SCORES", "COMBINES", "DEFAULT_CHUNK_SIZE"]
+__all__ = ["occlusion", "tune_chunk_size", "MODES", "SCORES", "COMBINES", "DEFAULT_CHUNK_SIZE"]
 
 MODES = ("occlude", "crop")
 SCORES = ("difference", "output")
 COMBINES = ("mean", "sum")
 _FILL_NAMES = ("mean", "blur")
 DEFAULT_CHUNK_SIZE = 4
-"""Variants per model call when ``chunk_size`` is not given (see ``benchmarks/occlusion.py``)."""
+"""Variants per model call when ``chunk_size`` is not given: the fastest batch for both shipped
+architectures on a 2-core CPU (XLA's CPU convolutions slow down as the batch grows; see
+``benchmarks/results/occlusion.md``). Use ``chunk_size="auto"`` to measure per model and shape."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -338,6 +341,56 @@ def _occlusion_jit(apply_fn, params, images, fill, targets, cfg: _Config) -> jax
     return _accumulate(scores, images.shape[1:3], cfg)
 
 
+_TUNED: dict = {}
+
+
+def tune_chunk_size(
+    apply_fn: Callable[[Any, jax.Array], jax.Array],
+    params: Any,
+    image_shape: tuple[int, int, int],
+    candidates: Sequence[int] = (1, 2, 4, 8, 16, 32),
+    repeats: int = 3,
+) -> int:
+    """Measure the model's forward time per image at each batch size and return the fastest.
+
+    The result is cached per ``(apply_fn, image_shape, parameter shapes, candidates)``; this is
+    what ``occlusion(..., chunk_size="auto")`` uses. It compiles the model once per candidate.
+
+    Args:
+        apply_fn: ``apply_fn(params, images (B, H, W, C)) -> (B, K)``.
+        params: its parameters (concrete arrays).
+        image_shape: ``(H, W, C)`` of one variant.
+        candidates: batch sizes to try (positive ints).
+        repeats: timed runs per candidate after one warm-up; the median counts.
+
+    Returns:
+        The candidate with the lowest median time per image.
+
+    Example:
+        >>> best = sj.tune_chunk_size(model.apply, variables, (128, 128, 3))  # doctest: +SKIP
+    """
+    if not candidates or any(isinstance(c, bool) or not isinstance(c, numbers.Integral) or c < 1 for c in candidates):
+        raise ValueError(f"`candidates` (={candidates!r}) must be a non-empty sequence of positive ints")
+    if isinstance(repeats, bool) or not isinstance(repeats, numbers.Integral) or repeats < 1:
+        raise ValueError(f"`repeats` (={repeats!r}) must be a positive int")
+    shape = tuple(int(d) for d in image_shape)
+    key = (apply_fn, shape, _leaf_signature(params), tuple(candidates))
+    if key not in _TUNED:
+        forward = jax.jit(apply_fn)
+        per_image = {}
+        for batch in candidates:
+            x = jnp.zeros((batch, *shape), jnp.float32)
+            forward(params, x).block_until_ready()
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                forward(params, x).block_until_ready()
+                times.append(time.perf_counter() - start)
+            per_image[batch] = float(np.median(times)) / batch
+        _TUNED[key] = min(per_image, key=per_image.get)
+    return _TUNED[key]
+
+
 def occlusion(
     apply_fn: Callable[[Any, jax.Array], jax.Array],
     params: Any,
@@ -352,7 +405,7 @@ def occlusion(
     combine: str = "mean",
     placement: str = "clip",
     blur_sigma: float | None = None,
-    chunk_size: int | None = None,
+    chunk_size: int | str | None = None,
     devices: Sequence[Any] | None = None,
 ) -> jax.Array:
     """Occlusion-sensitivity map of ``apply_fn`` for ``image``, all windows in one computation.
@@ -388,8 +441,9 @@ def occlusion(
         blur_sigma: Gaussian σ in pixels for ``fill="blur"`` (truncated at 3σ, symmetric edges);
             default a quarter of the window's shorter side.
         chunk_size: variants per model call (memory grows with it, not with the number of
-            windows); default :data:`DEFAULT_CHUNK_SIZE`. The last chunk is padded, so there is one
-            trace per shape.
+            windows); default :data:`DEFAULT_CHUNK_SIZE`; ``"auto"`` measures the model once per
+            shape with :func:`tune_chunk_size`. The last chunk is padded, so there is one trace
+            per shape.
         devices: the devices to shard the windows over; default all local devices.
 
     Returns:
@@ -431,8 +485,11 @@ def occlusion(
         raise ValueError(f"`blur_sigma` (={blur_sigma!r}) must be a positive number of pixels")
     if chunk_size is None:
         chunk_size = DEFAULT_CHUNK_SIZE
+    elif chunk_size == "auto":
+        traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(params))
+        chunk_size = DEFAULT_CHUNK_SIZE if traced else tune_chunk_size(apply_fn, params, images.shape[1:])
     elif isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
-        raise ValueError(f"`chunk_size` (={chunk_size!r}) must be a positive int")
+        raise ValueError(f"`chunk_size` (={chunk_size!r}) must be a positive int, 'auto' or None")
     devices = tuple(jax.local_devices()) if devices is None else tuple(devices)
     if not devices:
         raise ValueError("`devices` (=()) must name at least one device")

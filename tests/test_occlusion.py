@@ -258,6 +258,22 @@ def test_chunk_size_does_not_change_the_map():
         np.testing.assert_allclose(m, maps[0], rtol=1e-6, atol=1e-6)
 
 
+def test_auto_chunk_size_is_measured_once_and_changes_nothing():
+    model = CountingModel()
+    shape = (9, 8, 3)
+    params, image = mlp_params(shape), rand_image(shape)
+    best = sj.tune_chunk_size(model, params, shape, candidates=(1, 3, 6), repeats=1)
+    assert best in (1, 3, 6)
+    traces = model.traces
+    assert sj.tune_chunk_size(model, params, shape, candidates=(1, 3, 6), repeats=1) == best
+    assert model.traces == traces  # cached: nothing compiled or run again
+    auto = occlusion(mlp_apply, params, image, window=3, stride=2, target=1, chunk_size="auto")
+    fixed = occlusion(mlp_apply, params, image, window=3, stride=2, target=1, chunk_size=2)
+    np.testing.assert_allclose(auto, fixed, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="candidates"):
+        sj.tune_chunk_size(model, params, shape, candidates=(0,))
+
+
 def test_composes_with_jit_and_vmap():
     shape = (9, 10, 3)
     params = mlp_params(shape)
