@@ -362,6 +362,10 @@ def _walk_eqn(eqn, flags, visit, path):
     return [any_flag] * len(eqn.outvars)
 
 
-def _label(eqn) -> str:
+def _label(eqn):
     name = eqn.params.get("name")
+    if not isinstance(name, str) and eqn.primitive.name in CUSTOM_CALL_PRIMITIVES:
+        subs = sub_jaxprs(eqn)
+        info = getattr(subs[0].jaxpr, "debug_info", None) if subs else None
+        name = getattr(info, "func_name", None)
     return f"{eqn.primitive.name}[{name}]" if isinstance(name, str) else eqn.primitive.name

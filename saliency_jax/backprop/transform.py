@@ -202,6 +202,10 @@ def _shape(eqn):
 
 def _label(eqn):
     name = eqn.params.get("name")
+    if not isinstance(name, str) and eqn.primitive.name in jx.CUSTOM_CALL_PRIMITIVES:
+        subs = jx.sub_jaxprs(eqn)
+        info = getattr(subs[0].jaxpr, "debug_info", None) if subs else None
+        name = getattr(info, "func_name", None)
     return f"{eqn.primitive.name}[{name}]" if isinstance(name, str) else eqn.primitive.name
 
 
