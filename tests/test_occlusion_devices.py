@@ -12,7 +12,7 @@ import sys
 SCRIPT = r"""
 import json
 import jax, jax.numpy as jnp, numpy as np
-from saliency_jax import occlusion as occ
+from saliency_jax.occlusion import _Config, _sharded_scores, occlusion
 from tests.test_occlusion import mlp_apply, mlp_params, rand_image
 from tests import reference
 
@@ -28,18 +28,18 @@ def counted(p, x):
 
 # 2 images × (4 rows × 4 cols) = 32 windows in chunks of at most 3
 kw = dict(window=(4, 3), stride=(2, 2), target="all", fill="mean", chunk_size=3)
-many = occ.occlusion(counted, params, images, devices=devices, **kw).block_until_ready()
+many = occlusion(counted, params, images, devices=devices, **kw).block_until_ready()
 jax.effects_barrier()
 calls_many, calls[:] = sorted(calls), []
-one = occ.occlusion(counted, params, images, devices=devices[:1], **kw).block_until_ready()
+one = occlusion(counted, params, images, devices=devices[:1], **kw).block_until_ready()
 jax.effects_barrier()
 calls_one = sorted(calls)
 
 # The raw per-window scores of the sharded computation, left on their devices
-cfg = occ._Config(window=(4, 3), stride=(2, 2), placement="clip", mode="occlude", score="difference",
+cfg = _Config(window=(4, 3), stride=(2, 2), placement="clip", mode="occlude", score="difference",
                   combine="mean", fill_kind="mean", blur_sigma=1.0, target_kind="all", chunk_size=3,
                   devices=tuple(devices))
-raw = jax.jit(occ._sharded_scores, static_argnums=(0, 5))(
+raw = jax.jit(_sharded_scores, static_argnums=(0, 5))(
     mlp_apply, params, jnp.asarray(images), jnp.zeros(()), jnp.zeros((2,), jnp.int32), cfg)
 shards = [(s.device.id, list(s.data.shape)) for s in raw.addressable_shards]
 ref = [reference.occlusion_map(lambda x, f=None: np.asarray(mlp_apply(params, jnp.asarray(x, jnp.float32)[None]))[0],
