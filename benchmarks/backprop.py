@@ -69,10 +69,21 @@ def main():
     ap.add_argument("--units", type=int, nargs="+", default=[9, 64])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--layer", default="conv5")
+    ap.add_argument("--models", nargs="+", default=["zf", "small"])
     args = ap.parse_args()
+    RESULTS.mkdir(exist_ok=True)
+    results = [run_model(name, args) for name in args.models]
+    (RESULTS / "backprop.json").write_text(json.dumps(results, indent=2) + "\n")
+    lines = []
+    for result in results:
+        lines += markdown(result)
+    (RESULTS / "backprop.md").write_text("\n".join(lines))
+    print("\n".join(lines))
 
-    model = get_model("zf")
-    shape = (1, 224, 224, 3)
+
+def run_model(model_name, args):
+    model = get_model(model_name)
+    shape = (1,) + tuple(model.input_size)
     params = random_params(model, shape)
     image = jnp.asarray(np.random.default_rng(1).normal(size=shape[1:]).astype(np.float32))
 
@@ -103,7 +114,7 @@ def main():
             switch_times_s=out[True]["times_s"], default_times_s=out[False]["times_s"],
             maps_bit_identical=equal, maps_max_abs_diff=max_diff, maps_max_abs=scale,
         ))
-        print(f"U={u}: switches {u / out[True]['median_s']:.1f}/s, default {u / out[False]['median_s']:.1f}/s, "
+        print(f"{model_name} U={u}: switches {u / out[True]['median_s']:.1f}/s, default {u / out[False]['median_s']:.1f}/s, "
               f"speed-up {rows[-1]['speedup']:.2f}x, maps identical: {equal} (max diff {max_diff:.3g})")
 
     # residual memory of the projection's forward pass (shapes only, nothing is run)
@@ -112,12 +123,30 @@ def main():
     for switches in (True, False):
         f = backprop.with_rule(lambda p, v: feats(p, v[None])[0], "deconvnet", switches=switches, data_argnums=1)
         residuals[switches] = residual_bytes(lambda v: f(params, v), image)
-    pool_in = jax.ShapeDtypeStruct((1, 112, 112, 96), jnp.float32)  # pool1's input on the ZF model
+    pool_in = jax.ShapeDtypeStruct(jax.eval_shape(backprop.layer_features(model.apply, "conv1"), params,
+                                                  jax.ShapeDtypeStruct(shape, jnp.float32)).shape, jnp.float32)
     pool_default = residual_bytes(lambda v: nn.max_pool(v, (3, 3), strides=(2, 2), padding="SAME"), pool_in)
     pool_switch = residual_bytes(lambda v: rules.max_pool_switched(v, (1, 3, 3, 1), (1, 2, 2, 1), "SAME"), pool_in)
+    # pool1's backward alone, for U signals from one forward pass
+    u = max(args.units)
+    xin = jnp.asarray(np.random.default_rng(2).normal(size=pool_in.shape[1:]).astype(np.float32))
+    pool_times = {}
+    for switches in (True, False):
+        pool = ((lambda v: rules.max_pool_switched(v, (3, 3, 1), (2, 2, 1), "SAME")) if switches
+                else (lambda v: nn.max_pool(v[None], (3, 3), strides=(2, 2), padding="SAME")[0]))
+        out_shape = jax.eval_shape(pool, xin).shape
+        gs = jnp.asarray(np.random.default_rng(3).normal(size=(u,) + out_shape).astype(np.float32))
+        fn = jax.jit(lambda v, g, pool=pool: jax.vmap(jax.vjp(pool, v)[1])(g)[0]).lower(xin, gs).compile()
+        pool_times[switches] = timed(fn, xin, gs, repeats=args.repeats)[0]
+        pool_times[f"result_{switches}"] = np.asarray(fn(xin, gs))
+    if not np.array_equal(pool_times.pop("result_True"), pool_times.pop("result_False")):
+        raise SystemExit("pool1 backward differs between switch pool and default VJP")
 
     result = dict(
-        benchmark="unit projections from one forward pass, ZF-style 224 model",
+        benchmark=f"unit projections from one forward pass, {model_name} model",
+        model=model_name, input_size=list(model.input_size),
+        pool1_backward=dict(units=u, switch_s=pool_times[True], default_s=pool_times[False],
+                            speedup=pool_times[False] / pool_times[True], bit_identical=True),
         layer=args.layer, rule="deconvnet", repeats=args.repeats, rows=rows,
         residual_bytes_network=dict(switches=residuals[True], default=residuals[False]),
         residual_bytes_pool1=dict(switches=pool_switch, default=pool_default),
@@ -126,14 +155,23 @@ def main():
         note=("Shared CPU: other jobs ran on the same 2 cores during this run, so absolute times are "
               "noisy; both variants ran back to back under the same conditions."),
     )
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "backprop.json").write_text(json.dumps(result, indent=2) + "\n")
+    for r in rows:
+        r.pop("result", None)
+    return result
+
+
+def markdown(result):
+    rows, layer = result["rows"], result["layer"]
+    residuals = {True: result["residual_bytes_network"]["switches"], False: result["residual_bytes_network"]["default"]}
+    pool_switch, pool_default = result["residual_bytes_pool1"]["switches"], result["residual_bytes_pool1"]["default"]
+    pb = result["pool1_backward"]
     lines = [
-        f"# Unit projections from one forward pass (ZF-style 224×224×3, `{args.layer}`, deconvnet)",
+        f"# Unit projections from one forward pass (`{result['model']}`, "
+        f"{'×'.join(map(str, result['input_size']))}, `{layer}`, deconvnet)",
         "",
         f"Device: {result['device']} ({result['cpu_count']} cores, load average at the end "
         f"{', '.join(f'{x:.1f}' for x in result['load_average'])}); jax {jax.__version__}; "
-        f"median of {args.repeats} runs after a warm-up; compile time apart.",
+        f"median of {result['repeats']} runs after a warm-up; compile time apart.",
         "",
         "| units | switch pool (proj/s) | default VJP (proj/s) | speed-up | compile switch / default (s) | maps equal |",
         "|---:|---:|---:|---:|---:|:---|",
@@ -145,15 +183,17 @@ def main():
     mb = lambda n: n / 2 ** 20  # noqa: E731
     lines += [
         "",
-        f"Residuals kept by the forward pass up to `{args.layer}`: {mb(residuals[True]):.1f} MiB with switches, "
+        f"pool1's backward pass alone, {pb['units']} signals from one forward pass: {pb['switch_s'] * 1e3:.0f} ms "
+        f"with switches, {pb['default_s'] * 1e3:.0f} ms with the default VJP ({pb['speedup']:.1f}×, bit-identical).",
+        "",
+        f"Residuals kept by the forward pass up to `{layer}`: {mb(residuals[True]):.1f} MiB with switches, "
         f"{mb(residuals[False]):.1f} MiB with the default VJP (weights included in both). "
         f"For pool1 alone: {mb(pool_switch):.2f} MiB (int8 switches) vs {mb(pool_default):.2f} MiB (float input).",
         "",
         result["note"],
         "",
     ]
-    (RESULTS / "backprop.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    return lines
 
 
 if __name__ == "__main__":

@@ -238,21 +238,33 @@ def unpool(g, switches, input_shape: Sequence[int], window: Sequence[int], strid
 
 
 def _unpool_impl(g, switches, input_shape, window, strides, padding, spread=False):
+    # Work on the stride phases: input position p = q·s + r (r in [0, s)) receives, from window
+    # offset k = m·s + r, the signal of output o = q − m. So each offset's selected signal is
+    # only shifted (by m) onto its phase grid, at output resolution, and the s1·s2·… phase
+    # grids are interleaved once at the end; no interior-padded full-size array per offset.
     padded, out = _geometry(input_shape, window, strides, padding)
+    grid = tuple(-(-p // s) for p, s in zip(padded, strides))  # phase-grid length per dimension
     zero = jnp.zeros((), g.dtype)
-    acc = None
     offsets = _offsets(window)
+    phases: dict = {}
     # Visit offsets last to first: at each input position the signals then add up in the
     # row-major order of the outputs, the order of XLA's select-and-scatter, so overlapping
     # windows give bit-identical sums.
     for k in range(len(offsets) - 1, -1, -1):
         offset = offsets[k]
+        phase = tuple(o % s for o, s in zip(offset, strides))
+        shift = tuple(o // s for o, s in zip(offset, strides))
         part = g if spread else jnp.where(switches == k, g, zero)
-        cfg = [(o, p - (o + (n - 1) * s + 1), s - 1) for o, p, n, s in zip(offset, padded, out, strides)]
-        placed = lax.pad(part, zero, cfg)
-        acc = placed if acc is None else acc + placed
+        placed = lax.pad(part, zero, [(m, q - m - n, 0) for m, q, n in zip(shift, grid, out)])
+        phases[phase] = placed if phase not in phases else phases[phase] + placed
+    nd = len(input_shape)
+    empty = jnp.zeros(grid, g.dtype)
+    stacked = jnp.stack([phases.get(r, empty) for r in itertools.product(*[range(s) for s in strides])])
+    stacked = stacked.reshape(tuple(strides) + grid)  # (s_1, …, s_N, q_1, …, q_N)
+    perm = tuple(a for d in range(nd) for a in (nd + d, d))  # → (q_1, s_1, q_2, s_2, …)
+    full = stacked.transpose(perm).reshape(tuple(q * s for q, s in zip(grid, strides)))
     start = tuple(lo for lo, _ in padding)
-    return lax.slice(acc, start, tuple(a + n for a, n in zip(start, input_shape)))
+    return lax.slice(full, start, tuple(a + n for a, n in zip(start, input_shape)))
 
 
 @functools.lru_cache(maxsize=None)
