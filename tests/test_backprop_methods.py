@@ -202,6 +202,11 @@ def test_top_activations_images_values_and_receptive_fields():
             inside = np.zeros_like(proj, bool)
             inside[want[0]:want[2], want[1]:want[3]] = True
             assert proj[~inside].max(initial=0.0) == 0.0 and proj[inside].max() > 0
+    # the paper's layout: projections beside patches, per feature map
+    fig = backprop.top_figure(res, rows=1, gap=2)
+    assert fig.shape == (2, 17, 2 * (3 * 17 + 2 * 2) + 2, 3)
+    np.testing.assert_array_equal(np.asarray(fig[:, :, -17:]), np.asarray(res.patches[:, 2]))
+    np.testing.assert_array_equal(np.asarray(fig[:, :, 17:19]), 1.0)
 
 
 def test_top_grid_layout_by_hand():

@@ -25,6 +25,7 @@ from saliency_jax.backprop.methods import layer_features as layer_features
 from saliency_jax.backprop.methods import project_units as project_units
 from saliency_jax.backprop.methods import saliency_maps as saliency_maps
 from saliency_jax.backprop.methods import top_activations as top_activations
+from saliency_jax.backprop.methods import top_figure as top_figure
 from saliency_jax.backprop.methods import top_grid as top_grid
 from saliency_jax.backprop.rules import RULES as RULES
 from saliency_jax.backprop.rules import max_pool_switched as max_pool_switched

@@ -46,6 +46,7 @@ __all__ = [
     "TopActivations",
     "top_activations",
     "top_grid",
+    "top_figure",
 ]
 
 
@@ -584,3 +585,26 @@ def top_grid(tiles, rows: int = 3, gap: int = 1, fill: float = 1.0):
     perm = tuple(range(nl)) + (nl, nl + 2, nl + 1, nl + 3, nl + 4)
     grid = cells.transpose(perm).reshape(*lead, rows * (h + gap), cols * (w + gap), c)
     return grid[..., : rows * (h + gap) - gap, : cols * (w + gap) - gap, :]
+
+
+def top_figure(top: TopActivations, rows: int = 3, gap: int = 2, percentile: float = 99.5):
+    """Zeiler & Fergus's figure block per feature map: projections (left) beside image patches (right).
+
+    Args:
+        top: from :func:`top_activations`.
+        rows: grid rows (3 for the paper's 3 × 3 blocks of the top 9).
+        gap: pixels between tiles and between the two grids (filled with 1.0, white).
+        percentile: display scaling of each projection patch (see
+            :func:`saliency_jax.render.normalize_map`, ``"signed"``).
+
+    Returns:
+        ``(F, R·rh + (R−1)·gap, 2·(Q·rw + (Q−1)·gap) + gap, C)`` float32 in ``[0, 1]`` for display
+        (image patches are shown as they are; give images in ``[0, 1]``).
+    """
+    from saliency_jax.render import normalize_map  # local: render is display-only
+
+    proj = normalize_map(top.projection_patches, method="signed", percentile=percentile)
+    left = top_grid(proj, rows=rows, gap=gap)
+    right = top_grid(top.patches.astype(jnp.float32), rows=rows, gap=gap)
+    sep = jnp.ones(left.shape[:-2] + (gap, left.shape[-1]), jnp.float32)
+    return jnp.concatenate([left, sep, right], axis=-2)
