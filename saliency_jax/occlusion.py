@@ -30,13 +30,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
+from saliency_jax import incremental
 from saliency_jax.windows import PLACEMENTS, as_pair, axis_masks, window_grid
 
-__all__ = ["occlusion", "tune_chunk_size", "MODES", "SCORES", "COMBINES", "DEFAULT_CHUNK_SIZE"]
+__all__ = ["occlusion", "tune_chunk_size", "MODES", "SCORES", "COMBINES", "METHODS", "DEFAULT_CHUNK_SIZE"]
 
 MODES = ("occlude", "crop")
 SCORES = ("difference", "output")
 COMBINES = ("mean", "sum")
+METHODS = ("full", "incremental", "auto")
 _FILL_NAMES = ("mean", "blur")
 DEFAULT_CHUNK_SIZE = 4
 """Variants per model call when ``chunk_size`` is not given: the fastest batch for both shipped
@@ -59,6 +61,7 @@ class _Config:
     target_kind: str  # "index" (one per image), "all", "predicted"
     chunk_size: int
     devices: tuple[Any, ...]
+    method: str = "full"  # "full" or "incremental" (resolved from "auto" before tracing)
 
 
 # --------------------------------------------------------------------------------------------
@@ -265,6 +268,12 @@ def _sharded_scores(apply_fn, params, images, fill, targets, cfg: _Config) -> ja
             targets = jnp.argmax(base, axis=-1).astype(jnp.int32)
     fills = _fill_images(images, fill, cfg) if cfg.mode == "occlude" else None
     row_pos, col_pos = jnp.arange(h), jnp.arange(w)
+    caches = incremental.prepare(apply_fn, params, images, grid) if cfg.method == "incremental" else None
+
+    def incremental_outputs(ts):  # (chunk,) flat window indices → (chunk, K): changed regions only
+        img, p = ts // per_image, ts % per_image
+        one = functools.partial(incremental.window_outputs, apply_fn, params, images, fills, grid, caches)
+        return jax.vmap(one)(img, p // n_cols, p % n_cols)[:, 0]
 
     def variant(t):
         img, p = t // per_image, t % per_image
@@ -282,7 +291,10 @@ def _sharded_scores(apply_fn, params, images, fill, targets, cfg: _Config) -> ja
         return jnp.take_along_axis(scores, targets[img][:, None], axis=1)
 
     def run_chunk(ts):  # ts: (chunk,) flat window indices
-        out = apply_fn(params, jax.vmap(variant)(ts)).astype(jnp.float32)
+        if cfg.method == "incremental":
+            out = incremental_outputs(ts).astype(jnp.float32)
+        else:
+            out = apply_fn(params, jax.vmap(variant)(ts)).astype(jnp.float32)
         img = ts // per_image
         s = select(out, img)
         if cfg.score == "difference":
@@ -407,6 +419,7 @@ def occlusion(
     blur_sigma: float | None = None,
     chunk_size: int | str | None = None,
     devices: Sequence[Any] | None = None,
+    method: str = "full",
 ) -> jax.Array:
     """Occlusion-sensitivity map of ``apply_fn`` for ``image``, all windows in one computation.
 
@@ -445,6 +458,15 @@ def occlusion(
             shape with :func:`tune_chunk_size`. The last chunk is padded, so there is one trace
             per shape.
         devices: the devices to shard the windows over; default all local devices.
+        method: ``"full"`` (default): every occluded image runs through the whole model.
+            ``"incremental"``: exact incremental re-inference (``mode="occlude"`` only): the
+            unoccluded image's activations are cached once and, per window, each convolution,
+            pooling and elementwise layer is recomputed only on the region the window changes
+            (:mod:`saliency_jax.incremental`); the map equals ``"full"`` up to float32
+            rounding, and a model without such layers simply runs in full. Default chunk size
+            :data:`saliency_jax.incremental.DEFAULT_CHUNK_SIZE` (``"auto"`` uses it too).
+            ``"auto"``: ``"incremental"`` when ``mode="occlude"`` and its counted FLOPs are at
+            least :data:`saliency_jax.incremental.AUTO_MIN_RATIO` times fewer, else ``"full"``.
 
     Returns:
         float32 ``(H, W)`` for one image, ``(N, H, W)`` for a batch, with a class axis before
@@ -473,6 +495,13 @@ def occlusion(
         raise ValueError(f"`score` (={score!r}) must be one of {SCORES}")
     if combine not in COMBINES:
         raise ValueError(f"`combine` (={combine!r}) must be one of {COMBINES}")
+    if not isinstance(method, str) or method not in METHODS:
+        raise ValueError(f"`method` (={method!r}) must be one of {METHODS}")
+    if method == "incremental" and mode != "occlude":
+        raise ValueError(
+            f"`method` (={method!r}) applies to mode='occlude' only (a crop changes every pixel); "
+            f"with mode={mode!r} use method='full' or 'auto'"
+        )
     if placement not in PLACEMENTS:
         raise ValueError(f"`placement` (={placement!r}) must be one of {PLACEMENTS}")
     window_grid((h, w), window, stride, placement)  # validates window/stride against the image
@@ -483,18 +512,29 @@ def occlusion(
         blur_sigma = max(min(window_yx) / 4.0, 0.5)
     elif isinstance(blur_sigma, bool) or not isinstance(blur_sigma, numbers.Real) or not blur_sigma > 0:
         raise ValueError(f"`blur_sigma` (={blur_sigma!r}) must be a positive number of pixels")
-    if chunk_size is None:
-        chunk_size = DEFAULT_CHUNK_SIZE
-    elif chunk_size == "auto":
-        traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(params))
-        chunk_size = DEFAULT_CHUNK_SIZE if traced else tune_chunk_size(apply_fn, params, images.shape[1:])
-    elif isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
+    if not (chunk_size is None or chunk_size == "auto") and (
+        isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1
+    ):
         raise ValueError(f"`chunk_size` (={chunk_size!r}) must be a positive int, 'auto' or None")
     devices = tuple(jax.local_devices()) if devices is None else tuple(devices)
     if not devices:
         raise ValueError("`devices` (=()) must name at least one device")
     num_classes = _num_classes(apply_fn, params, images)
     target_kind, targets = _check_target(target, n, num_classes)
+    if method == "auto":  # counted FLOPs only: nothing is run
+        method = "full"
+        if mode == "occlude":
+            report = incremental.flop_report(
+                apply_fn, params, images.shape[1:], window=window_yx, stride=stride_yx, placement=placement
+            )
+            method = "incremental" if report.ratio >= incremental.AUTO_MIN_RATIO else "full"
+    if method == "incremental" and (chunk_size is None or chunk_size == "auto"):
+        chunk_size = incremental.DEFAULT_CHUNK_SIZE
+    elif chunk_size is None:
+        chunk_size = DEFAULT_CHUNK_SIZE
+    elif chunk_size == "auto":
+        traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(params))
+        chunk_size = DEFAULT_CHUNK_SIZE if traced else tune_chunk_size(apply_fn, params, images.shape[1:])
 
     cfg = _Config(
         window=window_yx,
@@ -508,6 +548,7 @@ def occlusion(
         target_kind=target_kind,
         chunk_size=int(chunk_size),
         devices=devices,
+        method=method,
     )
     heat = _occlusion_jit(apply_fn, params, images, fill_arr, targets, cfg)  # (N, K', H, W)
     if target_kind != "all":

@@ -1,0 +1,276 @@
+"""Exact incremental occlusion against full re-inference, same run, same machine.
+
+Settings (issue 6): the ZF-style 224 model with window 64 stride 8 and with window 16 stride 4
+(Krypton's setting), and a VGG16-style 224 model with window 16 stride 4. For each:
+
+  * the counted FLOPs per window of full and incremental re-inference (their ratio is the
+    ceiling on the speed-up), from ``saliency_jax.incremental.flop_report``;
+  * windows per second of full re-inference (``method="full"``, its default chunk of 4) and of
+    incremental re-inference (``method="incremental"``), both with the engine's own code path:
+    variants / caches built inside one jit, the model run over fixed-size chunks with lax.map;
+  * the two score sets checked equal (max abs difference, relative to the largest score).
+
+Where a whole map takes too long at full re-inference, a fixed, evenly spread sample of
+windows (borders included) stands in for it: both methods score the same sample, the cache
+pass of the incremental method is timed apart and charged once per image, and the whole-map
+rate is ``windows / (cache time + windows × per-window time)``. The results say which
+settings were sampled. Trace + compile time is reported apart; timings are medians of repeats
+after a warm-up, with ``block_until_ready``.
+
+Usage:  flock /tmp/saliency-bench.lock python benchmarks/incremental.py [--quick] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import saliency_jax as sj  # noqa: E402
+from saliency_jax import incremental as inc  # noqa: E402
+from saliency_jax.models import ConvNet, ConvSpec, PoolSpec, get_model  # noqa: E402
+from saliency_jax.occlusion import DEFAULT_CHUNK_SIZE  # noqa: E402
+
+
+def vgg16(num_classes: int = 1000) -> ConvNet:
+    """VGG16 (configuration D): 13 3×3 SAME convolutions with ReLU in five blocks, each block
+    closed by a 2×2/2 max-pool, then fc 4096, 4096 and the classifier; 224×224×3."""
+    layers, n = [], 0
+    for block, (width, reps) in enumerate(((64, 2), (128, 2), (256, 3), (512, 3), (512, 3)), start=1):
+        for r in range(reps):
+            n += 1
+            layers.append(ConvSpec(f"conv{block}_{r + 1}", width, 3, 1, "SAME"))
+        layers.append(PoolSpec(f"pool{block}", 2, 2, "VALID"))
+    return ConvNet(layers=tuple(layers), hidden=(4096, 4096), num_classes=num_classes, input_size=(224, 224, 3))
+
+
+def timed(fn, repeats):
+    """(first call seconds, median of `repeats` further calls, last result)."""
+    start = time.perf_counter()
+    out = jax.block_until_ready(fn())
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = jax.block_until_ready(fn())
+        times.append(time.perf_counter() - start)
+    return first, statistics.median(times), out
+
+
+def _flat_windows(grid, ts):
+    n_cols = grid.shape[1]
+    return ts // n_cols, ts % n_cols
+
+
+def full_scores_fn(apply_fn, grid, size, chunk):
+    """Jitted ``(params, image, ts) -> (len(ts), K)``: full re-inference of the windows ``ts``,
+    the engine's way (variants by vmap, fixed-size chunks through lax.map)."""
+    h, w = size
+    oy, ox = jnp.asarray(grid.origins_y), jnp.asarray(grid.origins_x)
+    ey, ex = jnp.asarray(grid.extents_y), jnp.asarray(grid.extents_x)
+
+    @jax.jit
+    def run(params, image, ts):
+        rows, cols = jnp.arange(h), jnp.arange(w)
+
+        def variant(t):
+            i, j = _flat_windows(grid, t)
+            inside = ((rows >= oy[i]) & (rows < oy[i] + ey[i]))[:, None, None] & (
+                (cols >= ox[j]) & (cols < ox[j] + ex[j])
+            )[None, :, None]
+            return jnp.where(inside, 0.0, image)
+
+        out = jax.lax.map(lambda c: apply_fn(params, jax.vmap(variant)(c)), ts.reshape(-1, chunk))
+        return out.reshape(ts.shape[0], -1)
+
+    return run
+
+
+def incremental_fns(apply_fn, grid, chunk):
+    """Jitted cache pass ``(params, image) -> caches`` and window pass
+    ``(params, image, caches, ts) -> (len(ts), K)`` (what ``method="incremental"`` runs)."""
+
+    @jax.jit
+    def prepare(params, image):
+        return inc.prepare(apply_fn, params, image[None], grid)
+
+    @jax.jit
+    def windows(params, image, caches, ts):
+        images = image[None]
+        fills = jnp.zeros_like(images)
+
+        def one(t):
+            i, j = _flat_windows(grid, t)
+            return inc.window_outputs(apply_fn, params, images, fills, grid, caches, jnp.int32(0), i, j)[0]
+
+        out = jax.lax.map(lambda c: jax.vmap(one)(c), ts.reshape(-1, chunk))
+        return out.reshape(ts.shape[0], -1)
+
+    return prepare, windows
+
+
+def padded(ts, chunk):
+    ts = np.asarray(ts, np.int32)
+    pad = (-len(ts)) % chunk
+    return jnp.asarray(np.concatenate([ts, np.full(pad, ts[-1], np.int32)])), len(ts)
+
+
+def run_setting(name, model, window, stride, *, sample, chunk_inc, repeats, seed=0):
+    size = model.input_size
+    image = jax.random.uniform(jax.random.key(seed + 1), size, jnp.float32)
+    params = model.init(jax.random.key(seed), image[None])
+    apply_fn = model.apply
+    grid = sj.window_grid(size[:2], window, stride)
+    total = grid.size
+    report = inc.flop_report(apply_fn, params, size, window=window, stride=stride)
+    if sample is None or sample >= total:
+        ts_np, sampled = np.arange(total), False
+    else:
+        ts_np, sampled = np.unique(np.linspace(0, total - 1, sample).round().astype(np.int32)), True
+    result = dict(
+        setting=name, window=window, stride=stride, windows=total, sampled=sampled, sample_windows=len(ts_np),
+        full_gflop_per_window=report.full_flops / 1e9, incremental_gflop_per_window=report.incremental_flops / 1e9,
+        flop_ratio=report.ratio, saved_fraction=report.saved_fraction,
+        full_chunk=DEFAULT_CHUNK_SIZE, incremental_chunk=chunk_inc,
+    )
+    # full re-inference
+    ts_full, n = padded(ts_np, DEFAULT_CHUNK_SIZE)
+    full = full_scores_fn(apply_fn, grid, size[:2], DEFAULT_CHUNK_SIZE)
+    c_full, t_full, s_full = timed(lambda: full(params, image, ts_full), repeats)
+    s_full = np.asarray(s_full)[:n]
+    # incremental re-inference
+    prep, win = incremental_fns(apply_fn, grid, chunk_inc)
+    ts_inc, n = padded(ts_np, chunk_inc)
+    c_prep, t_prep, caches = timed(lambda: prep(params, image), repeats)
+    c_win, t_win, s_inc = timed(lambda: win(params, image, caches, ts_inc), repeats)
+    s_inc = np.asarray(s_inc)[:n]
+    per_full = t_full / len(ts_np)
+    per_inc = t_win / len(ts_np)
+    map_full = per_full * total
+    map_inc = t_prep + per_inc * total
+    scale = float(np.abs(s_full).max())
+    diff = float(np.abs(s_full - s_inc).max())
+    result.update(
+        full_first_call_s=c_full, full_median_s=t_full,
+        incremental_cache_first_call_s=c_prep, incremental_cache_median_s=t_prep,
+        incremental_windows_first_call_s=c_win, incremental_windows_median_s=t_win,
+        full_windows_per_s=total / map_full, incremental_windows_per_s=total / map_inc,
+        speedup=map_full / map_inc, speedup_over_flop_ratio=(map_full / map_inc) / report.ratio,
+        max_abs_diff=diff, max_abs_score=scale, scores_equal=bool(diff <= 1e-4 * max(scale, 1.0)),
+    )
+    return result
+
+
+def chunk_sweep(model, window, stride, chunks, sample, repeats):
+    size = model.input_size
+    image = jax.random.uniform(jax.random.key(1), size, jnp.float32)
+    params = model.init(jax.random.key(0), image[None])
+    grid = sj.window_grid(size[:2], window, stride)
+    ts_np = np.unique(np.linspace(0, grid.size - 1, sample).round().astype(np.int32))
+    rows = []
+    for chunk in chunks:
+        prep, win = incremental_fns(model.apply, grid, chunk)
+        caches = prep(params, image)
+        ts, n = padded(ts_np, chunk)
+        first, t, _ = timed(lambda: win(params, image, caches, ts), repeats)
+        rows.append(dict(chunk=chunk, per_window_ms=1e3 * t / n, first_call_s=first))
+        print(f"  chunk {chunk}: {1e3 * t / n:.2f} ms/window (first call {first:.1f}s)", flush=True)
+    return rows
+
+
+def markdown(meta, results, sweep):
+    lines = [
+        "# Incremental occlusion vs full re-inference",
+        "",
+        f"Machine: {meta['machine']}, {meta['cpus']} CPU cores (shared with other work: timings are noisy), "
+        f"jax {meta['jax']}, {meta['date']}. One image, fill 0, Captum's clip placement. Full re-inference "
+        f"uses chunk {DEFAULT_CHUNK_SIZE}; incremental its default chunk. Median of {meta['repeats']} runs "
+        "after a warm-up; compile time apart.",
+        "",
+        "| setting | windows | timed on | GFLOP/window full | GFLOP/window incr. | FLOP ratio (ceiling) "
+        "| full win/s | incr. win/s | speed-up | speed-up / FLOP ratio | max abs diff (max score) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        on = f"sample of {r['sample_windows']}" if r["sampled"] else "all"
+        lines.append(
+            f"| {r['setting']} w{r['window']} s{r['stride']} | {r['windows']} | {on} | {r['full_gflop_per_window']:.3f} "
+            f"| {r['incremental_gflop_per_window']:.3f} | {r['flop_ratio']:.2f}× | {r['full_windows_per_s']:.2f} "
+            f"| {r['incremental_windows_per_s']:.2f} | {r['speedup']:.2f}× | {100 * r['speedup_over_flop_ratio']:.0f}% "
+            f"| {r['max_abs_diff']:.1e} ({r['max_abs_score']:.2f}) |"
+        )
+    lines += [
+        "",
+        "Incremental win/s charges the cache pass (one forward pass of the unoccluded image with its "
+        "padded activations stored) once per image: `windows / (cache time + windows × per-window time)`. "
+        "Sampled settings time both methods on the same evenly spread windows (borders included) and "
+        "extrapolate per window; the scores of the sample are compared.",
+        "",
+        "Compile + first call (s):",
+        "",
+        "| setting | full | incr. cache pass | incr. windows |",
+        "|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['setting']} w{r['window']} s{r['stride']} | {r['full_first_call_s']:.1f} "
+            f"| {r['incremental_cache_first_call_s']:.1f} | {r['incremental_windows_first_call_s']:.1f} |"
+        )
+    if sweep:
+        lines += ["", f"Incremental chunk size ({sweep['setting']}, sample of {sweep['sample']} windows):", "",
+                  "| chunk | ms / window |", "|---|---|"]
+        lines += [f"| {row['chunk']} | {row['per_window_ms']:.2f} |" for row in sweep["rows"]]
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small samples, one repeat (a smoke run)")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--only", default=None, help="comma-separated setting indices (0, 1, 2)")
+    ap.add_argument("--sweep", action="store_true", help="also sweep the incremental chunk size")
+    args = ap.parse_args()
+    repeats = 1 if args.quick else 3
+    zf, vgg = get_model("zf"), vgg16()
+    settings = [
+        ("ZF-style", zf, 64, 8, None if not args.quick else 32),
+        ("ZF-style", zf, 16, 4, 256 if not args.quick else 32),
+        ("VGG16-style", vgg, 16, 4, 48 if not args.quick else 16),
+    ]
+    only = range(len(settings)) if args.only is None else [int(i) for i in args.only.split(",")]
+    meta = dict(machine=platform.processor() or platform.machine(), cpus=os.cpu_count(), jax=jax.__version__,
+                date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), repeats=repeats,
+                incremental_chunk=inc.DEFAULT_CHUNK_SIZE)
+    sweep = None
+    if args.sweep:
+        rows = chunk_sweep(zf, 16, 4, (4, 8, 16, 32, 64), 128, repeats)
+        sweep = dict(setting="ZF-style w16 s4", sample=128, rows=rows)
+    results = []
+    for k in only:
+        name, model, window, stride, sample = settings[k]
+        print(f"{name} window {window} stride {stride} …", flush=True)
+        r = run_setting(name, model, window, stride, sample=sample, chunk_inc=inc.DEFAULT_CHUNK_SIZE, repeats=repeats)
+        print(json.dumps(r, indent=1), flush=True)
+        results.append(r)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    suffix = "-quick" if args.quick else ""
+    (out / f"incremental{suffix}.json").write_text(json.dumps(dict(meta=meta, results=results, sweep=sweep), indent=1))
+    (out / f"incremental{suffix}.md").write_text(markdown(meta, results, sweep))
+    print(markdown(meta, results, sweep))
+
+
+if __name__ == "__main__":
+    main()
