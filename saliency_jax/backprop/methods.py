@@ -248,7 +248,8 @@ def layer_features(apply_fn: Callable, layer) -> Callable:
     Args:
         apply_fn: a function that calls Flax linen modules (e.g. ``model.apply``).
         layer: the name (or ``/``-joined path) of a linen submodule: its ``__call__`` output
-            is the activation (the first call if it is called several times); or a callable
+            is the activation (the first call if it is called several times; ``apply_fn`` must
+            call the modules in Python, i.e. not be wrapped in ``jax.jit`` itself); or a callable
             ``(params, batch) -> activations (B, ...)``, used as is (NNX, plain JAX).
 
     Returns:

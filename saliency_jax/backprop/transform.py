@@ -111,6 +111,8 @@ class Report:
             items = self.of(kind)
             if items:
                 out.append(f"{what}: {_summary(items)}")
+        if any(f.primitive in ("exp", "logistic") for f in self.of("uncovered")):
+            out.append("if that is a softmax or sigmoid at the output, explain the logits instead")
         return out
 
     def __str__(self) -> str:
@@ -306,15 +308,8 @@ def report(fn: Callable, *args, bare_max: bool = False, data_argnums=None, **kwa
         (1, ['tanh'])
     """
     data_argnums = _check_data_argnums(data_argnums)
-    args = tuple(_as_arg(a) for a in args)
     traced = jx.trace(fn, *args, **kwargs)
     return _analyse(traced.jaxpr, _data_flags(traced, args, data_argnums), bool(bare_max))
-
-
-def _as_arg(a):
-    if isinstance(a, jax.ShapeDtypeStruct):
-        return jnp.zeros(a.shape, a.dtype)
-    return a
 
 
 # --------------------------------------------------------------------------------------------
@@ -410,7 +405,7 @@ def with_rule(fn: Callable, rule: str = "deconvnet", *, switches: bool = True, s
         try:
             outs = jx.eval_jaxpr(traced.jaxpr, flat, handler=_make_handler(rule, switches, bare_max))
         except TypeError as e:
-            if "forward-mode" in str(e) or "jvp" in str(e):
+            if "forward-mode" in str(e):
                 raise TypeError(_JVP_MESSAGE.format(rule=rule)) from e
             raise
         return jax.tree_util.tree_unflatten(traced.out_tree, outs)
