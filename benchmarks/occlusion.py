@@ -161,6 +161,32 @@ def bench_model(name, window, stride, chunks, repeats, peak):
     }
 
 
+def devices_child(name, window, stride, chunks, repeats):
+    """Ours only, in a process whose CPU is split into several XLA host devices."""
+    model = sj.get_model(name, num_classes=2 if name == "small" else 1000)
+    shape = model.input_size
+    variables = model.init(jax.random.key(0), jnp.zeros((1, *shape)))
+    image = jax.random.uniform(jax.random.key(1), shape)
+    n_windows = sj.window_grid(shape[:2], window, stride).size
+    ref = sj.occlusion(model.apply, variables, image, window=window, stride=stride, target=1, devices=jax.devices()[:1])
+    out = {}
+    for c in chunks:
+        run = lambda: sj.occlusion(model.apply, variables, image, window=window, stride=stride, target=1, chunk_size=c)  # noqa: E731
+        first, t, heat = timed(run, repeats)
+        err = float(np.max(np.abs(np.asarray(heat) - np.asarray(ref))) / max(float(np.max(np.abs(ref))), 1e-12))
+        out[c] = {"seconds": t, "windows_per_s": n_windows / t, "trace_compile_s": first - t, "max_rel_err_vs_one_device": err}
+    print(json.dumps({"devices": len(jax.devices()), "by_chunk": out}))
+
+
+def run_devices_child(name, window, stride, chunks, repeats, n_devices):
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n_devices}")
+    cmd = [sys.executable, __file__, "--devices-child", json.dumps([name, window, stride, chunks, repeats])]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["by_chunk"] = {int(c): v for c, v in result["by_chunk"].items()}
+    return result
+
+
 def memory_child():
     """1024×1024×3, window 32, stride 4 → 249² = 62,001 windows, on a cheap strided-conv model."""
     import flax.linen as nn
@@ -219,6 +245,12 @@ def write_markdown(results, path):
         by_chunk = ", ".join(f"{c}: {v['windows_per_s']:.1f}" for c, v in r["ours_by_chunk"].items())
         by_batch = ", ".join(f"{b}: {v['images_per_s']:.1f}" for b, v in r["forward_by_batch"].items())
         lines.append(f"- {r['model']}: chunks {{{by_chunk}}}; forward {{{by_batch}}}")
+        split = r.get("host_devices")
+        if split:
+            by_split = ", ".join(f"{c}: {v['windows_per_s']:.1f}" for c, v in split["by_chunk"].items())
+            err = max(v["max_rel_err_vs_one_device"] for v in split["by_chunk"].values())
+            lines.append(f"  - CPU split into {split['devices']} XLA host devices (windows sharded over them): chunks "
+                         f"{{{by_split}}}; best **{split['speedup_vs_naive']:.2f}× naive**; max rel. err vs one device {err:.1e}")
     mem = results.get("memory")
     if mem:
         lines += ["", f"Memory: {mem['image'][0]}×{mem['image'][1]} image, window {mem['window']}, stride {mem['stride']} "
@@ -234,10 +266,15 @@ def main():
     parser.add_argument("--quick", action="store_true", help="tiny settings, to check that the script runs")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--devices-child", help=argparse.SUPPRESS)
+    parser.add_argument("--host-devices", type=int, default=2, help="also time ours with the CPU split into N XLA devices")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
     if args.memory_child:
         return memory_child()
+    if args.devices_child:
+        name, window, stride, chunks, repeats = json.loads(args.devices_child)
+        return devices_child(name, tuple(window), tuple(stride), chunks, repeats)
 
     results = {
         "machine": {
@@ -251,7 +288,17 @@ def main():
         settings = [("small", (64, 64), (32, 32), (2, 4), 1)]
     else:
         settings = [("small", (32, 32), (8, 8), (1, 2, 4, 8, 16), 5), ("zf", (64, 64), (8, 8), (1, 2, 4, 8, 16), 3)]
-    results["models"] = [bench_model(n, w, s, c, r, results["matmul_peak_gflops"]) for n, w, s, c, r in settings]
+    results["models"] = []
+    for n, w, s, c, r in settings:
+        entry = bench_model(n, w, s, c, r, results["matmul_peak_gflops"])
+        if args.host_devices > 1:
+            split = run_devices_child(n, w, s, c, r, args.host_devices)
+            best = min(split["by_chunk"], key=lambda k: split["by_chunk"][k]["seconds"])
+            split.update(best_chunk=best, speedup_vs_naive=entry["naive"]["seconds"] / split["by_chunk"][best]["seconds"])
+            entry["host_devices"] = split
+            print(f"  ours on {args.host_devices} host devices: {split['by_chunk'][best]['windows_per_s']:.1f} windows/s "
+                  f"(chunk {best}, {split['speedup_vs_naive']:.2f}× naive)", flush=True)
+        results["models"].append(entry)
     if not args.skip_memory and not args.quick:
         proc = subprocess.run([sys.executable, __file__, "--memory-child"], capture_output=True, text=True, check=True)
         results["memory"] = json.loads(proc.stdout.strip().splitlines()[-1])
