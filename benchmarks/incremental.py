@@ -170,6 +170,17 @@ def run_setting(name, model, window, stride, *, sample, chunk_inc, repeats, seed
         speedup=map_full / map_inc, speedup_over_flop_ratio=(map_full / map_inc) / report.ratio,
         max_abs_diff=diff, max_abs_score=scale, scores_equal=bool(diff <= 1e-4 * max(scale, 1.0)),
     )
+    if not sampled:  # the whole map: the public engine both ways, maps compared
+        kw = dict(window=window, stride=stride, target=0)
+        first_f, t_f, heat_f = timed(lambda: sj.occlusion(apply_fn, params, image, method="full", **kw), 1)
+        first_i, t_i, heat_i = timed(lambda: sj.occlusion(apply_fn, params, image, method="incremental", **kw), 1)
+        heat_f, heat_i = np.asarray(heat_f), np.asarray(heat_i)
+        result.update(
+            engine_full_first_call_s=first_f, engine_full_s=t_f, engine_incremental_first_call_s=first_i,
+            engine_incremental_s=t_i, engine_speedup=t_f / t_i,
+            engine_map_max_abs_diff=float(np.abs(heat_f - heat_i).max()),
+            engine_map_max_abs=float(np.abs(heat_f).max()),
+        )
     return result
 
 
@@ -190,7 +201,56 @@ def chunk_sweep(model, window, stride, chunks, sample, repeats):
     return rows
 
 
-def markdown(meta, results, sweep):
+def _place_onehot(base, origin, patch, pstart, psize, axes):
+    """Splice formulation B: the patch moved into place by one-hot matrix products (exact)."""
+    val, mask = patch, None
+    for a, o, ps, r in zip(axes, origin, pstart, psize):
+        n = base.shape[a]
+        pos = jnp.arange(n, dtype=jnp.int32)
+        onehot = (pos[:, None] - (ps - o) == jnp.arange(r)[None, :]).astype(val.dtype)
+        val = jnp.moveaxis(jnp.tensordot(onehot, jnp.moveaxis(val, a, 0), axes=1), 0, a)
+        m = ((pos >= ps - o) & (pos < ps - o + r)).reshape([n if d == a else 1 for d in range(base.ndim)])
+        mask = m if mask is None else mask & m
+    return jnp.where(mask, val, base)
+
+
+def _place_dus(base, origin, patch, pstart, psize, axes):
+    """Splice formulation C: dynamic_update_slice (a scatter under vmap). NOT exact in general:
+    where the patch overhangs the read region the index is clamped and the patch shifts."""
+    idx = [jnp.zeros((), jnp.int32)] * base.ndim
+    for a, o, ps in zip(axes, origin, pstart):
+        idx[a] = ps - o
+    return jax.lax.dynamic_update_slice(base, patch, idx)
+
+
+def formulations(model, window, stride, chunk, sample, repeats):
+    """Per-window time of the window pass with each way of splicing a patch into a region."""
+    size = model.input_size
+    image = jax.random.uniform(jax.random.key(1), size, jnp.float32)
+    params = model.init(jax.random.key(0), image[None])
+    grid = sj.window_grid(size[:2], window, stride)
+    ts_np = np.unique(np.linspace(0, grid.size - 1, sample).round().astype(np.int32))
+    ts, n = padded(ts_np, chunk)
+    rows, reference_scores = [], None
+    original = inc._place
+    try:
+        for label, place in (("gather + select (kept)", original), ("one-hot matmul + select", _place_onehot),
+                             ("dynamic_update_slice (scatter; inexact in general)", _place_dus)):
+            inc._place = place
+            prep, win = incremental_fns(model.apply, grid, chunk)
+            caches = prep(params, image)
+            first, t, scores = timed(lambda: win(params, image, caches, ts), repeats)
+            scores = np.asarray(scores)[:n]
+            reference_scores = scores if reference_scores is None else reference_scores
+            diff = float(np.abs(scores - reference_scores).max())
+            rows.append(dict(formulation=label, per_window_ms=1e3 * t / n, max_abs_diff_vs_kept=diff))
+            print(f"  {label}: {1e3 * t / n:.2f} ms/window", flush=True)
+    finally:
+        inc._place = original
+    return rows
+
+
+def markdown(meta, results, sweep, forms=None):
     lines = [
         "# Incremental occlusion vs full re-inference",
         "",
@@ -228,10 +288,23 @@ def markdown(meta, results, sweep):
             f"| {r['setting']} w{r['window']} s{r['stride']} | {r['full_first_call_s']:.1f} "
             f"| {r['incremental_cache_first_call_s']:.1f} | {r['incremental_windows_first_call_s']:.1f} |"
         )
+    for r in results:
+        if "engine_full_s" in r:
+            lines += ["", f"The public engine on the whole map ({r['setting']} w{r['window']} s{r['stride']}, "
+                      f"{r['windows']} windows, one timed call after a warm-up): `sj.occlusion(method='full')` "
+                      f"{r['engine_full_s']:.2f} s, `method='incremental'` {r['engine_incremental_s']:.2f} s "
+                      f"({r['engine_speedup']:.2f}×); maps differ by at most {r['engine_map_max_abs_diff']:.1e} "
+                      f"(largest |value| {r['engine_map_max_abs']:.3f})."]
     if sweep:
         lines += ["", f"Incremental chunk size ({sweep['setting']}, sample of {sweep['sample']} windows):", "",
                   "| chunk | ms / window |", "|---|---|"]
         lines += [f"| {row['chunk']} | {row['per_window_ms']:.2f} |" for row in sweep["rows"]]
+    if forms:
+        lines += ["", f"Splicing a patch into the region a layer reads ({forms['setting']}, chunk {forms['chunk']}, "
+                  f"sample of {forms['sample']} windows):", "",
+                  "| formulation | ms / window | max abs diff vs kept |", "|---|---|---|"]
+        lines += [f"| {r['formulation']} | {r['per_window_ms']:.2f} | {r['max_abs_diff_vs_kept']:.1e} |"
+                  for r in forms["rows"]]
     return "\n".join(lines) + "\n"
 
 
@@ -240,7 +313,8 @@ def main():
     ap.add_argument("--quick", action="store_true", help="small samples, one repeat (a smoke run)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--only", default=None, help="comma-separated setting indices (0, 1, 2)")
-    ap.add_argument("--sweep", action="store_true", help="also sweep the incremental chunk size")
+    ap.add_argument("--sweep", action="store_true",
+                    help="also sweep the incremental chunk size and compare the splice formulations")
     args = ap.parse_args()
     repeats = 1 if args.quick else 3
     zf, vgg = get_model("zf"), vgg16()
@@ -253,10 +327,14 @@ def main():
     meta = dict(machine=platform.processor() or platform.machine(), cpus=os.cpu_count(), jax=jax.__version__,
                 date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), repeats=repeats,
                 incremental_chunk=inc.DEFAULT_CHUNK_SIZE)
-    sweep = None
+    sweep = forms = None
     if args.sweep:
-        rows = chunk_sweep(zf, 16, 4, (4, 8, 16, 32, 64), 128, repeats)
-        sweep = dict(setting="ZF-style w16 s4", sample=128, rows=rows)
+        print("chunk sweep (ZF-style w16 s4) …", flush=True)
+        rows = chunk_sweep(zf, 16, 4, (4, 8, 16, 24, 32), 96, repeats)
+        sweep = dict(setting="ZF-style w16 s4", sample=96, rows=rows)
+        print("splice formulations (ZF-style w16 s4) …", flush=True)
+        forms = dict(setting="ZF-style w16 s4", chunk=inc.DEFAULT_CHUNK_SIZE, sample=96,
+                     rows=formulations(zf, 16, 4, inc.DEFAULT_CHUNK_SIZE, 96, repeats))
     results = []
     for k in only:
         name, model, window, stride, sample = settings[k]
@@ -267,9 +345,9 @@ def main():
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     suffix = "-quick" if args.quick else ""
-    (out / f"incremental{suffix}.json").write_text(json.dumps(dict(meta=meta, results=results, sweep=sweep), indent=1))
-    (out / f"incremental{suffix}.md").write_text(markdown(meta, results, sweep))
-    print(markdown(meta, results, sweep))
+    (out / f"incremental{suffix}.json").write_text(json.dumps(dict(meta=meta, results=results, sweep=sweep, formulations=forms), indent=1))
+    (out / f"incremental{suffix}.md").write_text(markdown(meta, results, sweep, forms))
+    print(markdown(meta, results, sweep, forms))
 
 
 if __name__ == "__main__":
