@@ -26,7 +26,11 @@ pytestmark = pytest.mark.peers
 def nets():
     model = sj.get_model("small", num_classes=3, width=0.25, fc=(16,))
     shape = (2, 40, 36, 3)
-    variables = model.init(jax.random.key(5), jnp.zeros(shape))
+    rng = np.random.default_rng(5)  # N(0, 1/fan_in) weights without compiling the initialisers
+    variables = jax.tree_util.tree_map(
+        lambda s: jnp.asarray(rng.standard_normal(s.shape, dtype=np.float32)
+                              / np.float32(np.sqrt(np.prod(s.shape[:-1]) if len(s.shape) > 1 else 10.0))),
+        jax.eval_shape(model.init, jax.random.key(5), jax.ShapeDtypeStruct(shape, jnp.float32)))
     images = np.random.default_rng(1).normal(size=shape).astype(np.float32)
     return model, variables, port(model, variables), images
 
