@@ -226,3 +226,25 @@ def test_normalize_map_by_hand():
     np.testing.assert_array_equal(np.asarray(normalize_map(jnp.zeros((2, 3, 3, 3)))), 0.5)
     with pytest.raises(ValueError, match="`method`"):
         normalize_map(m, method="log")
+
+
+def test_one_forward_pass_whatever_the_number_of_signals():
+    """Count the convolutions in the traced program: 5 forward + 5 backward, for 1 class or all of them.
+
+    If the forward pass were repeated per class (or per unit), the count would grow with K (or U).
+    """
+    from saliency_jax import jaxpr as jx
+
+    model, params, x = small()
+
+    def convs(fn):
+        n = []
+        jx.walk(jax.make_jaxpr(fn)(x), lambda e, f, p: n.append(1) if e.primitive.name == "conv_general_dilated" else None)
+        return len(n)
+
+    assert convs(lambda v: backprop.deconvnet(model.apply, params, v, target=1)) == 10
+    assert convs(lambda v: backprop.deconvnet(model.apply, params, v, target="all")) == 10
+    # from conv3: 5 forward (conv4/conv5 are traced, then dropped by XLA as dead code) + 3 backward,
+    # for 1 unit or 6
+    assert convs(lambda v: backprop.project_units(model.apply, params, v, layer="conv3", top_k=1).maps) == 8
+    assert convs(lambda v: backprop.project_units(model.apply, params, v, layer="conv3", top_k=6).maps) == 8
