@@ -1,7 +1,8 @@
 """saliency_jax: what a convnet looks at, fast.
 
-Occlusion sensitivity (every window at once, chunked, sharded over local devices), and the
-Zeiler & Fergus family of convnets to run it on.
+Occlusion sensitivity (every window at once, chunked, sharded over local devices), deconvnet,
+guided backprop and gradients for any JAX function (custom-VJP rules, max-pool switches), and
+the Zeiler & Fergus family of convnets to run them on.
 
 Example:
     >>> import jax, jax.numpy as jnp
@@ -13,8 +14,17 @@ Example:
     (128, 128)
 """
 
+from saliency_jax import backprop as backprop
+from saliency_jax import jaxpr as jaxpr
 from saliency_jax import models as models
+from saliency_jax import render as render
 from saliency_jax import windows as windows
+from saliency_jax.backprop import deconvnet as deconvnet
+from saliency_jax.backprop import gradient as gradient
+from saliency_jax.backprop import guided_backprop as guided_backprop
+from saliency_jax.backprop import project_units as project_units
+from saliency_jax.backprop import saliency_maps as saliency_maps
+from saliency_jax.backprop import top_activations as top_activations
 from saliency_jax.models import get_model as get_model
 from saliency_jax.occlusion import DEFAULT_CHUNK_SIZE as DEFAULT_CHUNK_SIZE
 from saliency_jax.occlusion import occlusion as occlusion
