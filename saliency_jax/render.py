@@ -1,4 +1,4 @@
-"""Rendering helpers. For now: display normalisation of saliency maps.
+"""Rendering: display normalisation of saliency maps, colour maps, overlays and panels.
 
 Zeiler & Fergus (2014) show their projections without saying how they were scaled. We
 choose, and document, two normalisations; both are per map, robust to a few extreme
@@ -20,8 +20,10 @@ with the raw maps, not the rendered ones.
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
+from PIL import Image, ImageDraw
 
-__all__ = ["normalize_map", "NORMALIZATIONS"]
+__all__ = ["normalize_map", "NORMALIZATIONS", "colorize", "overlay", "panel", "to_uint8"]
 
 NORMALIZATIONS: tuple[str, ...] = ("signed", "abs")
 
@@ -65,3 +67,102 @@ def normalize_map(m, *, method: str = "signed", percentile: float = 99.5, eps: f
     s = jnp.percentile(jnp.abs(m).reshape(lead + (-1,)), percentile, axis=-1)
     s = jnp.maximum(s, eps)
     return jnp.clip(0.5 + 0.5 * m / s[..., None, None, None], 0.0, 1.0)
+
+
+def to_uint8(image) -> np.ndarray:
+    """``(H, W, 3)`` or ``(H, W)`` floats in ``[0, 1]`` → ``uint8`` (rounded, clipped)."""
+    return np.round(np.clip(np.asarray(image, np.float64), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def colorize(heat, *, cmap: str | None = None, vmin: float | None = None, vmax: float | None = None) -> np.ndarray:
+    """Colour a heat map with a matplotlib colour map.
+
+    NaN pixels (covered by no occlusion window) render black.
+
+    Args:
+        heat: ``(H, W)`` floats.
+        cmap: a matplotlib colour-map name. Default ``"jet"`` (the original figures), or
+            ``"RdBu_r"`` when the map has both signs (zero in the middle).
+        vmin, vmax: the value range mapped to the colour map's ends. Default: ``[min, max]``,
+            or ``[-a, a]`` with ``a = max |heat|`` for a signed map.
+
+    Returns:
+        ``(H, W, 3) float32`` RGB in ``[0, 1]``.
+
+    Example:
+        >>> colorize(np.array([[0.0, 1.0]])).shape
+        (1, 2, 3)
+    """
+    from matplotlib import colormaps
+
+    heat = np.asarray(heat, np.float64)
+    if heat.ndim != 2:
+        raise ValueError(f"`heat` (shape={heat.shape}) must be (H, W)")
+    finite = heat[np.isfinite(heat)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    signed = lo < 0.0 < hi
+    if cmap is None:
+        cmap = "RdBu_r" if signed else "jet"
+    if cmap not in colormaps:
+        raise ValueError(f"`cmap` (={cmap!r}) must be a matplotlib colour-map name, e.g. 'jet', 'viridis', 'RdBu_r'")
+    if vmin is None and vmax is None and signed:
+        a = max(abs(lo), abs(hi))
+        lo, hi = -a, a
+    lo = lo if vmin is None else float(vmin)
+    hi = hi if vmax is None else float(vmax)
+    scaled = (heat - lo) / (hi - lo) if hi > lo else np.zeros_like(heat)
+    rgb = colormaps[cmap](np.clip(np.nan_to_num(scaled), 0.0, 1.0))[..., :3]
+    rgb[~np.isfinite(heat)] = 0.0
+    return rgb.astype(np.float32)
+
+
+def overlay(image, heat, *, alpha: float = 0.5, **colorize_kwargs) -> np.ndarray:
+    """Blend a coloured heat map onto an image: ``(1 − alpha)·image + alpha·colour``.
+
+    Args:
+        image: ``(H, W, 3)`` RGB floats in ``[0, 1]`` (or ``(H, W, 1)`` grey).
+        heat: ``(H, W)`` map.
+        alpha: the heat map's weight in ``[0, 1]``.
+        **colorize_kwargs: ``cmap``, ``vmin``, ``vmax`` for :func:`colorize`.
+
+    Returns:
+        ``(H, W, 3) float32`` in ``[0, 1]``.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"`alpha` (={alpha!r}) must lie in [0, 1]")
+    image = np.asarray(image, np.float32)
+    if image.ndim != 3 or image.shape[-1] not in (1, 3):
+        raise ValueError(f"`image` (shape={image.shape}) must be (H, W, 3) or (H, W, 1)")
+    if image.shape[:2] != np.shape(heat):
+        raise ValueError(f"`heat` (shape={np.shape(heat)}) must match the image's (H, W) = {image.shape[:2]}")
+    colour = colorize(heat, **colorize_kwargs)
+    return ((1.0 - alpha) * np.broadcast_to(image, colour.shape) + alpha * colour).astype(np.float32)
+
+
+def panel(tiles, captions, *, scale: int = 2, gap: int = 6, caption_height: int = 16) -> Image.Image:
+    """Side-by-side tiles with a caption above each, as in the original write-up's figures.
+
+    Args:
+        tiles: a sequence of ``(H, W, 3)`` floats in ``[0, 1]``, all the same size.
+        captions: one string per tile.
+        scale: integer upscaling of each tile (nearest neighbour, so pixels stay visible).
+        gap: pixels between tiles.
+        caption_height: pixels reserved above the tiles for the captions.
+
+    Returns:
+        A ``PIL.Image`` in RGB mode.
+    """
+    if len(tiles) != len(captions) or not tiles:
+        raise ValueError(f"`tiles` ({len(tiles)}) and `captions` ({len(captions)}) must be non-empty and of equal length")
+    h, w = np.shape(tiles[0])[:2]
+    width = len(tiles) * w * scale + (len(tiles) + 1) * gap
+    canvas = Image.new("RGB", (width, h * scale + caption_height + 2 * gap), "white")
+    draw = ImageDraw.Draw(canvas)
+    for k, (tile, caption) in enumerate(zip(tiles, captions)):
+        if np.shape(tile)[:2] != (h, w):
+            raise ValueError(f"tile {k} has shape {np.shape(tile)}, the first tile {(h, w)}")
+        x = gap + k * (w * scale + gap)
+        im = Image.fromarray(to_uint8(tile)).resize((w * scale, h * scale), Image.NEAREST)
+        canvas.paste(im, (x, gap + caption_height))
+        draw.text((x, gap), caption, fill="black")
+    return canvas
