@@ -14,8 +14,9 @@ evaluates it in two passes:
    a *patch* — the layer's changed region, of a static size (the largest over all windows) at
    a dynamic position. An elementwise operation maps the patch; a convolution or pooling reads
    the input region its output region needs with ``lax.dynamic_slice`` from the padded cache,
-   splices the input patch into it and runs the same operation with ``VALID`` padding on that
-   region only — one batched convolution per layer for all windows of a chunk. From the first
+   splices the input patch into it (a gather and a select: no scatter) and runs the same
+   operation with ``VALID`` padding on that region only — under ``vmap`` one batched
+   convolution per layer for all windows of a chunk. From the first
    operation that mixes all positions (reshape/flatten, dense, global pooling, anything not
    recognised) the patch is spliced back into the cached map and the model runs in full.
 
@@ -26,11 +27,16 @@ operations on the same numbers, only fewer of them).
 
 What it applies to: ``mode="occlude"`` occlusion of any model ``apply_fn(params, (B, H, W, C))``
 whose data path is traceable to a jaxpr; the savings come from 2-D ``conv_general_dilated``
-(any layout, padding, stride, dilation and feature groups; not transposed convolutions),
-``reduce_window_max/min/sum`` pools over the two spatial axes, and elementwise operations
-(bias, ReLU, scaling, ``select`` …) between them. Residual additions of two *different*
-changed regions, ``scan``/``cond``/``while`` on the feature maps, transposes and anything else
-make the computation full from that point (still exact, just not cheaper).
+whose spatial axes are the image's H and W axes (any padding, stride, dilation and feature
+groups; not transposed convolutions), ``reduce_window_max/min/sum`` pools over those two axes
+(max/avg pooling), and elementwise operations (bias, ReLU, scaling, constants of the map's
+size, ``select`` …) between them. Residual additions of two *different* changed regions,
+``scan``/``cond``/``while`` on the feature maps, transposes, padding primitives and anything
+else make the computation full from that point (still exact, just not cheaper); a model with
+none of these layers (an MLP) runs entirely in full.
+
+Memory: per image, one padded copy of the input of every layer computed incrementally (about
+one forward pass's activations), plus, per chunk, the regions of its windows.
 
 Example:
     >>> import jax, jax.numpy as jnp
