@@ -52,7 +52,9 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import numbers
 from typing import Any, Callable, Sequence
 
 import jax
@@ -61,7 +63,7 @@ import numpy as np
 from jax import lax
 
 from saliency_jax import jaxpr as jx
-from saliency_jax.windows import WindowGrid, window_grid
+from saliency_jax.windows import WindowGrid, as_pair, axis_masks, window_grid
 
 __all__ = [
     "FULL_LAYER_FRACTION",
@@ -72,6 +74,7 @@ __all__ = [
     "flop_report",
     "prepare",
     "window_outputs",
+    "capped_occlusion",
 ]
 
 FULL_LAYER_FRACTION = 0.8
@@ -123,14 +126,25 @@ class _Axis:
         start = np.clip(lo, 0, dim - size)
         return _Axis(dim, size, lo, hi, start)
 
-    def through(self, out_dim: int, k_eff: int, stride: int, pad_lo: int) -> "_Axis":
+    def through(self, out_dim: int, k_eff: int, stride: int, pad_lo: int, cap: float | None = None) -> "_Axis":
         """The changed output interval of a sliding window (extent ``k_eff``, ``stride``, padding
-        ``pad_lo`` before the first element): output ``o`` reads inputs ``[o·s − p, o·s − p + k)``."""
+        ``pad_lo`` before the first element): output ``o`` reads inputs ``[o·s − p, o·s − p + k)``.
+
+        ``cap`` (APPROXIMATE, Krypton's projective-field threshold): an interval longer than
+        ``ceil(cap · out_dim)`` is cut to that length around its centre; outside it the layer
+        keeps the unoccluded image's values.
+        """
         oa = np.maximum(0, (self.lo + pad_lo - k_eff) // stride + 1)
         ob = np.minimum(out_dim, (self.hi - 1 + pad_lo) // stride + 1)
         ob = np.where(self.hi > self.lo, ob, oa)
         oa = np.minimum(oa, out_dim)
-        return _Axis.of(out_dim, oa, np.maximum(ob, oa))
+        ob = np.maximum(ob, oa)
+        if cap is not None:
+            limit = max(1, math.ceil(cap * out_dim))
+            excess = np.maximum(0, ob - oa - limit)
+            oa = oa + excess // 2
+            ob = oa + np.minimum(ob - oa, limit)
+        return _Axis.of(out_dim, oa, ob)
 
 
 @dataclasses.dataclass(eq=False)
@@ -255,8 +269,9 @@ class _Interpreter:
     at image ``img`` and grid position ``(iy, ix)``.
     """
 
-    def __init__(self, mode: str, caches: Sequence[Any] = (), img=None, iy=None, ix=None):
+    def __init__(self, mode: str, caches: Sequence[Any] = (), img=None, iy=None, ix=None, cap=None):
         self.mode = mode
+        self.cap = cap
         self.records: list = []
         self._caches = list(caches)
         self._next = 0
@@ -365,7 +380,8 @@ class _Interpreter:
     def _windowed(self, eqn, x: _Spatial, other, *, k_eff, strides, pads, out_axes, pad_value, valid_params):
         out_shape = tuple(eqn.outvars[0].aval.shape)
         geom = tuple(
-            g.through(out_shape[oa], k, s, p[0]) for g, oa, k, s, p in zip(x.geom, out_axes, k_eff, strides, pads)
+            g.through(out_shape[oa], k, s, p[0], self.cap)
+            for g, oa, k, s, p in zip(x.geom, out_axes, k_eff, strides, pads)
         )
         sizes = (geom[0].size, geom[1].size)
         full_area = out_shape[out_axes[0]] * out_shape[out_axes[1]]
@@ -467,7 +483,7 @@ def _run(traced, params, x: _Spatial, interp: _Interpreter):
     return jax.tree_util.tree_unflatten(traced.out_tree, outs)
 
 
-def prepare(apply_fn: Callable, params: Any, images: jax.Array, grid: WindowGrid) -> list:
+def prepare(apply_fn: Callable, params: Any, images: jax.Array, grid: WindowGrid, *, cap: float | None = None) -> list:
     """The per-image caches of the unoccluded images ``(N, H, W, C)``, for :func:`window_outputs`.
 
     A list of arrays, each with a leading image axis: the padded inputs of the layers computed
@@ -476,14 +492,14 @@ def prepare(apply_fn: Callable, params: Any, images: jax.Array, grid: WindowGrid
     traced = _traced(apply_fn, params, images.shape, images.dtype)
 
     def one(image):
-        interp = _Interpreter("cache")
+        interp = _Interpreter("cache", cap=cap)
         _run(traced, params, _input_value(images.shape, grid, image[None]), interp)
         return interp.records
 
     return jax.vmap(one)(images)
 
 
-def window_outputs(apply_fn, params, images, fills, grid: WindowGrid, caches, img, iy, ix, *, _stats=None):
+def window_outputs(apply_fn, params, images, fills, grid: WindowGrid, caches, img, iy, ix, *, cap=None, _stats=None):
     """Model output ``(1, K)`` for window ``(iy, ix)`` of image ``img`` occluded with ``fills``.
 
     Per window (``vmap`` it over windows): the changed region of each layer is recomputed from
@@ -494,6 +510,8 @@ def window_outputs(apply_fn, params, images, fills, grid: WindowGrid, caches, im
         grid: the window grid.
         caches: :func:`prepare`'s result.
         img, iy, ix: int32 scalars: image, window row, window column.
+        cap: ``None`` (exact) or the projective-field cap of :func:`capped_occlusion`
+            (APPROXIMATE); must be the one given to :func:`prepare`.
     """
     n, h, w, c = images.shape
     x = _input_value(images.shape, grid, None)
@@ -511,7 +529,7 @@ def window_outputs(apply_fn, params, images, fills, grid: WindowGrid, caches, im
     inside = ((rows >= oy) & (rows < oy + ey))[None, :, None, None] & ((cols >= ox) & (cols < ox + ex))[None, None, :, None]
     x.value = jnp.where(inside, filled, pixels)
     traced = _traced(apply_fn, params, images.shape, images.dtype)
-    interp = _Interpreter("window", caches, img, iy, ix)
+    interp = _Interpreter("window", caches, img, iy, ix, cap=cap)
     out = _run(traced, params, x, interp)
     if _stats is not None:
         _stats.extend(interp.savings)
@@ -531,13 +549,17 @@ def _full_flops(apply_fn, params, image_shape) -> tuple[int, list]:
     return sum(counted), counted
 
 
-def flop_report(apply_fn: Callable, params: Any, image_shape, *, window, stride=None, placement: str = "clip") -> FlopReport:
+def flop_report(
+    apply_fn: Callable, params: Any, image_shape, *, window, stride=None, placement: str = "clip",
+    cap: float | None = None,
+) -> FlopReport:
     """Counted FLOPs per window of full and incremental re-inference (no computation is run).
 
     Args:
         apply_fn, params: the model, as for :func:`saliency_jax.occlusion`.
         image_shape: ``(H, W, C)``.
         window, stride, placement: the window grid, as for :func:`saliency_jax.occlusion`.
+        cap: ``None`` (exact) or the APPROXIMATE projective-field cap of :func:`capped_occlusion`.
 
     Returns:
         A :class:`FlopReport`; ``ratio`` is the ceiling on the speed-up. Cached per model,
@@ -548,7 +570,7 @@ def flop_report(apply_fn: Callable, params: Any, image_shape, *, window, stride=
     leaves, treedef = jax.tree_util.tree_flatten(params)
     signature = (treedef, tuple((tuple(np.shape(x)), str(jnp.result_type(x))) for x in leaves))
     try:
-        key = (apply_fn, signature, (h, w, c), tuple(map(tuple, grid)), FULL_LAYER_FRACTION)
+        key = (apply_fn, signature, (h, w, c), tuple(map(tuple, grid)), FULL_LAYER_FRACTION, cap)
         hash(key)
     except TypeError:
         key = None
@@ -560,9 +582,9 @@ def flop_report(apply_fn: Callable, params: Any, image_shape, *, window, stride=
     stats: list[LayerCost] = []
 
     def run(p, imgs):
-        caches = prepare(apply_fn, p, imgs, grid)
+        caches = prepare(apply_fn, p, imgs, grid, cap=cap)
         zero = jnp.zeros((), jnp.int32)
-        return window_outputs(apply_fn, p, imgs, imgs, grid, caches, zero, zero, zero, _stats=stats)
+        return window_outputs(apply_fn, p, imgs, imgs, grid, caches, zero, zero, zero, cap=cap, _stats=stats)
 
     jax.eval_shape(run, abstract_params, images)
     saved = sum(layer.full_flops - layer.window_flops for layer in stats)
@@ -573,3 +595,83 @@ def flop_report(apply_fn: Callable, params: Any, image_shape, *, window, stride=
 
 
 _REPORTS: dict = {}
+
+
+# --------------------------------------------------------------------------------------------
+# APPROXIMATE: capped projective field (Krypton's "projective field threshold")
+# --------------------------------------------------------------------------------------------
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4, 5, 6))
+def _capped_jit(apply_fn, params, image, fill, grid_key, cap, chunk):
+    h, w, _ = image.shape
+    grid = window_grid((h, w), *grid_key)
+    images = image[None]
+    fills = jnp.broadcast_to(fill.astype(image.dtype), images.shape)
+    caches = prepare(apply_fn, params, images, grid, cap=cap)
+    n_cols, total = grid.shape[1], grid.size
+    padded = -(-total // chunk) * chunk
+    flat = jnp.minimum(jnp.arange(padded, dtype=jnp.int32), total - 1).reshape(-1, chunk)
+    zero = jnp.zeros((), jnp.int32)
+
+    def one(t):
+        return window_outputs(apply_fn, params, images, fills, grid, caches, zero, t // n_cols, t % n_cols, cap=cap)[0]
+
+    outs = jax.lax.map(jax.vmap(one), flat).reshape(padded, -1)[:total].astype(jnp.float32)
+    base = apply_fn(params, images).astype(jnp.float32)[0]
+    drops = (base[None] - outs).reshape(*grid.shape, -1)  # (rows, cols, K)
+    rows, cols = axis_masks(grid, (h, w))
+    hi = lax.Precision.HIGHEST
+    total_map = jnp.einsum("iy,ijk,jx->kyx", jnp.asarray(rows, jnp.float32), drops, jnp.asarray(cols, jnp.float32),
+                           precision=hi)
+    count = np.outer(rows.sum(0), cols.sum(0))
+    return total_map / jnp.asarray(np.maximum(count, 1), jnp.float32)[None]
+
+
+def capped_occlusion(
+    apply_fn: Callable, params: Any, image: jax.Array, *, window, stride=None, target: int, cap: float,
+    fill: float = 0.0, chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> jax.Array:
+    """APPROXIMATE occlusion map with a capped projective field (Krypton's threshold τ).
+
+    As ``occlusion(..., method="incremental")`` with ``score="difference"``, ``combine="mean"``,
+    ``placement="clip"`` and a constant ``fill``, except that at every convolution / pooling the
+    changed region is cut to at most ``ceil(cap · size)`` rows and columns around its centre;
+    beyond it the layer keeps the unoccluded image's activations. ``cap >= 1`` is exact; a
+    smaller cap does less work and is wrong by an amount that depends on the model and image —
+    measure it against the exact map (``occlusion(..., method="incremental")``) before trusting
+    it, e.g. with ``benchmarks/incremental.py --approx``. :func:`flop_report` with the same
+    ``cap`` counts its FLOPs.
+
+    Args:
+        apply_fn, params: the model, as for :func:`saliency_jax.occlusion`.
+        image: ``(H, W, C)`` float32.
+        window, stride: as for :func:`saliency_jax.occlusion`.
+        target: the class index scored.
+        cap: the fraction of each map's side a changed region may span, in ``(0, 1]``.
+        fill: the constant an occluded pixel becomes.
+        chunk_size: windows per batched step.
+
+    Returns:
+        float32 ``(H, W)``: the mean score drop of the windows covering each pixel.
+    """
+    if not hasattr(image, "shape") or getattr(image, "ndim", None) != 3:
+        raise ValueError(f"`image` (shape={getattr(image, 'shape', None)}) must be one image (H, W, C)")
+    if isinstance(cap, bool) or not isinstance(cap, numbers.Real) or not 0 < cap <= 1:
+        raise ValueError(f"`cap` (={cap!r}) must be a number in (0, 1]")
+    if isinstance(target, bool) or not isinstance(target, numbers.Integral):
+        raise TypeError(f"`target` (={target!r}) must be an int class index")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
+        raise ValueError(f"`chunk_size` (={chunk_size!r}) must be a positive int")
+    if isinstance(fill, bool) or not isinstance(fill, numbers.Real):
+        raise TypeError(f"`fill` (={fill!r}) must be a number")
+    h, w, _ = image.shape
+    window_grid((h, w), window, stride, "clip")  # validates window and stride
+    k = jax.eval_shape(apply_fn, params, jax.ShapeDtypeStruct((1, *image.shape), jnp.float32)).shape[-1]
+    if not 0 <= target < k:
+        raise ValueError(f"`target` (={target!r}) must lie in [0, {k}) (the model has K={k} outputs)")
+    wy, wx = as_pair("window", window)
+    sy, sx = (wy, wx) if stride is None else as_pair("stride", stride)
+    heat = _capped_jit(apply_fn, params, jnp.asarray(image, jnp.float32), jnp.asarray(fill, jnp.float32),
+                       ((wy, wx), (sy, sx)), float(cap), int(chunk_size))
+    return heat[target]

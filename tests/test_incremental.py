@@ -150,8 +150,8 @@ def test_a_region_one_row_too_small_breaks_the_map(monkeypatch):
     """The tests can fail: shrink every changed output region by one row and the map differs."""
     through = inc._Axis.through
 
-    def shrunk(self, out_dim, k_eff, stride, pad_lo):
-        ax = through(self, out_dim, k_eff, stride, pad_lo)
+    def shrunk(self, out_dim, k_eff, stride, pad_lo, cap=None):
+        ax = through(self, out_dim, k_eff, stride, pad_lo, cap)
         return inc._Axis.of(ax.dim, ax.lo, np.maximum(ax.lo, ax.hi - 1))
 
     monkeypatch.setattr(inc._Axis, "through", shrunk)
@@ -217,6 +217,32 @@ def test_auto_picks_incremental_when_cheaper(monkeypatch):
     calls.clear()
     occlusion(apply_fn, variables, image, method="auto", mode="crop", window=64, stride=64, target=0)
     assert not calls  # crop changes every pixel: full re-inference
+
+
+# ---------------------------------------------------------------------------------------------
+# APPROXIMATE: capped projective field
+# ---------------------------------------------------------------------------------------------
+
+
+def test_capped_projective_field_is_exact_at_one_and_cheaper_and_wrong_below():
+    apply_fn, variables, image = build("small")
+    kw = dict(window=16, stride=8, target=1)
+    exact = np.asarray(occlusion(apply_fn, variables, image, method="full", **kw), np.float64)
+    uncapped = np.asarray(inc.capped_occlusion(apply_fn, variables, image, cap=1.0, **kw), np.float64)
+    assert_close(uncapped, exact)
+    capped = np.asarray(inc.capped_occlusion(apply_fn, variables, image, cap=0.3, **kw), np.float64)
+    error = np.abs(capped - exact).max() / np.abs(exact).max()
+    assert 1e-3 < error  # an approximation, and the test says so
+    ratio_exact = inc.flop_report(apply_fn, variables, image.shape, window=16, stride=8).ratio
+    ratio_capped = inc.flop_report(apply_fn, variables, image.shape, window=16, stride=8, cap=0.3).ratio
+    assert ratio_capped > ratio_exact
+
+
+@pytest.mark.parametrize("cap", [0, 1.5, "half", True])
+def test_capped_rejects_bad_cap(cap):
+    apply_fn, variables, image = build("residual")
+    with pytest.raises(ValueError, match="`cap`"):
+        inc.capped_occlusion(apply_fn, variables, image, window=4, stride=4, target=0, cap=cap)
 
 
 # ---------------------------------------------------------------------------------------------
