@@ -12,7 +12,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import saliency_jax as sj
 from saliency_jax import incremental as inc
 from saliency_jax.models import get_model
 from saliency_jax.occlusion import occlusion
