@@ -1,15 +1,123 @@
-"""Command line: a thin layer over the library."""
+"""Command line: a thin layer over the library (one function per subcommand).
+
+Subcommands:
+    train      train the model (generated data by default, ``--data DIR`` for an image folder),
+               save the checkpoint with its model card, evaluate it on held-out data.
+    evaluate   accuracy, confusion matrix, ROC/AUC and precision-recall/AP of a checkpoint,
+               written as PNG plots and JSON.
+"""
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
+from pathlib import Path
+
+
+def _command_line(argv: list[str] | None) -> str:
+    args = sys.argv[1:] if argv is None else list(argv)
+    return shlex.join(["saliency-jax", *args])
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """``saliency-jax train``: :func:`saliency_jax.train.train_and_export`."""
+    from saliency_jax import train as train_lib
+
+    overrides = {}
+    for field in ("epochs", "seed", "batch_size", "num_train", "num_val", "data_seed", "spurious_cue", "learning_rate"):
+        value = getattr(args, field)
+        if value is not None:
+            overrides[field] = value
+    config = train_lib.get_config(args.config, **overrides)
+    workdir = Path(args.workdir) if args.workdir else Path("runs") / args.config
+    out = Path(args.out) if args.out else workdir / "model"
+    test_size = args.test_size if args.test_size is not None else (16 if args.config == "smoke" else 2000)
+    path, metrics = train_lib.train_and_export(
+        config,
+        workdir,
+        out,
+        data_dir=args.data,
+        command=args.command_line,
+        test_size=test_size,
+        progress=not args.no_progress,
+        resume=not args.restart,
+    )
+    print(f"checkpoint: {path}")
+    if metrics is not None:
+        print(_summary(metrics))
+    return 0
+
+
+def _summary(metrics: dict) -> str:
+    parts = [f"accuracy {metrics['accuracy']:.4f} ({metrics['correct']}/{metrics['n']})"]
+    if "auc" in metrics:
+        parts.append(f"AUC {metrics['auc']:.4f}")
+        parts.append(f"AP {metrics['average_precision']:.4f}")
+    return "  ".join(parts)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """``saliency-jax evaluate``: :func:`saliency_jax.evaluate.evaluate_checkpoint`."""
+    from saliency_jax import evaluate as eval_lib
+
+    metrics, paths = eval_lib.evaluate_checkpoint(
+        args.checkpoint,
+        args.out,
+        data_dir=args.data,
+        n=args.n,
+        split=args.split,
+        start=args.start,
+        spurious_cue=args.spurious_cue,
+    )
+    print(_summary(metrics))
+    for kind, p in paths.items():
+        print(f"{kind}: {p}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="saliency-jax", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model and save a checkpoint with its model card")
+    p.add_argument("--config", default="default", choices=("default", "smoke"), help="named training config")
+    p.add_argument("--data", default=None, help="image folder (one subfolder per class) instead of generated data")
+    p.add_argument("--workdir", default=None, help="run directory: resumable state, metrics.jsonl (default runs/<config>)")
+    p.add_argument("--out", default=None, help="checkpoint directory to write (default <workdir>/model)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=None)
+    p.add_argument("--learning-rate", dest="learning_rate", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None, help="initialisation / shuffling / augmentation seed")
+    p.add_argument("--data-seed", dest="data_seed", type=int, default=None, help="generated-data or split seed")
+    p.add_argument("--num-train", dest="num_train", type=int, default=None, help="generated training images")
+    p.add_argument("--num-val", dest="num_val", type=int, default=None, help="generated validation images")
+    p.add_argument("--spurious-cue", dest="spurious_cue", type=float, default=None, help="plant the spurious mark (0..1)")
+    p.add_argument("--test-size", dest="test_size", type=int, default=None, help="held-out generated test images")
+    p.add_argument("--restart", action="store_true", help="ignore a previous run in --workdir and start afresh")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="accuracy, confusion matrix, ROC/AUC and PR/AP of a checkpoint")
+    p.add_argument("--checkpoint", default=None, help="checkpoint directory or name (default: the shipped model)")
+    p.add_argument("--data", default=None, help="image folder to evaluate on (all its images)")
+    p.add_argument("--out", default="evaluation", help="output directory for metrics.json and the plots")
+    p.add_argument("--n", type=int, default=2000, help="generated images to evaluate on")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"), help="generated split")
+    p.add_argument("--start", type=int, default=0, help="index of the first generated image")
+    p.add_argument("--spurious-cue", dest="spurious_cue", type=float, default=None, help="override the card's cue setting")
+    p.set_defaults(func=cmd_evaluate)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="saliency-jax", description=__doc__)
-    parser.add_subparsers(dest="command", required=True)
-    parser.parse_args(argv)
-    return 0
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.command_line = _command_line(argv)
+    try:
+        return args.func(args)
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
+        print(f"saliency-jax {args.command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
