@@ -244,7 +244,7 @@ def write_report(metrics: dict, out_dir: str | os.PathLike, title: str = "") -> 
         ax.plot(v["roc"]["fpr"], v["roc"]["tpr"], lw=1.8, label=f"{name} (AUC = {v['auc']:.4f})")
     ax.plot([0, 1], [0, 1], ls="--", lw=0.8, color="grey", label="chance")
     ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01))
-    ax.set_title(f"{prefix}ROC (n = {metrics['n']})")
+    ax.set_title(f"{prefix}ROC (n = {metrics['n']})", fontsize=10)
     ax.legend(loc="lower right")
     fig.tight_layout()
     _atomic_write(paths["roc"], lambda p: fig.savefig(p, format="png"))
@@ -254,7 +254,7 @@ def write_report(metrics: dict, out_dir: str | os.PathLike, title: str = "") -> 
     for name, v in metrics["per_class"].items():
         ax.step(v["pr"]["recall"], v["pr"]["precision"], where="post", lw=1.8, label=f"{name} (AP = {v['average_precision']:.4f})")
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.01))
-    ax.set_title(f"{prefix}precision / recall (n = {metrics['n']})")
+    ax.set_title(f"{prefix}precision / recall (n = {metrics['n']})", fontsize=10)
     ax.legend(loc="lower left")
     fig.tight_layout()
     _atomic_write(paths["pr"], lambda p: fig.savefig(p, format="png"))
