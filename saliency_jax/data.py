@@ -174,7 +174,7 @@ def shape_mask(kind: str, size: int, center: tuple[float, float], radius: float,
         ``(size, size) bool``.
 
     Example:
-        >>> shape_mask("disc", 8, (4.0, 4.0), 1.0, 0.0).sum()
+        >>> int(shape_mask("disc", 8, (4.0, 4.0), 1.0, 0.0).sum())
         4
     """
     return _inside(kind, *_local_coords(size, center, radius, angle))
