@@ -34,7 +34,20 @@ import optax
 from saliency_jax import data as data_lib
 from saliency_jax.models import MODEL_NAMES, get_model, model_config
 
-__all__ = ["TrainConfig", "CONFIGS", "get_config", "TrainResult", "load_data", "train", "make_optimizer", "predict_logits"]
+__all__ = [
+    "TrainConfig",
+    "CONFIGS",
+    "get_config",
+    "Dataset",
+    "TrainResult",
+    "load_data",
+    "train",
+    "make_optimizer",
+    "predict_logits",
+    "make_card",
+    "heldout_set",
+    "train_and_export",
+]
 
 
 @dataclasses.dataclass(frozen=True)
