@@ -165,6 +165,8 @@ class _Spatial:
 def _eqn_flops(eqn, out_shape=None) -> int:
     """Counted FLOPs of one equation (multiply-adds count 2, comparisons and elementwise 1)."""
     name = eqn.primitive.name
+    if out_shape is None and not eqn.outvars:  # effects only (e.g. a debug callback)
+        return 0
     shape = tuple(eqn.outvars[0].aval.shape) if out_shape is None else tuple(out_shape)
     size = int(np.prod(shape, dtype=np.int64))
     if name == "conv_general_dilated":

@@ -419,7 +419,7 @@ def occlusion(
     blur_sigma: float | None = None,
     chunk_size: int | str | None = None,
     devices: Sequence[Any] | None = None,
-    method: str = "full",
+    method: str = "auto",
 ) -> jax.Array:
     """Occlusion-sensitivity map of ``apply_fn`` for ``image``, all windows in one computation.
 
@@ -458,7 +458,8 @@ def occlusion(
             shape with :func:`tune_chunk_size`. The last chunk is padded, so there is one trace
             per shape.
         devices: the devices to shard the windows over; default all local devices.
-        method: ``"full"`` (default): every occluded image runs through the whole model.
+        method: ``"auto"`` (default), ``"full"`` or ``"incremental"``. ``"full"``: every
+            occluded image runs through the whole model.
             ``"incremental"``: exact incremental re-inference (``mode="occlude"`` only): the
             unoccluded image's activations are cached once and, per window, each convolution,
             pooling and elementwise layer is recomputed only on the region the window changes
@@ -466,7 +467,8 @@ def occlusion(
             rounding, and a model without such layers simply runs in full. Default chunk size
             :data:`saliency_jax.incremental.DEFAULT_CHUNK_SIZE` (``"auto"`` uses it too).
             ``"auto"``: ``"incremental"`` when ``mode="occlude"`` and its counted FLOPs are at
-            least :data:`saliency_jax.incremental.AUTO_MIN_RATIO` times fewer, else ``"full"``.
+            least :data:`saliency_jax.incremental.AUTO_MIN_RATIO` times fewer, else ``"full"``
+            (decided from the traced program; nothing is run).
 
     Returns:
         float32 ``(H, W)`` for one image, ``(N, H, W)`` for a batch, with a class axis before

@@ -225,25 +225,31 @@ def test_one_trace_per_shape_and_counted_model_calls():
     params, image = mlp_params(shape), rand_image(shape)
     # grid: ceil((10-4)/2)+1 = 4 rows × ceil((9-4)/2)+1 = 4 cols = 16 windows; chunks of at most 5
     # → 4 chunks of 4 (padding spread evenly: none needed), plus one unoccluded forward.
-    heat = occlusion(model, params, image, window=4, stride=2, target=0, chunk_size=5).block_until_ready()
+    kw = dict(window=4, stride=2, chunk_size=5, method="full")
+    heat = occlusion(model, params, image, target=0, **kw).block_until_ready()
     traces_first = model.traces
     assert traces_first <= 3  # output-shape check, unoccluded forward, the chunk body — once each
     assert sorted(model.calls) == [1, 4, 4, 4, 4]
 
     model.calls.clear()
     params2 = mlp_params(shape, seed=5)
-    heat2 = occlusion(model, params2, rand_image(shape, seed=9), window=4, stride=2, target=2, chunk_size=5)
+    heat2 = occlusion(model, params2, rand_image(shape, seed=9), target=2, **kw)
     assert model.traces == traces_first, "new weights, pixels or target must not retrace"
     assert sorted(model.calls) == [1, 4, 4, 4, 4]
     ref2 = reference.occlusion_map(mlp_numpy(params2), rand_image(shape, seed=9), window=(4, 4), stride=(2, 2), target=2)
     assert_maps_equal(heat2, ref2)
     assert not np.allclose(heat, heat2)
 
-    occlusion(model, params, rand_image((11, 9, 3))[:10], window=4, stride=2, target=0, chunk_size=5)
+    occlusion(model, params, rand_image((11, 9, 3))[:10], target=0, **kw)
     assert model.traces == traces_first  # same shapes again (a fresh array)
+    # method="auto" (the default) also analyses the program once; then it too never retraces
+    occlusion(model, params, image, window=4, stride=2, target=0)
+    traces_auto = model.traces
+    occlusion(model, params2, rand_image(shape, seed=3), window=4, stride=2, target=1)
+    assert model.traces == traces_auto
     model.calls.clear()
     # 6 × 3 = 18 windows in chunks of at most 5 → 4 chunks of 5 (2 padded variants)
-    occlusion(model, params, image, window=(5, 3), stride=(1, 3), target=0, chunk_size=5, score="output")
+    occlusion(model, params, image, window=(5, 3), stride=(1, 3), target=0, chunk_size=5, score="output", method="full")
     assert sorted(model.calls) == [5, 5, 5, 5]
 
 
