@@ -1,6 +1,7 @@
 """Command line: a thin layer over the library (one function per subcommand).
 
 Subcommands:
+    demo       the shipped model on a few generated test images: every method, panels, a gallery.
     train      train the model (generated data by default, ``--data DIR`` for an image folder),
                save the checkpoint with its model card, evaluate it on held-out data.
     evaluate   accuracy, confusion matrix, ROC/AUC and precision-recall/AP of a checkpoint,
@@ -75,9 +76,29 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    """``saliency-jax demo``: :func:`saliency_jax.demo.run_demo`."""
+    from saliency_jax.demo import run_demo
+
+    summary = run_demo(args.out, n=args.n, model=args.model, window=args.window, stride=args.stride, seed=args.seed)
+    rates = ", ".join(f"{m} {100 * r:.0f}%" for m, r in summary["peak_on_object_rate"].items())
+    print(f"{len(summary['images'])} images, accuracy {100 * summary['accuracy']:.0f}%; map peak on the object: {rates}")
+    print(f"wrote {Path(args.out) / 'index.html'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="saliency-jax", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="explain a few generated test images with the shipped model (panels + index.html)")
+    p.add_argument("--out", default="saliency-demo", help="output folder (default ./saliency-demo)")
+    p.add_argument("--n", type=int, default=6, help="number of images")
+    p.add_argument("--model", default=None, help="checkpoint directory or name (default: the shipped model)")
+    p.add_argument("--window", type=int, default=32, help="occlusion window side in pixels")
+    p.add_argument("--stride", type=int, default=4, help="occlusion stride in pixels")
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated test split")
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("train", help="train a model and save a checkpoint with its model card")
     p.add_argument("--config", default="default", choices=("default", "smoke"), help="named training config")

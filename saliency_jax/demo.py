@@ -141,7 +141,7 @@ def run_demo(
         "<style>body{font-family:sans-serif;margin:1em}figure{margin:1em 0}img{image-rendering:pixelated}</style>"
         f"</head><body><h1>saliency_jax demo</h1><p>Model: {html.escape(str(loaded.path))}; window {window}, stride {stride}. "
         "Panels: image | crop heatmap (the window alone, resized: its logit for the predicted class) | occlusion "
-        "heatmap (drop in that logit when the window is blacked out; red = supports the class) | deconvnet "
+        "heatmap (drop in that logit when the window is filled with 0, mid-grey after preprocessing; red = supports the class) | deconvnet "
         "projection of the logit.</p>"
         f"{cards}</body></html>"
     )
