@@ -1,0 +1,92 @@
+"""One XLA CPU device using every core, or the CPU split into one host device per core?
+
+The occlusion engine shards windows over local devices, so splitting a CPU with
+``--xla_force_host_platform_device_count=N`` turns intra-op parallelism (threads inside each
+small convolution) into inter-op parallelism (one chunk per core). This measures the shipped
+model's occlusion (6 generated test images, window 32, stride 4: 3,750 windows) both ways, for
+``method="auto"`` (incremental) and ``method="full"``, each in a fresh process, and checks that
+the maps agree. Results: benchmarks/results/host_devices.{json,md}.
+
+Usage:  python benchmarks/host_devices.py [--devices 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CHILD = r"""
+import json, statistics, time, sys
+import jax, jax.numpy as jnp, numpy as np
+import saliency_jax as sj
+m = sj.load()
+x = jnp.asarray(sj.data.preprocess(sj.generate(6, split="test").images))
+out = {"devices": len(jax.devices()), "methods": {}}
+for method in ("auto", "full"):
+    run = lambda: sj.occlusion(m.apply_fn, m.params, x, window=32, stride=4, target=1, method=method).block_until_ready()
+    t0 = time.perf_counter(); heat = run(); first = time.perf_counter() - t0
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter(); heat = run(); times.append(time.perf_counter() - t0)
+    t = statistics.median(times)
+    np.save(sys.argv[1] + f"_{method}.npy", np.asarray(heat))
+    out["methods"][method] = {"seconds": t, "windows_per_s": 6 * 625 / t, "trace_compile_s": first - t}
+print(json.dumps(out))
+"""
+
+
+def run(n_devices: int, tag: str) -> dict:
+    env = dict(os.environ)
+    if n_devices > 1:
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={n_devices}"
+    else:
+        env.pop("XLA_FLAGS", None)
+    proc = subprocess.run([sys.executable, "-c", CHILD, tag], capture_output=True, text=True, check=True, env=env, cwd=ROOT)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main():
+    import numpy as np
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--devices", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args()
+    tmp = Path("/tmp") / f"host_devices_{os.getpid()}"
+    one, many = run(1, f"{tmp}_1"), run(args.devices, f"{tmp}_n")
+    rows = []
+    for method in ("auto", "full"):
+        a, b = np.load(f"{tmp}_1_{method}.npy"), np.load(f"{tmp}_n_{method}.npy")
+        err = float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(a))), 1e-12))
+        rows.append({
+            "method": method, "one_device_windows_per_s": one["methods"][method]["windows_per_s"],
+            "split_windows_per_s": many["methods"][method]["windows_per_s"],
+            "speedup": one["methods"][method]["seconds"] / many["methods"][method]["seconds"], "max_rel_err": err,
+        })
+    result = {"cpus": os.cpu_count(), "devices": many["devices"], "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+              "workload": "shipped model, 6 generated test images, window 32, stride 4 (3,750 windows), target 1",
+              "rows": rows, "raw": {"one": one, "split": many}}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "host_devices.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = [
+        "# Splitting the CPU into XLA host devices",
+        "",
+        f"{result['workload']}; {result['cpus']} CPU cores; {result['date']}. Median of 5 after a warm-up, each setting in a fresh process.",
+        "",
+        f"| method | 1 device (win/s) | {many['devices']} host devices (win/s) | speed-up | max rel. err |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [f"| {r['method']} | {r['one_device_windows_per_s']:.0f} | {r['split_windows_per_s']:.0f} | **{r['speedup']:.2f}×** | {r['max_rel_err']:.1e} |" for r in rows]
+    (args.out / "host_devices.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
