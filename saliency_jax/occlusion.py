@@ -40,10 +40,11 @@ SCORES = ("difference", "output")
 COMBINES = ("mean", "sum")
 METHODS = ("full", "incremental", "auto")
 _FILL_NAMES = ("mean", "blur")
-DEFAULT_CHUNK_SIZE = 4
-"""Variants per model call when ``chunk_size`` is not given: the fastest batch for both shipped
-architectures on a 2-core CPU (XLA's CPU convolutions slow down as the batch grows; see
-``benchmarks/results/occlusion.md``). Use ``chunk_size="auto"`` to measure per model and shape."""
+DEFAULT_CHUNK_SIZE = 16
+"""Variants per model call for ``method="full"`` when ``chunk_size`` is not given: on a quiet
+2-core CPU, 16 was the fastest for the ZF-style 224 model and within 5 % of the fastest (8) for the
+small 128 model (``benchmarks/results/occlusion.md``). Use ``chunk_size="auto"`` to measure per
+model and shape."""
 
 
 @dataclasses.dataclass(frozen=True)
