@@ -152,8 +152,8 @@ def run_model(model_name, args):
         residual_bytes_pool1=dict(switches=pool_switch, default=pool_default),
         device=str(jax.devices()[0]), jax=jax.__version__, cpu_count=os.cpu_count(),
         machine=platform.machine(), load_average=os.getloadavg(),
-        note=("Shared CPU: other jobs ran on the same 2 cores during this run, so absolute times are "
-              "noisy; both variants ran back to back under the same conditions."),
+        note=("Both variants ran back to back under the same conditions; the load average above says "
+              "whether other work shared the CPU (the run-to-run spread of the speed-up is large here)."),
     )
     for r in rows:
         r.pop("result", None)
