@@ -12,7 +12,6 @@ from __future__ import annotations
 import html
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import jax
@@ -20,22 +19,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from saliency_jax import backprop, checkpoint, data, render
+from saliency_jax._io import atomic_write, atomic_write_text
 from saliency_jax.occlusion import occlusion
 
 __all__ = ["run_demo"]
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Write via ``write(file_object)`` to a temporary file beside ``path``, then rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def run_demo(
@@ -107,8 +96,8 @@ def run_demo(
             f"deconvnet ({guess})",
         ]
         for method, arr in (("occlusion", occ[k]), ("crop", crop[k]), ("deconvnet", deconv[k])):
-            _atomic_write(out / f"{name}_{method}.npy", lambda f, a=arr: np.save(f, a.astype(np.float32)))
-        _atomic_write(out / f"{name}.png", lambda f, t=tiles, c=captions: render.panel(t, c).save(f, format="PNG"))
+            atomic_write(out / f"{name}_{method}.npy", lambda p, a=arr: np.save(p, a.astype(np.float32)))
+        atomic_write(out / f"{name}.png", lambda p, t=tiles, c=captions: render.panel(t, c).save(p, format="PNG"))
         row = {
             "image": name,
             "label": label,
@@ -118,7 +107,7 @@ def run_demo(
             "settings": settings,
             "model": str(loaded.path),
         }
-        _atomic_write(out / f"{name}.json", lambda f, r=row: f.write(json.dumps(r, indent=2).encode()))
+        atomic_write_text(out / f"{name}.json", json.dumps(row, indent=2))
         rows.append(row)
 
     summary = {
@@ -129,7 +118,7 @@ def run_demo(
         "peak_on_object_rate": {m: float(np.mean([r["peak_on_object"][m] for r in rows])) for m in ("occlusion", "crop", "deconvnet")},
         "images": rows,
     }
-    _atomic_write(out / "summary.json", lambda f: f.write(json.dumps(summary, indent=2).encode()))
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     cards = "\n".join(
         f'<figure><img src="{html.escape(r["image"])}.png" alt="{html.escape(r["image"])}">'
         f'<figcaption>{html.escape(r["image"])}: {html.escape(r["label"])} → {html.escape(r["prediction"])}; '
@@ -145,5 +134,5 @@ def run_demo(
         "projection of the logit.</p>"
         f"{cards}</body></html>"
     )
-    _atomic_write(out / "index.html", lambda f: f.write(page.encode()))
+    atomic_write_text(out / "index.html", page)
     return summary

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from saliency_jax._io import atomic_write as _atomic_write
 
 __all__ = [
     "softmax",
@@ -200,20 +201,6 @@ def evaluate_model(model, images: np.ndarray, labels: np.ndarray, batch_size: in
 
     logits = predict_logits(model.apply_fn, model.params, images, batch_size)
     return classification_metrics(logits, labels, model.card["classes"])
-
-
-def _atomic_write(path: Path, writer) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        writer(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write_report(metrics: dict, out_dir: str | os.PathLike, title: str = "") -> dict[str, Path]:

@@ -21,7 +21,6 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, TextIO
@@ -32,6 +31,7 @@ import numpy as np
 import optax
 
 from saliency_jax import data as data_lib
+from saliency_jax._io import atomic_write_text as _write_text_atomic
 from saliency_jax.models import MODEL_NAMES, get_model, model_config
 
 __all__ = [
@@ -353,18 +353,6 @@ def _write_json_atomic(path: Path, obj: Any) -> None:
     _write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _read_history(path: Path) -> list[dict]:
