@@ -275,7 +275,7 @@ def markdown(meta, results, sweep, forms=None, approx=None):
     lines = [
         "# Incremental occlusion vs full re-inference",
         "",
-        f"Machine: {meta['machine']}, {meta['cpus']} CPU cores (shared with other work: timings are noisy), "
+        f"Machine: {meta['machine']}, {meta['cpus']} CPU cores (load average {meta.get('load_average', 'n/a')}), "
         f"jax {meta['jax']}, {meta['date']}. One image, fill 0, Captum's clip placement. Full re-inference "
         f"uses chunk {DEFAULT_CHUNK_SIZE}; incremental its default chunk. Median of {meta['repeats']} runs "
         "after a warm-up; compile time apart.",
@@ -359,6 +359,7 @@ def main():
     ]
     only = range(len(settings)) if args.only is None else [int(i) for i in args.only.split(",") if i]
     meta = dict(machine=platform.processor() or platform.machine(), cpus=os.cpu_count(), jax=jax.__version__,
+                load_average=", ".join(f"{x:.1f}" for x in os.getloadavg()),
                 date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), repeats=repeats,
                 incremental_chunk=inc.DEFAULT_CHUNK_SIZE)
     sweep = forms = None
