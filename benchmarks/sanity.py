@@ -31,6 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from saliency_jax import backprop
+from saliency_jax import data
+from saliency_jax.checkpoint import load
 from saliency_jax.models import get_model
 
 RESULTS = Path(__file__).parent / "results"
@@ -75,12 +77,16 @@ def scenes(n: int, size: int, seed: int = 0) -> np.ndarray:
 
 
 def cascade(model_name: str, n_images: int):
-    model = get_model(model_name)
-    size = model.input_size[0]
-    images = jnp.asarray(scenes(n_images, size))
-    init = jax.jit(model.init)
-    original = init(jax.random.key(0), images[:1])
-    fresh = init(jax.random.key(1), images[:1])
+    if model_name == "shipped":  # trained weights, on held-out generated test images
+        loaded = load()
+        model = loaded.module
+        images = jnp.asarray(data.preprocess(data.generate(n_images, split="test").images))
+        original = loaded.params
+    else:  # a random initialisation, on simple generated scenes
+        model = get_model(model_name)
+        images = jnp.asarray(scenes(n_images, model.input_size[0]))
+        original = jax.jit(model.init)(jax.random.key(0), images[:1])
+    fresh = jax.jit(model.init)(jax.random.key(1), images[:1])
     target = jnp.argmax(model.apply(original, images), axis=-1)
     maps_fn = {r: jax.jit(lambda p, x, t, r=r: backprop.saliency_maps(model.apply, p, x, t, rule=r)) for r in RULES}
     base = {r: np.asarray(maps_fn[r](original, images, target)) for r in RULES}
@@ -105,18 +111,20 @@ def cascade(model_name: str, n_images: int):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=4)
-    ap.add_argument("--models", nargs="+", default=["small", "zf"])
+    ap.add_argument("--models", nargs="+", default=["shipped", "small", "zf"],
+                    help="'shipped' = the trained checkpoint; 'small' / 'zf' = random initialisations")
     args = ap.parse_args()
     t0 = time.perf_counter()
     results = [cascade(m, args.images) for m in args.models]
     out = dict(benchmark="cascading randomisation (Adebayo et al. 2018), Spearman rank correlation with the "
-                         "original maps", weights="random initialisations (seed 0 original, seed 1 replacements)",
+                         "original maps", weights="shipped: the trained checkpoint; small/zf: random initialisations (seed 0); replacements: seed 1",
                results=results, seconds=time.perf_counter() - t0, jax=jax.__version__, cpu_count=os.cpu_count())
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "sanity.json").write_text(json.dumps(out, indent=2) + "\n")
     lines = ["# Sanity check: cascading randomisation (Spearman rank correlation with the original maps)", "",
-             "Weights: random initialisations (original seed 0; each step replaces one more layer, from the logits "
-             "down, by a seed-1 initialisation). Mean over "
+             "Weights: `shipped` is the trained checkpoint (images: held-out generated test images); `small` and "
+             "`zf` start from random initialisations (seed 0; images: simple generated scenes). Each step replaces one "
+             "more layer, from the logits down, by a seed-1 initialisation. Mean over "
              f"{args.images} generated images; target = the original model's predicted class. "
              "`abs`: |map| summed over channels; `signed`: map summed over channels. 1 = unchanged, 0 = unrelated.",
              ""]
