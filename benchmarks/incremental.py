@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -39,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import saliency_jax as sj  # noqa: E402
+from benchmarks._timing import timed  # noqa: E402
 from saliency_jax import incremental as inc  # noqa: E402
 from saliency_jax.models import ConvNet, ConvSpec, PoolSpec, get_model  # noqa: E402
 from saliency_jax.occlusion import DEFAULT_CHUNK_SIZE  # noqa: E402
@@ -54,19 +54,6 @@ def vgg16(num_classes: int = 1000) -> ConvNet:
             layers.append(ConvSpec(f"conv{block}_{r + 1}", width, 3, 1, "SAME"))
         layers.append(PoolSpec(f"pool{block}", 2, 2, "VALID"))
     return ConvNet(layers=tuple(layers), hidden=(4096, 4096), num_classes=num_classes, input_size=(224, 224, 3))
-
-
-def timed(fn, repeats):
-    """(first call seconds, median of `repeats` further calls, last result)."""
-    start = time.perf_counter()
-    out = jax.block_until_ready(fn())
-    first = time.perf_counter() - start
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return first, statistics.median(times), out
 
 
 def _flat_windows(grid, ts):

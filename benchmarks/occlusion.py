@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -33,19 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import saliency_jax as sj  # noqa: E402
-
-
-def timed(fn, repeats):
-    """(first call seconds, median of `repeats` further calls, last result)."""
-    start = time.perf_counter()
-    out = jax.block_until_ready(fn())
-    first = time.perf_counter() - start
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return first, statistics.median(times), out
+from benchmarks._timing import timed  # noqa: E402
 
 
 def matmul_peak(n=2048, repeats=7):

@@ -2,7 +2,6 @@
 
 import functools
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,19 +10,7 @@ import pytest
 from saliency_jax import backprop
 from saliency_jax.models import get_model
 from saliency_jax.render import normalize_map
-
-KEY = jax.random.key(0)
-
-
-def np_init(init, x, seed=0):
-    """Random weights of the right shapes without compiling the initialisers (fast on a busy CPU)."""
-    rng = np.random.default_rng(seed)
-
-    def leaf(s):
-        fan_in = np.prod(s.shape[:-1]) if len(s.shape) > 1 else 10.0
-        return jnp.asarray(rng.standard_normal(s.shape).astype(s.dtype) / np.sqrt(fan_in).astype(np.float32))
-
-    return jax.tree_util.tree_map(leaf, jax.eval_shape(init, KEY, x))
+from tests.weights import np_init
 
 
 @functools.lru_cache(maxsize=None)
