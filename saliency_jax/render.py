@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image, ImageDraw
 
-__all__ = ["normalize_map", "NORMALIZATIONS", "colorize", "overlay", "panel", "to_uint8"]
+__all__ = ["normalize_map", "NORMALIZATIONS", "heat_range", "colorize", "overlay", "panel", "stack", "to_uint8"]
 
 NORMALIZATIONS: tuple[str, ...] = ("signed", "abs")
 
@@ -74,24 +74,21 @@ def to_uint8(image) -> np.ndarray:
     return np.round(np.clip(np.asarray(image, np.float64), 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def colorize(heat, *, cmap: str | None = None, vmin: float | None = None, vmax: float | None = None) -> np.ndarray:
-    """Colour a heat map with a matplotlib colour map.
-
-    NaN pixels (covered by no occlusion window) render black.
+def heat_range(heat, *, cmap: str | None = None, vmin: float | None = None, vmax: float | None = None):
+    """The colour map and value range :func:`colorize` uses for ``heat`` (for a colour bar).
 
     Args:
-        heat: ``(H, W)`` floats.
-        cmap: a matplotlib colour-map name. Default ``"jet"`` (the original figures), or
-            ``"RdBu_r"`` when the map has both signs (zero in the middle).
-        vmin, vmax: the value range mapped to the colour map's ends. Default: ``[min, max]``,
-            or ``[-a, a]`` with ``a = max |heat|`` for a signed map.
+        heat: ``(H, W)`` floats; NaN pixels are ignored.
+        cmap, vmin, vmax: as for :func:`colorize`.
 
     Returns:
-        ``(H, W, 3) float32`` RGB in ``[0, 1]``.
+        ``(cmap, vmin, vmax)``: ``cmap`` defaults to ``"jet"``, or ``"RdBu_r"`` when the map
+        has both signs; the range defaults to ``[min, max]``, or ``[-a, a]`` with
+        ``a = max |heat|`` for a signed map.
 
     Example:
-        >>> colorize(np.array([[0.0, 1.0]])).shape
-        (1, 2, 3)
+        >>> heat_range(np.array([[-1.0, 2.0]]))
+        ('RdBu_r', -2.0, 2.0)
     """
     from matplotlib import colormaps
 
@@ -110,6 +107,32 @@ def colorize(heat, *, cmap: str | None = None, vmin: float | None = None, vmax: 
         lo, hi = -a, a
     lo = lo if vmin is None else float(vmin)
     hi = hi if vmax is None else float(vmax)
+    return cmap, lo, hi
+
+
+def colorize(heat, *, cmap: str | None = None, vmin: float | None = None, vmax: float | None = None) -> np.ndarray:
+    """Colour a heat map with a matplotlib colour map.
+
+    NaN pixels (covered by no occlusion window) render black.
+
+    Args:
+        heat: ``(H, W)`` floats.
+        cmap: a matplotlib colour-map name. Default ``"jet"`` (the original figures), or
+            ``"RdBu_r"`` when the map has both signs (zero in the middle).
+        vmin, vmax: the value range mapped to the colour map's ends. Default: ``[min, max]``,
+            or ``[-a, a]`` with ``a = max |heat|`` for a signed map (see :func:`heat_range`).
+
+    Returns:
+        ``(H, W, 3) float32`` RGB in ``[0, 1]``.
+
+    Example:
+        >>> colorize(np.array([[0.0, 1.0]])).shape
+        (1, 2, 3)
+    """
+    from matplotlib import colormaps
+
+    cmap, lo, hi = heat_range(heat, cmap=cmap, vmin=vmin, vmax=vmax)
+    heat = np.asarray(heat, np.float64)
     scaled = (heat - lo) / (hi - lo) if hi > lo else np.zeros_like(heat)
     rgb = colormaps[cmap](np.clip(np.nan_to_num(scaled), 0.0, 1.0))[..., :3]
     rgb[~np.isfinite(heat)] = 0.0
@@ -139,24 +162,48 @@ def overlay(image, heat, *, alpha: float = 0.5, **colorize_kwargs) -> np.ndarray
     return ((1.0 - alpha) * np.broadcast_to(image, colour.shape) + alpha * colour).astype(np.float32)
 
 
-def panel(tiles, captions, *, scale: int = 2, gap: int = 6, caption_height: int = 16) -> Image.Image:
+def _bar_row(cmap: str, width: int, height: int) -> np.ndarray:
+    from matplotlib import colormaps
+
+    ramp = np.linspace(0.0, 1.0, width)
+    return np.broadcast_to(colormaps[cmap](ramp)[None, :, :3], (height, width, 3))
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.3g}"
+
+
+def panel(tiles, captions, *, bars=None, scale: int = 2, gap: int = 6, caption_height: int = 16,
+          bar_height: int = 8) -> Image.Image:
     """Side-by-side tiles with a caption above each, as in the original write-up's figures.
 
     Args:
         tiles: a sequence of ``(H, W, 3)`` floats in ``[0, 1]``, all the same size.
         captions: one string per tile.
+        bars: optional colour bars, one entry per tile: ``(cmap, vmin, vmax)`` (e.g. from
+            :func:`heat_range`) draws that colour map under the tile with its end values;
+            ``None`` draws nothing under that tile.
         scale: integer upscaling of each tile (nearest neighbour, so pixels stay visible).
         gap: pixels between tiles.
         caption_height: pixels reserved above the tiles for the captions.
+        bar_height: height of a colour bar in pixels (its labels take ``caption_height`` more).
 
     Returns:
         A ``PIL.Image`` in RGB mode.
+
+    Example:
+        >>> t = np.zeros((4, 4, 3))
+        >>> panel([t, t], ["a", "b"], scale=1).size
+        (26, 32)
     """
     if len(tiles) != len(captions) or not tiles:
         raise ValueError(f"`tiles` ({len(tiles)}) and `captions` ({len(captions)}) must be non-empty and of equal length")
+    if bars is not None and len(bars) != len(tiles):
+        raise ValueError(f"`bars` ({len(bars)}) must give one entry (or None) per tile ({len(tiles)})")
     h, w = np.shape(tiles[0])[:2]
+    extra = 0 if bars is None or all(b is None for b in bars) else bar_height + caption_height + gap
     width = len(tiles) * w * scale + (len(tiles) + 1) * gap
-    canvas = Image.new("RGB", (width, h * scale + caption_height + 2 * gap), "white")
+    canvas = Image.new("RGB", (width, h * scale + caption_height + 2 * gap + extra), "white")
     draw = ImageDraw.Draw(canvas)
     for k, (tile, caption) in enumerate(zip(tiles, captions)):
         if np.shape(tile)[:2] != (h, w):
@@ -165,4 +212,25 @@ def panel(tiles, captions, *, scale: int = 2, gap: int = 6, caption_height: int 
         im = Image.fromarray(to_uint8(tile)).resize((w * scale, h * scale), Image.NEAREST)
         canvas.paste(im, (x, gap + caption_height))
         draw.text((x, gap), caption, fill="black")
+        if extra and bars[k] is not None:
+            cmap, lo, hi = bars[k]
+            y = 2 * gap + caption_height + h * scale
+            canvas.paste(Image.fromarray(to_uint8(_bar_row(cmap, w * scale, bar_height))), (x, y))
+            draw.text((x, y + bar_height + 1), _fmt(lo), fill="black")
+            right = _fmt(hi)
+            draw.text((x + w * scale - draw.textlength(right), y + bar_height + 1), right, fill="black")
+    return canvas
+
+
+def stack(images, *, gap: int = 0) -> Image.Image:
+    """Stack ``PIL`` images vertically (left-aligned, white background), e.g. one panel per class."""
+    if not images:
+        raise ValueError("`images` must not be empty")
+    width = max(im.size[0] for im in images)
+    height = sum(im.size[1] for im in images) + gap * (len(images) - 1)
+    canvas = Image.new("RGB", (width, height), "white")
+    y = 0
+    for im in images:
+        canvas.paste(im, (0, y))
+        y += im.size[1] + gap
     return canvas
