@@ -1,6 +1,8 @@
 """Command line: a thin layer over the library (one function per subcommand).
 
 Subcommands:
+    explain    heat maps for image files and folders: raw maps (.npy), overlays and panels (.png),
+               a JSON sidecar per image and an index.html; reruns skip finished images.
     demo       the shipped model on a few generated test images: every method, panels, a gallery.
     train      train the model (generated data by default, ``--data DIR`` for an image folder),
                save the checkpoint with its model card, evaluate it on held-out data.
@@ -103,9 +105,80 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    """``saliency-jax explain``: :func:`saliency_jax.explain.explain_paths`."""
+    _one_host_device_per_core()
+    from saliency_jax.explain import explain_paths
+
+    result = explain_paths(
+        args.paths,
+        args.out,
+        model=args.model,
+        methods=args.methods,
+        window=args.window,
+        stride=args.stride,
+        fill=args.fill,
+        target=args.target,
+        formats=args.formats,
+        batch_size=args.batch_size,
+        force=args.force,
+        cmap=args.cmap,
+        signed_cmap=args.signed_cmap,
+        alpha=args.alpha,
+        colorbar=args.colorbar,
+        progress=False if args.no_progress else None,
+    )
+    parts = [f"{len(result.done)} explained", f"{len(result.skipped)} already done",
+             f"{len(result.failed)} failed" + (" (reported above)" if result.failed else "")]
+    if result.ignored:
+        parts.append(f"{len(result.ignored)} non-image files ignored")
+    print(f"{', '.join(parts)}; outputs in {result.out}")
+    return 0 if result.ok else 1
+
+
+def _window_arg(text: str):
+    parts = text.lower().replace("x", ",").split(",")
+    try:
+        vals = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an int or HxW") from None
+    if len(vals) == 1:
+        return vals[0]
+    if len(vals) == 2:
+        return tuple(vals)
+    raise argparse.ArgumentTypeError(f"{text!r} is not an int or HxW")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="saliency-jax", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser(
+        "explain",
+        help="heat maps for image files and folders (raw .npy maps, overlays, panels, JSON sidecars)",
+        description="Explain every image in PATH... (files, or folders searched recursively) with a model. "
+        "Images are resized to the model's input size as in training; maps are in model-input pixels. "
+        "A rerun skips images whose outputs exist with the same settings; unreadable files are reported "
+        "and skipped (exit status 1).",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    p.add_argument("--out", default="heatmaps", help="output folder (default ./heatmaps)")
+    p.add_argument("--model", default=None, help="checkpoint directory or name (default: the shipped model)")
+    p.add_argument("--methods", default="crop,occlusion,deconvnet",
+                   help="comma-separated, from crop,occlusion,deconvnet,guided,gradient (default crop,occlusion,deconvnet)")
+    p.add_argument("--window", type=_window_arg, default=None, help="occlusion/crop window: N or HxW (default: input side / 4)")
+    p.add_argument("--stride", type=_window_arg, default=None, help="window stride: N or HxW (default: window / 4)")
+    p.add_argument("--fill", default="0", help="occlusion fill in model-input units (0 = mid-grey for the shipped model), mean or blur")
+    p.add_argument("--target", default="predicted", help="predicted (default), all, a class name or a class index")
+    p.add_argument("--formats", default="png,npy", help="comma-separated from png,npy (default both)")
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=16, help="images per model call (default 16)")
+    p.add_argument("--force", action="store_true", help="redo images whose outputs already exist")
+    p.add_argument("--cmap", default="jet", help="colour map of crop heat maps (matplotlib name; default jet)")
+    p.add_argument("--signed-cmap", dest="signed_cmap", default="RdBu_r", help="colour map of signed occlusion maps (default RdBu_r)")
+    p.add_argument("--alpha", type=float, default=0.5, help="heat-map weight in the overlays (default 0.5)")
+    p.add_argument("--colorbar", action="store_true", help="draw a colour bar under each heat map")
+    p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+    p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("demo", help="explain a few generated test images with the shipped model (panels + index.html)")
     p.add_argument("--out", default="saliency-demo", help="output folder (default ./saliency-demo)")
@@ -155,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
         print(f"saliency-jax {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"saliency-jax {args.command}: interrupted; finished outputs are kept, rerun to continue", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
