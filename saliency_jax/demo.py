@@ -18,9 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from saliency_jax import backprop, checkpoint, data, render
+from saliency_jax import checkpoint, data
 from saliency_jax._io import atomic_write, atomic_write_text
-from saliency_jax.occlusion import occlusion
+from saliency_jax.explain import DEFAULT_METHODS, ExplainSettings, compute_maps, render_image
 
 __all__ = ["run_demo"]
 
@@ -64,9 +64,12 @@ def run_demo(
     apply_fn = loaded.apply_fn
     probs = np.asarray(jax.nn.softmax(apply_fn(loaded.params, x), axis=-1))
     pred = probs.argmax(-1)
-    occ = np.asarray(occlusion(apply_fn, loaded.params, x, window=window, stride=stride, target=pred))
-    crop = np.asarray(occlusion(apply_fn, loaded.params, x, window=window, stride=stride, target=pred, mode="crop"))
-    deconv = np.asarray(backprop.deconvnet(loaded.apply_fn, loaded.params, x, target=pred))
+    explain_settings = ExplainSettings(
+        methods=DEFAULT_METHODS, window=(window, window), stride=(stride, stride), fill=0.0, target="predicted",
+        formats=("png", "npy"), cmap="jet", signed_cmap="RdBu_r", alpha=0.5, colorbar=False,
+    )
+    maps = compute_maps(apply_fn, loaded.params, x, jnp.asarray(pred, jnp.int32), explain_settings)
+    occ, crop, deconv = maps["occlusion"], maps["crop"], maps["deconvnet"]
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -81,23 +84,13 @@ def run_demo(
             "crop": bool(mask.flat[np.nanargmax(crop[k])]),
             "deconvnet": bool(mask.flat[np.argmax(deconv_abs)]),
         }
-        image = x[k]
-        tiles = [
-            np.asarray(image),
-            render.overlay(image, crop[k], cmap="jet"),
-            render.overlay(image, occ[k], cmap="RdBu_r"),
-            np.asarray(render.normalize_map(deconv[k])),
-        ]
         label, guess = classes[int(gen.labels[k])], classes[int(pred[k])]
-        captions = [
-            f"{label}: P({guess})={probs[k, pred[k]]:.2f}",
-            f"crop: logit({guess})",
-            f"occlusion: drop in logit({guess})",
-            f"deconvnet ({guess})",
-        ]
+        panel, _ = render_image(gen.images[k].astype(np.float32) / 255.0, {m: v[k] for m, v in maps.items()},
+                                classes, [int(pred[k])], probs[k], explain_settings,
+                                title=f"{label}: P({guess})={probs[k, pred[k]]:.2f}")
         for method, arr in (("occlusion", occ[k]), ("crop", crop[k]), ("deconvnet", deconv[k])):
             atomic_write(out / f"{name}_{method}.npy", lambda p, a=arr: np.save(p, a.astype(np.float32)))
-        atomic_write(out / f"{name}.png", lambda p, t=tiles, c=captions: render.panel(t, c).save(p, format="PNG"))
+        atomic_write(out / f"{name}.png", lambda p, im=panel: im.save(p, format="PNG"))
         row = {
             "image": name,
             "label": label,
