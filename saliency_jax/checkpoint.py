@@ -61,6 +61,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointMismatchError",
     "LoadedModel",
+    "ModuleApply",
     "save",
     "load",
     "resolve",
@@ -81,6 +82,18 @@ class CheckpointError(ValueError):
 
 class CheckpointMismatchError(CheckpointError):
     """A checkpoint whose stored variables do not fit the model it is restored into."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModuleApply:
+    """``apply_fn(variables, x) = module.apply(variables, x)``, equal (and hashing equal) for
+    equal modules: the jitted computations keyed by ``apply_fn`` are reused when the same
+    architecture is loaded again (weights are traced arguments, never part of the key)."""
+
+    module: Any
+
+    def __call__(self, variables, x):
+        return self.module.apply(variables, x)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -457,8 +470,4 @@ def load(name_or_path: str | os.PathLike | None = None, *, module=None) -> Loade
             f"{str(card['weights'].get('sha256'))[:12]}…; the checkpoint is corrupted"
         )
     params = jax.tree.map(jnp.asarray, restored)
-
-    def apply_fn(variables, x):
-        return module.apply(variables, x)
-
-    return LoadedModel(module=module, params=params, apply_fn=apply_fn, card=card, path=path)
+    return LoadedModel(module=module, params=params, apply_fn=ModuleApply(module), card=card, path=path)

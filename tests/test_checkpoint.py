@@ -243,3 +243,23 @@ def test_shipped_checkpoint_reproduces_its_recorded_heldout_accuracy():
     correct = int((logits.argmax(1) == held.labels).sum())
     assert correct == check["correct"]
     assert correct / check["n"] >= 0.93
+
+
+def test_loading_twice_reuses_the_compiled_code():
+    """apply_fn is keyed by the architecture, not by the load: equal and hash-equal across loads,
+    so the jitted occlusion of a second load hits the first load's compilation cache."""
+    import jax.numpy as jnp
+
+    import saliency_jax as sj
+    import importlib
+
+    occ_mod = importlib.import_module("saliency_jax.occlusion")  # the module; sj.occlusion is the function
+
+    a, b = ck.load(), ck.load()
+    assert a.apply_fn == b.apply_fn and hash(a.apply_fn) == hash(b.apply_fn)
+    x = jnp.zeros((1, 128, 128, 3), jnp.float32)
+    np.testing.assert_array_equal(a.apply_fn(a.params, x), a.module.apply(a.params, x))
+    sj.occlusion(a.apply_fn, a.params, x, window=64, stride=64, method="full")
+    size = occ_mod._occlusion_jit._cache_size()
+    sj.occlusion(b.apply_fn, b.params, x, window=64, stride=64, method="full")
+    assert occ_mod._occlusion_jit._cache_size() == size
