@@ -15,6 +15,7 @@ Example:
 from saliency_jax import backprop as backprop
 from saliency_jax import checkpoint as checkpoint
 from saliency_jax import data as data
+from saliency_jax import explain as explain
 from saliency_jax import evaluate as evaluate
 from saliency_jax import incremental as incremental
 from saliency_jax import jaxpr as jaxpr
@@ -36,6 +37,8 @@ from saliency_jax.checkpoint import load as load
 from saliency_jax.data import generate as generate
 from saliency_jax.data import to_model_input as to_model_input
 from saliency_jax.demo import run_demo as run_demo
+from saliency_jax.explain import ExplainResult as ExplainResult
+from saliency_jax.explain import explain_paths as explain_paths
 from saliency_jax.incremental import flop_report as flop_report
 from saliency_jax.occlusion import DEFAULT_CHUNK_SIZE as DEFAULT_CHUNK_SIZE
 from saliency_jax.occlusion import METHODS as METHODS
