@@ -282,6 +282,10 @@ def _read(path: Path, size: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int
         rgb = data.load_image(path)
     except Image.DecompressionBombError as err:
         raise ValueError(f"image too large to decode safely: {err}") from err
+    except (ValueError, OSError):
+        raise
+    except Exception as err:  # decoders of damaged files raise odd types (struct.error, EOFError …)
+        raise ValueError(f"cannot read image {str(path)!r}: {type(err).__name__}: {err}") from err
     h, w = size
     im = Image.fromarray(rgb)
     if im.size != (w, h):

@@ -280,3 +280,9 @@ def test_missing_path_and_explicit_non_image(folder, tmp_path, monkeypatch, caps
     assert "does not exist" in capsys.readouterr().err
     r = explain_paths([folder / "notes.txt"], tmp_path / "o", window=W, stride=S, progress=False, log=lambda s: None)
     assert r.done == () and r.failed[0][0] == str(folder / "notes.txt") and "cannot identify" in r.failed[0][1]
+
+
+def test_images_beyond_the_decompression_bomb_limit_are_reported(folder, tmp_path, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 128 * 128 // 4)  # a 128×128 file is now "too large"
+    r = explain_paths([folder / "img0.png"], tmp_path / "o", window=W, stride=S, progress=False, log=lambda s: None)
+    assert r.done == () and "too large" in r.failed[0][1]
