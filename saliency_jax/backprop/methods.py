@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from saliency_jax.backprop import rules
+from saliency_jax.backprop import local, rules
 from saliency_jax.backprop.transform import with_rule
 
 __all__ = [
@@ -297,25 +297,31 @@ class UnitProjections(NamedTuple):
     units: jax.Array
 
 
-def _project_impl(features, rule, strict, switches, bare_max, k, params, x, units):
-    ruled = with_rule(lambda p, xi: features(p, xi[None])[0], rule, strict=strict, switches=switches,
-                      bare_max=bare_max, data_argnums=1)
+def _project_impl(features, rule, strict, switches, bare_max, k, params, x, units, receptive_field=False):
+    layer_fn = lambda p, xi: features(p, xi[None])[0]  # noqa: E731
+    ruled = with_rule(layer_fn, rule, strict=strict, switches=switches, bare_max=bare_max, data_argnums=1)
 
     def one(xi, ui):
-        act, vjp = jax.vjp(lambda v: ruled(params, v), xi)
+        if receptive_field:
+            act, local_back = local.vjp(layer_fn, params, xi, rule=rule, switches=switches, strict=strict,
+                                        bare_max=bare_max)
+        else:
+            act, vjp = jax.vjp(lambda v: ruled(params, v), xi)
         flat = act.reshape(-1)
         if ui is None:
             vals, idx = lax.top_k(flat, k)
         else:
             idx = ui
             vals = flat[idx]
+        coords = jnp.stack(jnp.unravel_index(idx, act.shape), axis=-1).astype(jnp.int32)
 
-        def back(i, v):
+        def back(i, c, v):
+            if receptive_field:
+                return local_back(local.unit_seed(act, c, v))
             cot = jnp.zeros_like(flat).at[i].set(v).reshape(act.shape)
             return vjp(cot)[0]
 
-        maps = jax.vmap(back)(idx, vals)
-        coords = jnp.stack(jnp.unravel_index(idx, act.shape), axis=-1).astype(jnp.int32)
+        maps = jax.vmap(back)(idx, coords, vals)
         return maps, vals, coords
 
     if units is None:
@@ -323,7 +329,7 @@ def _project_impl(features, rule, strict, switches, bare_max, k, params, x, unit
     return jax.vmap(one)(x, units)
 
 
-_project_jit = jax.jit(_project_impl, static_argnums=(0, 1, 2, 3, 4, 5))
+_project_jit = jax.jit(_project_impl, static_argnums=(0, 1, 2, 3, 4, 5, 9))
 
 
 def _check_units(units, top_k, act_shape, n):
@@ -352,7 +358,7 @@ def _check_units(units, top_k, act_shape, n):
 
 def project_units(apply_fn: Callable, params: Any, image, layer="conv5", *, units=None, top_k: int = 9,
                   rule: str = "deconvnet", strict: bool = True, switches: bool = True,
-                  bare_max: bool = False) -> UnitProjections:
+                  bare_max: bool = False, receptive_field: bool = True) -> UnitProjections:
     """Project single activations of ``layer`` back to pixel space (Zeiler & Fergus, Fig. 2).
 
     Each unit's signal is its own activation value at that unit and zero elsewhere in the
@@ -369,6 +375,10 @@ def project_units(apply_fn: Callable, params: Any, image, layer="conv5", *, unit
             activation (e.g. ``(row, col, channel)``); default the ``top_k`` strongest.
         top_k: number of strongest activations (per image) when ``units`` is None.
         rule, strict, switches, bare_max: as for :func:`saliency_maps`.
+        receptive_field: run each unit's backward pass only over its receptive field
+            (:mod:`saliency_jax.backprop.local`): a box of each layer, outside which the
+            signal is exactly zero. Same maps up to float32 rounding, several times faster
+            for deep layers; ``False`` runs ``jax.vjp`` over the full feature maps.
 
     Returns:
         :class:`UnitProjections` (with a leading ``N`` axis for a batch).
@@ -385,7 +395,8 @@ def project_units(apply_fn: Callable, params: Any, image, layer="conv5", *, unit
     """
     _check_apply(apply_fn)
     rules._check_rule(rule)
-    for name, val in (("strict", strict), ("switches", switches), ("bare_max", bare_max)):
+    for name, val in (("strict", strict), ("switches", switches), ("bare_max", bare_max),
+                      ("receptive_field", receptive_field)):
         _check_bool(name, val)
     x, batched = _check_image(image)
     features = layer_features(apply_fn, layer)
@@ -395,21 +406,22 @@ def project_units(apply_fn: Callable, params: Any, image, layer="conv5", *, unit
     act_shape = tuple(act.shape[1:])
     u = _check_units(units, top_k, act_shape, x.shape[0])
     k = None if u is not None else int(top_k)
+    rf = receptive_field
     if isinstance(layer, str):
         if _hashable(apply_fn):
-            out = _project_named_jit(apply_fn, layer, rule, strict, switches, bare_max, k, params, x, u)
+            out = _project_named_jit(apply_fn, layer, rule, strict, switches, bare_max, k, params, x, u, rf)
         else:
-            out = _project_impl(features, rule, strict, switches, bare_max, k, params, x, u)
+            out = _project_impl(features, rule, strict, switches, bare_max, k, params, x, u, rf)
     else:
         impl = _project_jit if _hashable(layer) else _project_impl
-        out = impl(features, rule, strict, switches, bare_max, k, params, x, u)
+        out = impl(features, rule, strict, switches, bare_max, k, params, x, u, rf)
     out = UnitProjections(*out)
     return out if batched else UnitProjections(*(a[0] for a in out))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5, 6))
-def _project_named_jit(apply_fn, layer, rule, strict, switches, bare_max, k, params, x, u):
-    return _project_impl(layer_features(apply_fn, layer), rule, strict, switches, bare_max, k, params, x, u)
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5, 6, 10))
+def _project_named_jit(apply_fn, layer, rule, strict, switches, bare_max, k, params, x, u, rf):
+    return _project_impl(layer_features(apply_fn, layer), rule, strict, switches, bare_max, k, params, x, u, rf)
 
 
 # --------------------------------------------------------------------------------------------

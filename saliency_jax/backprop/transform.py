@@ -349,6 +349,20 @@ def _make_handler(rule: str, switches: bool, bare_max: bool):
     return handler
 
 
+def _check_strict(traced, fn, rule, args, data_argnums, bare_max):
+    """Raise ``ValueError`` when strict mode refuses ``rule`` for the traced function."""
+    if rule not in ("deconvnet", "guided"):
+        return
+    rep = _analyse(traced.jaxpr, _data_flags(traced, args, data_argnums), bare_max)
+    problems = rep.problems(rule)
+    if problems:
+        name = getattr(fn, "__qualname__", getattr(fn, "__name__", repr(fn)))
+        raise ValueError(f"with_rule({name}, rule={rule!r}, strict=True): " + "; ".join(problems)
+                         + ". The deconvnet and guided rules are defined for ReLU / max-pool networks; "
+                         "pass strict=False to keep these layers' ordinary backward pass, or use "
+                         "rule='gradient'.")
+
+
 _JVP_MESSAGE = ("with_rule(..., rule={rule!r}): forward-mode differentiation (jax.jvp, jax.jacfwd, "
                 "jax.linearize) is not defined for the backprop rules, which only define a backward pass; "
                 "use jax.vjp or jax.grad")
@@ -392,15 +406,8 @@ def with_rule(fn: Callable, rule: str = "deconvnet", *, switches: bool = True, s
     @functools.wraps(fn)
     def wrapped(*args, **kwargs):
         traced = jx.trace(fn, *args, **kwargs)
-        if strict and rule in ("deconvnet", "guided"):
-            rep = _analyse(traced.jaxpr, _data_flags(traced, args, data_argnums), bare_max)
-            problems = rep.problems(rule)
-            if problems:
-                name = getattr(fn, "__qualname__", getattr(fn, "__name__", repr(fn)))
-                raise ValueError(f"with_rule({name}, rule={rule!r}, strict=True): " + "; ".join(problems)
-                                 + ". The deconvnet and guided rules are defined for ReLU / max-pool networks; "
-                                 "pass strict=False to keep these layers' ordinary backward pass, or use "
-                                 "rule='gradient'.")
+        if strict:
+            _check_strict(traced, fn, rule, args, data_argnums, bare_max)
         flat = jax.tree_util.tree_leaves((args, kwargs))
         try:
             outs = jx.eval_jaxpr(traced.jaxpr, flat, handler=_make_handler(rule, switches, bare_max))
