@@ -31,6 +31,7 @@ batch padded to the same size, so each method compiles once per run.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import hashlib
 import html
@@ -71,6 +72,8 @@ FORMATS: tuple[str, ...] = ("png", "npy")
 _BACKPROP = {"deconvnet": "deconvnet", "guided": "guided", "gradient": "gradient"}
 _HEAT = ("crop", "occlusion")
 _SIDECAR_VERSION = 1
+#: zlib level 1: a panel encodes in ~21 ms instead of ~96 ms at Pillow's default 6, for ~15 % more bytes.
+_PNG = {"format": "PNG", "compress_level": 1}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -588,29 +591,9 @@ def explain_paths(
     bar = _Progress(len(pending), show)
     done = []
     apply_fn, params = loaded.apply_fn, loaded.params
-    batch_size = min(batch_size, max(len(pending), 1))  # a short run does not pad to a long batch
-    for start in range(0, len(pending), batch_size):
-        batch, images, displays = [], [], []
-        for p, rel, digest in pending[start:start + batch_size]:
-            try:
-                img, orig = _read(p, (h, w))
-            except (ValueError, OSError) as err:
-                failed.append((str(p), str(err)))
-                log(f"skipped {str(p)!r}: {err}")
-                bar.advance(1)
-                continue
-            batch.append((p, rel, digest, orig))
-            images.append(img)
-        if not batch:
-            continue
-        n = len(batch)
-        arr = np.stack(images + [images[-1]] * (batch_size - n))  # padded: one compile per method
-        x = jnp.asarray(data.preprocess(arr))
-        logits = np.asarray(apply_fn(params, x), np.float32)
-        targets = "all" if target == "all" else jnp.asarray(
-            logits.argmax(-1) if target == "predicted" else np.full((batch_size,), target), jnp.int32)
-        maps = compute_maps(apply_fn, params, x, targets, settings)
-        probs = np.asarray(jax.nn.softmax(jnp.asarray(logits), axis=-1))
+
+    def write(batch, arr, maps, logits, probs):
+        """Every output of a computed batch, each image's sidecar last."""
         for i, (p, rel, digest, orig) in enumerate(batch):
             pred = int(probs[i].argmax())
             explained = list(range(len(classes))) if target == "all" else [pred if target == "predicted" else target]
@@ -622,8 +605,8 @@ def explain_paths(
             if "png" in formats:
                 panel, tiles = render_image(arr[i].astype(np.float32) / 255.0, per, classes, explained, probs[i], settings)
                 for m in methods:
-                    atomic_write(out / files[f"{m}.png"], lambda t, im=tiles[m]: im.save(t, format="PNG"))
-                atomic_write(out / files["panel"], lambda t, im=panel: im.save(t, format="PNG"))
+                    atomic_write(out / files[f"{m}.png"], lambda t, im=tiles[m]: im.save(t, **_PNG))
+                atomic_write(out / files["panel"], lambda t, im=panel: im.save(t, **_PNG))
             sidecar = out / f"{rel}.json"
             side = {
                 "version": _SIDECAR_VERSION,
@@ -647,6 +630,40 @@ def explain_paths(
             done.append(str(p))
             finished[str(p)] = sidecar
             bar.advance(1)
+
+    # One writer thread renders and writes batch b while the model computes batch b + 1 (XLA and
+    # PNG encoding both release the GIL). At most one batch is in flight; its errors (and an
+    # interrupt raised while writing) surface here. On an interrupt of the main thread the
+    # batch being written is finished first (leaving the pool waits for it).
+    batch_size = min(batch_size, max(len(pending), 1))  # a short run does not pad to a long batch
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as writer:
+        in_flight = None
+        for start in range(0, len(pending), batch_size):
+            batch, images = [], []
+            for p, rel, digest in pending[start:start + batch_size]:
+                try:
+                    img, orig = _read(p, (h, w))
+                except (ValueError, OSError) as err:
+                    failed.append((str(p), str(err)))
+                    log(f"skipped {str(p)!r}: {err}")
+                    bar.advance(1)
+                    continue
+                batch.append((p, rel, digest, orig))
+                images.append(img)
+            if not batch:
+                continue
+            arr = np.stack(images + [images[-1]] * (batch_size - len(batch)))  # padded: one compile per method
+            x = jnp.asarray(data.preprocess(arr))
+            logits = np.asarray(apply_fn(params, x), np.float32)
+            targets = "all" if target == "all" else jnp.asarray(
+                logits.argmax(-1) if target == "predicted" else np.full((batch_size,), target), jnp.int32)
+            maps = compute_maps(apply_fn, params, x, targets, settings)
+            probs = np.asarray(jax.nn.softmax(jnp.asarray(logits), axis=-1))
+            if in_flight is not None:
+                in_flight.result()
+            in_flight = writer.submit(write, batch, arr, maps, logits, probs)
+        if in_flight is not None:
+            in_flight.result()
 
     sidecars = tuple(finished[str(p)] for p, _ in inputs if str(p) in finished)
     if "png" in formats and sidecars:
