@@ -479,8 +479,11 @@ def occlusion(
         TypeError, ValueError: for a malformed argument, before the occlusion is traced.
 
     Example:
-        >>> model = sj.get_model("small")                                   # doctest: +SKIP
+        >>> import jax, jax.numpy as jnp
+        >>> import saliency_jax as sj
+        >>> model = sj.get_model("small", width=0.25, fc=(8,))
         >>> variables = model.init(jax.random.key(0), jnp.zeros((1, 128, 128, 3)))
+        >>> image = jax.random.normal(jax.random.key(1), (128, 128, 3))
         >>> heat = sj.occlusion(model.apply, variables, image, window=32, stride=8, target=1)
         >>> heat.shape
         (128, 128)

@@ -16,8 +16,8 @@ Example:
     >>> g = window_grid((10, 7), window=4, stride=3)
     >>> g.origins_y.tolist(), g.extents_y.tolist()
     ([0, 3, 6], [4, 4, 4])
-    >>> g.origins_x.tolist(), g.extents_x.tolist()
-    ([0, 3, 6], [4, 4, 1])
+    >>> g.origins_x.tolist(), g.extents_x.tolist()  # ceil((7 - 4) / 3) + 1 = 2 windows cover all 7 columns
+    ([0, 3], [4, 4])
 """
 
 from __future__ import annotations
