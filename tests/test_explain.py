@@ -286,3 +286,11 @@ def test_images_beyond_the_decompression_bomb_limit_are_reported(folder, tmp_pat
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 128 * 128 // 4)  # a 128×128 file is now "too large"
     r = explain_paths([folder / "img0.png"], tmp_path / "o", window=W, stride=S, progress=False, log=lambda s: None)
     assert r.done == () and "too large" in r.failed[0][1]
+
+
+def test_cli_window_and_stride_syntax(capsys):
+    args = cli.build_parser().parse_args(["explain", "x", "--window", "48x32", "--stride", "8"])
+    assert args.window == (48, 32) and args.stride == 8 and args.methods == "crop,occlusion,deconvnet"
+    with pytest.raises(SystemExit) as exit_info:
+        cli.build_parser().parse_args(["explain", "x", "--window", "wide"])
+    assert exit_info.value.code == 2 and "'wide' is not an int or HxW" in capsys.readouterr().err
