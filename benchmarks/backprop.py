@@ -1,13 +1,27 @@
-"""Unit projections per second from one forward pass: switch max-pool vs. the default max-pool VJP.
+"""Unit projections per second from one forward pass: our engine against the default JAX VJP.
 
 On the ZF-style 224×224×3 model (``get_model("zf")``, random weights scaled by 1/sqrt(fan-in)),
 project the ``U`` strongest ``conv5`` activations of one image back to pixels with the
-deconvnet rule: one forward pass, the backward pass vmapped over the ``U`` units. Two
-variants differ only in the max-pool backward: ``switches=True`` (switches recorded in the
-forward pass, int8 residual) and ``switches=False`` (JAX's default ``reduce_window_max`` VJP,
-select-and-scatter over the saved float input). The maps of both are checked equal next to
-the timings. Compile time is measured apart (AOT ``lower().compile()``); each timing is
-the median of ``--repeats`` runs after one warm-up, with ``block_until_ready``.
+deconvnet rule: one forward pass, the backward pass vmapped over the ``U`` units. Variants,
+timed in the same run:
+
+* **default VJP** (the baseline): ``jax.vjp`` of the deconvnet-rule model with JAX's own
+  ``reduce_window_max`` VJP (select-and-scatter over the saved float input), vmapped over the
+  units' cotangents — what a JAX user would write (``project_units(switches=False,
+  receptive_field=False)``);
+* **switches**: max pools unpooled through switches recorded in the forward pass (int8
+  residual), still ``jax.vjp`` over the full feature maps;
+* **receptive field**: each unit's backward pass restricted to its receptive field
+  (``saliency_jax.backprop.local``), with the default max-pool VJP on the regions;
+* **switches + receptive field, XLA transposes**: both, with XLA's own transposed strided
+  convolutions (the sub-pixel form switched off);
+* **engine** (the default of ``project_units``): switches + receptive field + sub-pixel
+  transposed strided convolutions.
+
+The maps of every variant are checked against the baseline next to the timings (switches
+alone: bit-identical; receptive field: max |diff| reported, allclose required). Compile time
+is measured apart (AOT ``lower().compile()``); each timing is the median of ``--repeats`` runs
+after one warm-up, with ``block_until_ready``.
 
 Usage: ``python benchmarks/backprop.py [--units 9 64] [--repeats 5]``; writes
 ``benchmarks/results/backprop.json`` and ``backprop.md``.
@@ -30,7 +44,7 @@ import numpy as np
 
 import flax.linen as nn
 from saliency_jax import backprop
-from saliency_jax.backprop import rules
+from saliency_jax.backprop import local, rules
 from saliency_jax.models import get_model
 
 RESULTS = Path(__file__).parent / "results"
@@ -81,6 +95,16 @@ def main():
     print("\n".join(lines))
 
 
+#: (key, label, switches, receptive_field, sub-pixel transposes)
+VARIANTS = (
+    ("default", "default VJP (baseline)", False, False, True),
+    ("switches", "switches", True, False, True),
+    ("rf", "receptive field", False, True, True),
+    ("switches_rf_xla", "switches + receptive field, XLA transposes", True, True, False),
+    ("engine", "switches + receptive field + sub-pixel (engine default)", True, True, True),
+)
+
+
 def run_model(model_name, args):
     model = get_model(model_name)
     shape = (1,) + tuple(model.input_size)
@@ -90,32 +114,38 @@ def run_model(model_name, args):
     rows = []
     for u in args.units:
         out = {}
-        for switches in (True, False):
+        for key, _, switches, rf, subpixel in VARIANTS:
+            local._SUBPIXEL = subpixel
+            jax.clear_caches()  # the flag is read at trace time
             fn = jax.jit(functools.partial(backprop.project_units, model.apply, layer=args.layer, top_k=u,
-                                           switches=switches))
+                                           switches=switches, receptive_field=rf))
             t0 = time.perf_counter()
             compiled = fn.lower(params, image).compile()
             compile_s = time.perf_counter() - t0
+            local._SUBPIXEL = True
             med, times = timed(compiled, params, image, repeats=args.repeats)
-            out[switches] = dict(compile_s=compile_s, median_s=med, times_s=times,
-                                 result=jax.device_get(compiled(params, image)))
-        a, b = out[True]["result"], out[False]["result"]
-        equal = bool(np.array_equal(a.maps, b.maps))
-        max_diff = float(np.abs(a.maps - b.maps).max())
-        scale = float(np.abs(b.maps).max())
-        if not np.allclose(a.maps, b.maps, rtol=1e-5, atol=1e-6 * scale) or not np.array_equal(a.units, b.units):
-            raise SystemExit(f"maps differ for U={u}: max |diff| {max_diff} (scale {scale})")
-        rows.append(dict(
-            units=u,
-            switch_median_s=out[True]["median_s"], default_median_s=out[False]["median_s"],
-            switch_per_s=u / out[True]["median_s"], default_per_s=u / out[False]["median_s"],
-            speedup=out[False]["median_s"] / out[True]["median_s"],
-            switch_compile_s=out[True]["compile_s"], default_compile_s=out[False]["compile_s"],
-            switch_times_s=out[True]["times_s"], default_times_s=out[False]["times_s"],
-            maps_bit_identical=equal, maps_max_abs_diff=max_diff, maps_max_abs=scale,
-        ))
-        print(f"{model_name} U={u}: switches {u / out[True]['median_s']:.1f}/s, default {u / out[False]['median_s']:.1f}/s, "
-              f"speed-up {rows[-1]['speedup']:.2f}x, maps identical: {equal} (max diff {max_diff:.3g})")
+            out[key] = dict(compile_s=compile_s, median_s=med, times_s=times,
+                            result=jax.device_get(compiled(params, image)))
+        base = out["default"]["result"]
+        scale = float(np.abs(base.maps).max())
+        row = dict(units=u, maps_max_abs=scale, variants={})
+        for key, label, switches, rf, subpixel in VARIANTS:
+            r = out[key]
+            res = r.pop("result")
+            diff = float(np.abs(res.maps - base.maps).max())
+            if not np.array_equal(res.units, base.units) or not np.allclose(res.maps, base.maps, rtol=1e-5,
+                                                                           atol=1e-6 * scale):
+                raise SystemExit(f"{key} maps differ from the default VJP for U={u}: max |diff| {diff} (scale {scale})")
+            if key == "switches" and diff != 0.0:
+                raise SystemExit(f"switch pool maps are not bit-identical for U={u} (max |diff| {diff})")
+            row["variants"][key] = dict(
+                label=label, switches=switches, receptive_field=rf, subpixel=subpixel and rf,
+                per_s=u / r["median_s"], speedup=out["default"]["median_s"] / r["median_s"],
+                maps_bit_identical=bool(np.array_equal(res.maps, base.maps)), maps_max_abs_diff=diff, **r)
+        rows.append(row)
+        print(f"{model_name} U={u}: " + ", ".join(
+            f"{k} {v['per_s']:.1f}/s ({v['speedup']:.2f}x, max diff {v['maps_max_abs_diff']:.2g})"
+            for k, v in row["variants"].items()), flush=True)
 
     # residual memory of the projection's forward pass (shapes only, nothing is run)
     feats = backprop.layer_features(model.apply, args.layer)
@@ -147,16 +177,19 @@ def run_model(model_name, args):
         model=model_name, input_size=list(model.input_size),
         pool1_backward=dict(units=u, switch_s=pool_times[True], default_s=pool_times[False],
                             speedup=pool_times[False] / pool_times[True], bit_identical=True),
-        layer=args.layer, rule="deconvnet", repeats=args.repeats, rows=rows,
+        layer=args.layer, rule="deconvnet", repeats=args.repeats, rows=rows, date_utc=time.strftime(
+            "%Y-%m-%d %H:%M UTC", time.gmtime()),
         residual_bytes_network=dict(switches=residuals[True], default=residuals[False]),
         residual_bytes_pool1=dict(switches=pool_switch, default=pool_default),
         device=str(jax.devices()[0]), jax=jax.__version__, cpu_count=os.cpu_count(),
         machine=platform.machine(), load_average=os.getloadavg(),
-        note=("Both variants ran back to back under the same conditions; the load average above says "
-              "whether other work shared the CPU (the run-to-run spread of the speed-up is large here)."),
+        note=("All variants ran back to back in one process; the load average above says whether other "
+              "work shared the CPU. The default VJP is the baseline: jax.vjp of the deconvnet-rule model "
+              "with JAX's own max-pool VJP, vmapped over the units' cotangents. 'receptive field' runs each "
+              "unit's backward pass only over its receptive field (saliency_jax.backprop.local); "
+              "'sub-pixel' computes the transposes of the strided convolutions as one stride-1 "
+              "convolution over the stride phases instead of XLA's zero-dilated convolution."),
     )
-    for r in rows:
-        r.pop("result", None)
     return result
 
 
@@ -171,15 +204,17 @@ def markdown(result):
         "",
         f"Device: {result['device']} ({result['cpu_count']} cores, load average at the end "
         f"{', '.join(f'{x:.1f}' for x in result['load_average'])}); jax {jax.__version__}; "
-        f"median of {result['repeats']} runs after a warm-up; compile time apart.",
+        f"{result['date_utc']}; median of {result['repeats']} runs after a warm-up; compile time apart.",
         "",
-        "| units | switch pool (proj/s) | default VJP (proj/s) | speed-up | compile switch / default (s) | maps equal |",
-        "|---:|---:|---:|---:|---:|:---|",
+        "| units | variant | proj/s | speed-up vs default VJP | compile (s) | maps vs default VJP |",
+        "|---:|:---|---:|---:|---:|:---|",
     ]
     for r in rows:
-        eq = "bit-identical" if r["maps_bit_identical"] else f"allclose (max diff {r['maps_max_abs_diff']:.2g})"
-        lines.append(f"| {r['units']} | {r['switch_per_s']:.1f} | {r['default_per_s']:.1f} | {r['speedup']:.2f}× | "
-                     f"{r['switch_compile_s']:.1f} / {r['default_compile_s']:.1f} | {eq} |")
+        for v in r["variants"].values():
+            eq = ("bit-identical" if v["maps_bit_identical"]
+                  else f"max abs diff {v['maps_max_abs_diff']:.1g} (maps up to {r['maps_max_abs']:.2g})")
+            lines.append(f"| {r['units']} | {v['label']} | {v['per_s']:.1f} | {v['speedup']:.2f}× | "
+                         f"{v['compile_s']:.1f} | {eq} |")
     mb = lambda n: n / 2 ** 20  # noqa: E731
     lines += [
         "",

@@ -186,3 +186,23 @@ def test_strict_mode_and_rules_carry_over():
     ref = jax.vjp(f, jnp.ones((5, 5, 1)))[1](jnp.zeros((5, 5, 1)).at[2, 2, 0].set(1.0))[0]
     np.testing.assert_allclose(np.asarray(back(local.unit_seed(out, jnp.array([2, 2, 0]), 1.0))),
                                np.asarray(ref), rtol=1e-6)
+
+
+@pytest.mark.parametrize("kernel,strides,padding,layout", [
+    ((7, 7), (2, 2), "SAME", ("NHWC", "HWIO", "NHWC")),
+    ((5, 3), (2, 3), ((2, 0), (1, 3)), ("NHWC", "HWIO", "NHWC")),
+    ((1, 2), (2, 3), "VALID", ("NCHW", "OIHW", "NCHW")),  # kernels smaller than the stride
+    ((3, 3), (3, 1), ((4, 4), (0, 0)), ("NHWC", "OIHW", "NCHW")),  # padding beyond any window
+])
+def test_subpixel_transpose_equals_the_linear_transpose(kernel, strides, padding, layout):
+    lhs_spec, rhs_spec, _ = layout
+    x_shape = {"NHWC": (2, 17, 14, 3), "NCHW": (2, 3, 17, 14)}[lhs_spec]
+    w_shape = {"HWIO": kernel + (3, 5), "OIHW": (5, 3) + kernel}[rhs_spec]
+    w = jax.random.normal(KEY, w_shape)
+    conv = lambda x: lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=layout)  # noqa: E731
+    x = jnp.zeros(x_shape)
+    eqn = next(e for e in jax.make_jaxpr(conv)(x).jaxpr.eqns if e.primitive.name == "conv_general_dilated")
+    g = jax.random.normal(jax.random.key(5), jax.eval_shape(conv, x).shape)
+    ref = jax.linear_transpose(conv, jax.ShapeDtypeStruct(x_shape, jnp.float32))(g)[0]
+    got = local._transpose_conv(eqn, w, g, x_shape, eqn.params["padding"])
+    np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-5, atol=1e-5)

@@ -60,6 +60,10 @@ from saliency_jax.backprop import transform as tf
 
 __all__ = ["Patch", "vjp", "unit_seed"]
 
+#: Use the sub-pixel form for the transposes of strided convolutions (see ``_transpose_conv``);
+#: ``False`` keeps XLA's own (``benchmarks/backprop.py`` measures both). Read at trace time.
+_SUBPIXEL = True
+
 # Elementwise primitives whose VJP is applied patch by patch (their data operands sliced to the box).
 _ELEMENTWISE = frozenset(
     "add sub mul div neg max min convert_element_type copy copy_p select_n abs sign".split()
@@ -112,20 +116,26 @@ def _slice_box(x, axes, starts, sizes):
     return lax.dynamic_slice(x, begin, size)
 
 
-def _recentre(region, axes, region_starts, dims):
+def _recentre(region, axes, region_starts, dims, bounds):
     """A region (box of ``region.shape`` beginning at ``region_starts``, possibly reaching
     outside ``[0, dim)``) as a :class:`Patch` inside the array: the positions outside are
-    dropped, the box shrinks to at most ``dim`` and is moved inside (zeros where it moved)."""
+    dropped, the box shrinks to at most ``dim`` and is moved inside (zeros where it moved).
+    ``bounds``: per axis, the static ``(lowest, highest)`` region start."""
     starts = []
-    for a, s, dim in zip(axes, region_starts, dims):
+    for a, s, dim, (s_min, s_max) in zip(axes, region_starts, dims, bounds):
         r = int(region.shape[a])
         size = min(r, dim)
         start = jnp.clip(s, 0, dim - size)
-        pad = [(0, 0, 0)] * region.ndim
-        pad[a] = (size + r, size + r, 0)
-        padded = lax.pad(region, jnp.zeros((), region.dtype), pad)
-        # position p of the array sits at index p − s + size + r of `padded`
-        region = lax.dynamic_slice_in_dim(padded, start - s + size + r, size, axis=a)
+        # start − s is non-increasing in s: its extremes are at the bounds
+        most = min(max(s_min, 0), dim - size) - s_min
+        least = min(max(s_max, 0), dim - size) - s_max
+        front, back = max(0, -least), max(0, most + size - r)
+        if front or back:
+            pad = [(0, 0, 0)] * region.ndim
+            pad[a] = (front, back, 0)
+            region = lax.pad(region, jnp.zeros((), region.dtype), pad)
+        if size != int(region.shape[a]) or s_min != s_max or front or back:
+            region = lax.dynamic_slice_in_dim(region, start - s + front, size, axis=a)
         starts.append(start)
     return tuple(starts), region
 
@@ -282,7 +292,7 @@ def _plan(g: Patch, out_axes, in_axes, in_shape, k_eff, strides, pads):
     """Per spatial axis, the input region an output box reads: ``(g, region sizes, region starts,
     paddings)``. Where the region would be at least the whole input axis, the box is widened to
     the whole output axis and the axis keeps its own padding (the full transpose is cheaper)."""
-    sizes, starts, paddings = [], [], []
+    sizes, starts, paddings, bounds = [], [], [], []
     for oa, ia, k, s, (lo, hi) in zip(out_axes, in_axes, k_eff, strides, pads):
         n = int(g.value.shape[oa])
         r = (n - 1) * s + k
@@ -292,11 +302,64 @@ def _plan(g: Patch, out_axes, in_axes, in_shape, k_eff, strides, pads):
             sizes.append(in_shape[ia])
             starts.append(jnp.zeros((), jnp.int32))
             paddings.append((lo, hi))
+            bounds.append((0, 0))
         else:
             sizes.append(r)
             starts.append(jnp.asarray(g.starts[g.axes.index(oa)], jnp.int32) * s - lo)
             paddings.append((0, 0))
-    return g, sizes, starts, paddings
+            bounds.append((-lo, (g.shape[oa] - n) * s - lo))
+    return g, sizes, starts, paddings, bounds
+
+
+def _transpose_conv(eqn, rhs, g, lhs_shape, padding):
+    """The transpose of ``eqn``'s convolution (its ``padding`` replaced) applied to ``g``: the
+    cotangent of an lhs of ``lhs_shape``.
+
+    A strided convolution's transpose is, as XLA emits it, a convolution over the signal
+    dilated with zeros (``lhs_dilation``); on CPU that spends most of its time on the zeros.
+    Here it is the sub-pixel form instead: one stride-1 convolution of the undilated signal
+    whose output channels are the ``s_1·s_2·…`` stride phases of every input channel
+    (kernel ``ceil(k/s)`` per axis), then the phases interleaved. The same products, summed
+    in another order (float32 rounding). Other convolutions use ``jax.linear_transpose``.
+    """
+    p = eqn.params
+    strides = tuple(int(v) for v in p["window_strides"])
+    padding = tuple((int(lo), int(hi)) for lo, hi in padding)
+    if (not _SUBPIXEL or all(v == 1 for v in strides) or p["feature_group_count"] != 1 or p["batch_group_count"] != 1
+            or any(d != 1 for d in p["rhs_dilation"]) or any(d != 1 for d in p["lhs_dilation"])
+            or not _float(eqn.outvars[0].aval)):
+        f = jax.linear_transpose(lambda x: _bind(eqn, [x, rhs], padding=padding)[0],
+                                 jax.ShapeDtypeStruct(tuple(lhs_shape), g.dtype))
+        return f(g)[0]
+    dn = p["dimension_numbers"]
+    d = len(strides)
+    # canonical layouts: signal (N, spatial…, C_out), kernel (spatial…, C_in, C_out)
+    gc = jnp.transpose(g, (dn.out_spec[0], *dn.out_spec[2:], dn.out_spec[1]))
+    w = jnp.transpose(rhs, (*dn.rhs_spec[2:], dn.rhs_spec[1], dn.rhs_spec[0])).astype(g.dtype)
+    kernel = w.shape[:d]
+    c_in, c_out = w.shape[d], w.shape[d + 1]
+    m = tuple(-(-k // s) for k, s in zip(kernel, strides))
+    w = jnp.pad(w, [(0, mi * s - k) for mi, s, k in zip(m, strides, kernel)] + [(0, 0), (0, 0)])
+    w = w.reshape(tuple(v for mi, s in zip(m, strides) for v in (mi, s)) + (c_in, c_out))
+    w = jnp.flip(w, tuple(2 * i for i in range(d)))  # tap j of the phase kernel is offset m = M − 1 − j
+    perm = tuple(2 * i for i in range(d)) + (2 * d + 1,) + tuple(2 * i + 1 for i in range(d)) + (2 * d,)
+    w = jnp.transpose(w, perm).reshape(m + (c_out, int(np.prod(strides)) * c_in))
+    spatial = tuple(range(1, d + 1))
+    dims = lax.ConvDimensionNumbers((0, d + 1) + spatial, (d + 1, d) + tuple(range(d)), (0, d + 1) + spatial)
+    out = lax.conv_general_dilated(gc, w, (1,) * d, [(mi - 1, mi - 1) for mi in m], dimension_numbers=dims,
+                                   precision=p.get("precision"))
+    q = out.shape[1:d + 1]
+    out = out.reshape((out.shape[0],) + q + strides + (c_in,))
+    perm = (0,) + tuple(a for i in range(d) for a in (1 + i, 1 + d + i)) + (2 * d + 1,)
+    out = jnp.transpose(out, perm).reshape((out.shape[0],) + tuple(a * s for a, s in zip(q, strides)) + (c_in,))
+    # `out` covers padded positions [0, q·s) per axis; the lhs is [lo, lo + size)
+    sizes = [lhs_shape[a] for a in dn.lhs_spec[2:]]
+    extra = [max(0, lo + n - a * s) for (lo, _), n, a, s in zip(padding, sizes, q, strides)]
+    out = jnp.pad(out, [(0, 0)] + [(0, e) for e in extra] + [(0, 0)])
+    out = lax.slice(out, (0,) + tuple(lo for lo, _ in padding) + (0,),
+                    (out.shape[0],) + tuple(lo + n for (lo, _), n in zip(padding, sizes)) + (c_in,))
+    canonical = (dn.lhs_spec[0], *dn.lhs_spec[2:], dn.lhs_spec[1])
+    return jnp.transpose(out, tuple(int(i) for i in np.argsort(canonical)))
 
 
 def _back_conv(e: _Entry, g):
@@ -307,12 +370,10 @@ def _back_conv(e: _Entry, g):
     rhs = e.invals[1]
     out_sp, in_sp = tuple(dn.out_spec[2:]), tuple(dn.lhs_spec[2:])
     if not isinstance(g, Patch) or sorted(g.axes) != sorted(out_sp):
-        full = _full(g)
-        f = jax.linear_transpose(lambda x: _bind(eqn, [x, rhs])[0], jax.ShapeDtypeStruct(lhs_shape, full.dtype))
-        return [f(full)[0], None]
+        return [_transpose_conv(eqn, rhs, _full(g), lhs_shape, p["padding"]), None]
     kernel = [eqn.invars[1].aval.shape[d] for d in dn.rhs_spec[2:]]
     k_eff = [(k - 1) * d + 1 for k, d in zip(kernel, p["rhs_dilation"])]
-    g, sizes, starts, paddings = _plan(g, out_sp, in_sp, lhs_shape, k_eff, p["window_strides"], p["padding"])
+    g, sizes, starts, paddings, bounds = _plan(g, out_sp, in_sp, lhs_shape, k_eff, p["window_strides"], p["padding"])
     region_shape = list(lhs_shape)
     for a, r in zip(in_sp, sizes):
         region_shape[a] = r
@@ -320,10 +381,8 @@ def _back_conv(e: _Entry, g):
     g = Patch(jnp.asarray(g.value), tuple(out_sp), tuple(g.starts[i] for i in order), g.shape)
     # the transpose of the same convolution on the region only (VALID where the region is
     # inside the map), without evaluating the convolution itself
-    f = jax.linear_transpose(lambda x: _bind(eqn, [x, rhs], padding=tuple(paddings))[0],
-                             jax.ShapeDtypeStruct(tuple(region_shape), g.value.dtype))
-    region = f(g.value)[0]
-    new_starts, value = _recentre(region, in_sp, starts, [lhs_shape[a] for a in in_sp])
+    region = _transpose_conv(eqn, rhs, g.value, tuple(region_shape), paddings)
+    new_starts, value = _recentre(region, in_sp, starts, [lhs_shape[a] for a in in_sp], bounds)
     return [Patch(value, in_sp, new_starts, lhs_shape), None]
 
 
@@ -340,7 +399,7 @@ def _back_pool(e: _Entry, g):
         region = f(full)[0]
         return [lax.slice(region, [lo for lo, _ in padding], [lo + n for (lo, _), n in zip(padding, in_shape)])]
     axes = tuple(g.axes)
-    g, sizes, starts, paddings = _plan(g, axes, axes, in_shape, [window[a] for a in axes],
+    g, sizes, starts, paddings, bounds = _plan(g, axes, axes, in_shape, [window[a] for a in axes],
                                        [strides[a] for a in axes], [padding[a] for a in axes])
     region_shape, region_pad = list(in_shape), list(padding)
     for a, r, pd in zip(axes, sizes, paddings):
@@ -361,7 +420,7 @@ def _back_pool(e: _Entry, g):
         region = f(g.value)[0]
         lo = [region_pad[a][0] for a in range(len(in_shape))]
         region = lax.slice(region, lo, [lo_ + n for lo_, n in zip(lo, region_shape)])
-    new_starts, value = _recentre(region, axes, starts, [in_shape[a] for a in axes])
+    new_starts, value = _recentre(region, axes, starts, [in_shape[a] for a in axes], bounds)
     return [Patch(value, axes, new_starts, in_shape)]
 
 
