@@ -31,6 +31,7 @@ import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
 from saliency_jax import incremental
+from saliency_jax._xla import cpu_compiler_options
 from saliency_jax.windows import PLACEMENTS, as_pair, axis_masks, window_grid
 
 __all__ = ["occlusion", "tune_chunk_size", "MODES", "SCORES", "COMBINES", "METHODS", "DEFAULT_CHUNK_SIZE"]
@@ -348,10 +349,28 @@ def _accumulate(scores: jax.Array, size, cfg: _Config) -> jax.Array:
     return jnp.where(jnp.asarray(count > 0), total, jnp.nan)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 5))
-def _occlusion_jit(apply_fn, params, images, fill, targets, cfg: _Config) -> jax.Array:
+def _occlusion_fn(apply_fn, params, images, fill, targets, cfg: _Config) -> jax.Array:
     scores = _window_scores(apply_fn, params, images, fill, targets, cfg)
     return _accumulate(scores, images.shape[1:3], cfg)
+
+
+_nested_jit = jax.jit(_occlusion_fn, static_argnums=(0, 5))
+_occlusion_jit = _nested_jit  # rebound once by _engine()
+_ENGINE_OPTIONS: dict | None = None
+
+
+def _engine(*args):
+    """The jitted engine, compiled with :func:`saliency_jax._xla.cpu_compiler_options` (decided
+    on first use, not at import, so that a user's ``XLA_FLAGS`` are read first). Inside a
+    caller's ``jit``/``vmap`` (traced ``args``) the caller's compilation decides: plain ``jit``."""
+    global _occlusion_jit, _ENGINE_OPTIONS
+    if not all(_is_concrete(x) for x in jax.tree.leaves(args)):
+        return _nested_jit
+    if _ENGINE_OPTIONS is None:
+        _ENGINE_OPTIONS = cpu_compiler_options()
+        if _ENGINE_OPTIONS:
+            _occlusion_jit = jax.jit(_occlusion_fn, static_argnums=(0, 5), compiler_options=_ENGINE_OPTIONS)
+    return _occlusion_jit
 
 
 _TUNED: dict = {}
@@ -389,7 +408,7 @@ def tune_chunk_size(
     shape = tuple(int(d) for d in image_shape)
     key = (apply_fn, shape, _leaf_signature(params), tuple(candidates))
     if key not in _TUNED:
-        forward = jax.jit(apply_fn)
+        forward = jax.jit(apply_fn, compiler_options=cpu_compiler_options() or None)  # as the engine compiles
         per_image = {}
         for batch in candidates:
             x = jnp.zeros((batch, *shape), jnp.float32)
@@ -556,7 +575,7 @@ def occlusion(
         devices=devices,
         method=method,
     )
-    heat = _occlusion_jit(apply_fn, params, images, fill_arr, targets, cfg)  # (N, K', H, W)
+    heat = _engine(params, images, fill_arr, targets)(apply_fn, params, images, fill_arr, targets, cfg)  # (N, K', H, W)
     if target_kind != "all":
         heat = heat[:, 0]
     return heat[0] if single else heat
