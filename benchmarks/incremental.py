@@ -5,9 +5,12 @@ Settings (issue 6): the ZF-style 224 model with window 64 stride 8 and with wind
 
   * the counted FLOPs per window of full and incremental re-inference (their ratio is the
     ceiling on the speed-up), from ``saliency_jax.incremental.flop_report``;
-  * windows per second of full re-inference (``method="full"``, its default chunk of 4) and of
-    incremental re-inference (``method="incremental"``), both with the engine's own code path:
-    variants / caches built inside one jit, the model run over fixed-size chunks with lax.map;
+  * windows per second of full re-inference (``method="full"``, at the faster of chunks 16 and
+    32, both reported) and of incremental re-inference (``method="incremental"``, its default
+    chunk), both with the engine's own code path: variants / caches built inside one jit, the
+    model run over fixed-size chunks with lax.map, compiled with the engine's compile options
+    (``saliency_jax._xla.cpu_compiler_options``: XLA's own CPU convolutions instead of
+    YNNPACK's); ``--library-defaults`` compiles both with jaxlib's defaults instead;
   * the two score sets checked equal (max abs difference, relative to the largest score).
 
 Where a whole map takes too long at full re-inference, a fixed, evenly spread sample of
@@ -17,12 +20,13 @@ rate is ``windows / (cache time + windows × per-window time)``. The results say
 settings were sampled. Trace + compile time is reported apart; timings are medians of repeats
 after a warm-up, with ``block_until_ready``.
 
-Usage:  flock /tmp/saliency-bench.lock python benchmarks/incremental.py [--quick] [--out DIR]
+Usage:  flock -x /tmp/sj-cpu.lock python benchmarks/incremental.py [--quick] [--out DIR] [--library-defaults]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -40,8 +44,14 @@ sys.path.insert(0, str(ROOT))
 import saliency_jax as sj  # noqa: E402
 from benchmarks._timing import timed  # noqa: E402
 from saliency_jax import incremental as inc  # noqa: E402
+from saliency_jax._xla import cpu_compiler_options  # noqa: E402
 from saliency_jax.models import ConvNet, ConvSpec, PoolSpec, get_model  # noqa: E402
 from saliency_jax.occlusion import DEFAULT_CHUNK_SIZE  # noqa: E402
+
+FULL_CHUNKS = (DEFAULT_CHUNK_SIZE, 2 * DEFAULT_CHUNK_SIZE)
+"""Full re-inference is timed at each of these chunks and the faster one is its figure."""
+OPTIONS: dict = {}
+"""Compile options of both methods' jits (set in main: the engine's, or {} for jaxlib's defaults)."""
 
 
 def vgg16(num_classes: int = 1000) -> ConvNet:
@@ -68,7 +78,7 @@ def full_scores_fn(apply_fn, grid, size, chunk):
     oy, ox = jnp.asarray(grid.origins_y), jnp.asarray(grid.origins_x)
     ey, ex = jnp.asarray(grid.extents_y), jnp.asarray(grid.extents_x)
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=OPTIONS or None)
     def run(params, image, ts):
         rows, cols = jnp.arange(h), jnp.arange(w)
 
@@ -89,11 +99,11 @@ def incremental_fns(apply_fn, grid, chunk):
     """Jitted cache pass ``(params, image) -> caches`` and window pass
     ``(params, image, caches, ts) -> (len(ts), K)`` (what ``method="incremental"`` runs)."""
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=OPTIONS or None)
     def prepare(params, image):
         return inc.prepare(apply_fn, params, image[None], grid)
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=OPTIONS or None)
     def windows(params, image, caches, ts):
         images = image[None]
         fills = jnp.zeros_like(images)
@@ -130,26 +140,32 @@ def run_setting(name, model, window, stride, *, sample, chunk_inc, repeats, seed
         setting=name, window=window, stride=stride, windows=total, sampled=sampled, sample_windows=len(ts_np),
         full_gflop_per_window=report.full_flops / 1e9, incremental_gflop_per_window=report.incremental_flops / 1e9,
         flop_ratio=report.ratio, saved_fraction=report.saved_fraction,
-        full_chunk=DEFAULT_CHUNK_SIZE, incremental_chunk=chunk_inc,
+        incremental_chunk=chunk_inc,
     )
-    # full re-inference
-    ts_full, n = padded(ts_np, DEFAULT_CHUNK_SIZE)
-    full = full_scores_fn(apply_fn, grid, size[:2], DEFAULT_CHUNK_SIZE)
-    c_full, t_full, s_full = timed(lambda: full(params, image, ts_full), repeats)
-    s_full = np.asarray(s_full)[:n]
+    # full re-inference, at each chunk of FULL_CHUNKS; the fastest per window counts
+    per_chunk = {}
+    for chunk in FULL_CHUNKS:
+        ts_full, n = padded(ts_np, chunk)
+        full = full_scores_fn(apply_fn, grid, size[:2], chunk)
+        c, t, s = timed(lambda: full(params, image, ts_full), repeats)
+        per_chunk[chunk] = (c, t / len(ts_full), np.asarray(s)[:n])
+        print(f"  full, chunk {chunk}: {1e3 * t / len(ts_full):.1f} ms/window", flush=True)
+    best = min(per_chunk, key=lambda k: per_chunk[k][1])
+    c_full, per_full, s_full = per_chunk[best]
+    t_full = per_full * len(ts_np)
     # incremental re-inference
     prep, win = incremental_fns(apply_fn, grid, chunk_inc)
     ts_inc, n = padded(ts_np, chunk_inc)
     c_prep, t_prep, caches = timed(lambda: prep(params, image), repeats)
     c_win, t_win, s_inc = timed(lambda: win(params, image, caches, ts_inc), repeats)
     s_inc = np.asarray(s_inc)[:n]
-    per_full = t_full / len(ts_np)
-    per_inc = t_win / len(ts_np)
+    per_inc = t_win / len(ts_inc)
     map_full = per_full * total
     map_inc = t_prep + per_inc * total
     scale = float(np.abs(s_full).max())
     diff = float(np.abs(s_full - s_inc).max())
     result.update(
+        full_chunk=best, full_ms_per_window_by_chunk={str(k): 1e3 * v[1] for k, v in per_chunk.items()},
         full_first_call_s=c_full, full_median_s=t_full,
         incremental_cache_first_call_s=c_prep, incremental_cache_median_s=t_prep,
         incremental_windows_first_call_s=c_win, incremental_windows_median_s=t_win,
@@ -263,9 +279,10 @@ def markdown(meta, results, sweep, forms=None, approx=None):
         "# Incremental occlusion vs full re-inference",
         "",
         f"Machine: {meta['machine']}, {meta['cpus']} CPU cores (load average {meta.get('load_average', 'n/a')}), "
-        f"jax {meta['jax']}, {meta['date']}. One image, fill 0, Captum's clip placement. Full re-inference "
-        f"uses chunk {DEFAULT_CHUNK_SIZE}; incremental its default chunk. Median of {meta['repeats']} runs "
-        "after a warm-up; compile time apart.",
+        f"jax {meta['jax']}, {meta['date']}. One image, fill 0, Captum's clip placement. Compile options of "
+        f"both methods: {meta['compile_options']}. Full re-inference at the faster of chunks "
+        f"{', '.join(map(str, FULL_CHUNKS))} (per-chunk times below); incremental at its default chunk "
+        f"({meta['incremental_chunk']}). Median of {meta['repeats']} runs after a warm-up; compile time apart.",
         "",
         "| setting | windows | timed on | GFLOP/window full | GFLOP/window incr. | FLOP ratio (ceiling) "
         "| full win/s | incr. win/s | speed-up | speed-up / FLOP ratio | max abs diff (max score) |",
@@ -286,14 +303,18 @@ def markdown(meta, results, sweep, forms=None, approx=None):
         "Sampled settings time both methods on the same evenly spread windows (borders included) and "
         "extrapolate per window; the scores of the sample are compared.",
         "",
-        "Compile + first call (s):",
+        "Full re-inference per chunk (ms / window; the faster is used above), incremental cache pass "
+        "(s / image) and compile + first call (s):",
         "",
-        "| setting | full | incr. cache pass | incr. windows |",
-        "|---|---|---|---|",
+        "| setting | " + " | ".join(f"full ms/win, chunk {c}" for c in FULL_CHUNKS)
+        + " | incr. cache pass s | compile: full | compile: incr. cache pass | compile: incr. windows |",
+        "|---|" + "---|" * (len(FULL_CHUNKS) + 4),
     ]
     for r in results:
         lines.append(
-            f"| {r['setting']} w{r['window']} s{r['stride']} | {r['full_first_call_s']:.1f} "
+            f"| {r['setting']} w{r['window']} s{r['stride']} | "
+            + " | ".join(f"{r['full_ms_per_window_by_chunk'][str(c)]:.1f}" for c in FULL_CHUNKS)
+            + f" | {r['incremental_cache_median_s']:.3f} | {r['full_first_call_s']:.1f} "
             f"| {r['incremental_cache_first_call_s']:.1f} | {r['incremental_windows_first_call_s']:.1f} |"
         )
     for r in results:
@@ -334,10 +355,14 @@ def main():
     ap.add_argument("--only", default=None, help="comma-separated setting indices (0, 1, 2)")
     ap.add_argument("--approx", action="store_true",
                     help="also time the APPROXIMATE capped projective field and measure its error")
+    ap.add_argument("--library-defaults", action="store_true",
+                    help="compile both methods with jaxlib's defaults (YNNPACK on) instead of the engine's options")
     ap.add_argument("--sweep", action="store_true",
                     help="also sweep the incremental chunk size and compare the splice formulations")
     args = ap.parse_args()
     repeats = 1 if args.quick else 3
+    global OPTIONS
+    OPTIONS = {} if args.library_defaults else cpu_compiler_options()
     zf, vgg = get_model("zf"), vgg16()
     settings = [
         ("ZF-style", zf, 64, 8, None if not args.quick else 32),
@@ -348,7 +373,7 @@ def main():
     meta = dict(machine=platform.processor() or platform.machine(), cpus=os.cpu_count(), jax=jax.__version__,
                 load_average=", ".join(f"{x:.1f}" for x in os.getloadavg()),
                 date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), repeats=repeats,
-                incremental_chunk=inc.DEFAULT_CHUNK_SIZE)
+                incremental_chunk=inc.DEFAULT_CHUNK_SIZE, compile_options=repr(OPTIONS or "jaxlib defaults"))
     sweep = forms = None
     if args.sweep:
         print("chunk sweep (ZF-style w16 s4) …", flush=True)
@@ -372,7 +397,7 @@ def main():
         results.append(r)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    suffix = "-quick" if args.quick else ""
+    suffix = ("-quick" if args.quick else "") + ("-library-defaults" if args.library_defaults else "")
     (out / f"incremental{suffix}.json").write_text(json.dumps(dict(meta=meta, results=results, sweep=sweep, formulations=forms, approx=approx), indent=1))
     (out / f"incremental{suffix}.md").write_text(markdown(meta, results, sweep, forms, approx))
     print(markdown(meta, results, sweep, forms, approx))

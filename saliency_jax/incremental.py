@@ -63,6 +63,7 @@ import numpy as np
 from jax import lax
 
 from saliency_jax import jaxpr as jx
+from saliency_jax._xla import cpu_compiler_options
 from saliency_jax.windows import WindowGrid, as_pair, axis_masks, window_grid
 
 __all__ = [
@@ -604,8 +605,7 @@ _REPORTS: dict = {}
 # --------------------------------------------------------------------------------------------
 
 
-@functools.partial(jax.jit, static_argnums=(0, 4, 5, 6))
-def _capped_jit(apply_fn, params, image, fill, grid_key, cap, chunk):
+def _capped(apply_fn, params, image, fill, grid_key, cap, chunk):
     h, w, _ = image.shape
     grid = window_grid((h, w), *grid_key)
     images = image[None]
@@ -628,6 +628,14 @@ def _capped_jit(apply_fn, params, image, fill, grid_key, cap, chunk):
                            precision=hi)
     count = np.outer(rows.sum(0), cols.sum(0))
     return total_map / jnp.asarray(np.maximum(count, 1), jnp.float32)[None]
+
+
+@functools.cache
+def _capped_jit(nested: bool):
+    """:func:`_capped` jitted with the engine's compile options (decided on first use); none when
+    ``nested`` inside a caller's ``jit``/``vmap``, whose compilation decides."""
+    options = None if nested else (cpu_compiler_options() or None)
+    return jax.jit(_capped, static_argnums=(0, 4, 5, 6), compiler_options=options)
 
 
 def capped_occlusion(
@@ -674,6 +682,7 @@ def capped_occlusion(
         raise ValueError(f"`target` (={target!r}) must lie in [0, {k}) (the model has K={k} outputs)")
     wy, wx = as_pair("window", window)
     sy, sx = (wy, wx) if stride is None else as_pair("stride", stride)
-    heat = _capped_jit(apply_fn, params, jnp.asarray(image, jnp.float32), jnp.asarray(fill, jnp.float32),
+    nested = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((params, image)))
+    heat = _capped_jit(nested)(apply_fn, params, jnp.asarray(image, jnp.float32), jnp.asarray(fill, jnp.float32),
                        ((wy, wx), (sy, sx)), float(cap), int(chunk_size))
     return heat[target]

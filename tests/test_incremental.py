@@ -262,3 +262,35 @@ def test_bad_method_is_rejected(kwargs, error, fragment):
     with pytest.raises(error) as info:
         occlusion(apply_fn, variables, image, window=4, stride=4, target=0, **kwargs)
     assert fragment in str(info.value)
+
+
+def test_engine_compile_options_turn_off_ynnpack_and_respect_xla_flags(monkeypatch):
+    """On the CPU the engine compiles with XLA's own convolutions (no YNNPACK fusion in the HLO),
+    the map is the same as with jaxlib's defaults, and a user's own XLA_FLAGS setting wins."""
+    import importlib
+
+    from saliency_jax import _xla
+
+    occ_mod = importlib.import_module("saliency_jax.occlusion")  # the module; sj.occlusion is the function
+
+    options = _xla.cpu_compiler_options()
+    if jax.default_backend() != "cpu" or not options:
+        pytest.skip("jaxlib without the YNNPACK option, or not a CPU backend")
+    model = get_model("small", width=0.25, fc=(8,))
+    image = rand_image((32, 32, 3))
+    params = model.init(jax.random.key(0), image[None])
+    conv = jax.jit(lambda p, x: model.apply(p, x), compiler_options=options)
+    assert "__ynn_fusion" not in conv.lower(params, image[None]).compile().as_text()
+    kw = dict(window=8, stride=4, target=0)
+    heat = occlusion(model.apply, params, image, method="incremental", **kw)
+    assert occ_mod._ENGINE_OPTIONS == options  # the engine was compiled with them
+    defaults = jax.jit(occ_mod._occlusion_fn, static_argnums=(0, 5))
+    monkeypatch.setattr(occ_mod, "_engine", lambda *args: defaults)
+    np.testing.assert_allclose(occlusion(model.apply, params, image, method="incremental", **kw), heat,
+                               rtol=1e-5, atol=1e-6)
+    _xla.cpu_compiler_options.cache_clear()
+    try:
+        monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT")
+        assert _xla.cpu_compiler_options() == {}
+    finally:
+        _xla.cpu_compiler_options.cache_clear()
