@@ -48,7 +48,8 @@ def _lax_features(p, x):
                                  dimension_numbers=DN)
     y = jax.nn.relu(y)
     y = lax.reduce_window(y, -jnp.inf, lax.max, (1, 3, 3, 1), (1, 2, 2, 1), ((0, 0), (1, 1), (1, 1), (0, 0)))
-    return (lax.conv_general_dilated(y, p["w3"], (2, 2), "VALID", dimension_numbers=DN) + p["b3"].reshape(1, 1, 1, 5))[0]
+    y = lax.conv_general_dilated(y, p["w3"], (2, 2), "VALID", dimension_numbers=DN)
+    return (y + p["b3"].reshape(1, 1, 1, 5))[0]
 
 
 class _Wrapped(nn.Module):
@@ -206,3 +207,18 @@ def test_subpixel_transpose_equals_the_linear_transpose(kernel, strides, padding
     ref = jax.linear_transpose(conv, jax.ShapeDtypeStruct(x_shape, jnp.float32))(g)[0]
     got = local._transpose_conv(eqn, w, g, x_shape, eqn.params["padding"])
     np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-5, atol=1e-5)
+
+
+def test_top_activations_projections_equal_the_full_backward_pass():
+    apply, params, _ = _model("zf", 64)
+    images = jax.random.normal(jax.random.key(6), (4, 64, 64, 3))
+    res = backprop.top_activations(apply, params, images, "conv3", [1, 2], k=2, batch_size=2, rule="guided")
+    for f in range(2):
+        for r in range(2):
+            ref = backprop.project_units(apply, params, images[int(res.image_index[f, r])], layer="conv3",
+                                         units=np.asarray(res.units[f, r])[None], rule="guided",
+                                         receptive_field=False)
+            scale = np.abs(np.asarray(ref.maps)).max()
+            assert scale > 0
+            np.testing.assert_allclose(np.asarray(res.projections[f, r]), np.asarray(ref.maps[0]),
+                                       rtol=1e-5, atol=1e-6 * scale)

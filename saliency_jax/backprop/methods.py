@@ -542,11 +542,10 @@ def top_activations(apply_fn: Callable, params: Any, images, layer, channels: Se
     def project(p, xs, img_idx, unit):
         def one(i, u):
             xi = xs[i]
-            ruled = with_rule(lambda pp, v: features(pp, v[None])[0], rule, strict=strict, data_argnums=1)
-            a, vjp = jax.vjp(lambda v: ruled(p, v), xi)
-            val = a.reshape(-1)[u]
-            cot = jnp.zeros((a.size,), a.dtype).at[u].set(val).reshape(a.shape)
-            return vjp(cot)[0], _footprint_box(features, p, xi, u)
+            # the unit's backward pass over its receptive field only (backprop.local)
+            a, back = local.vjp(lambda pp, v: features(pp, v[None])[0], p, xi, rule=rule, strict=strict)
+            coords = jnp.stack(jnp.unravel_index(u, a.shape)).astype(jnp.int32)
+            return back(local.unit_seed(a, coords, a.reshape(-1)[u])), _footprint_box(features, p, xi, u)
 
         return lax.map(lambda iu: one(*iu), (img_idx, unit), batch_size=batch_size)
 
