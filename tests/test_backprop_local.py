@@ -222,3 +222,15 @@ def test_top_activations_projections_equal_the_full_backward_pass():
             assert scale > 0
             np.testing.assert_allclose(np.asarray(res.projections[f, r]), np.asarray(ref.maps[0]),
                                        rtol=1e-5, atol=1e-6 * scale)
+
+
+def test_bad_arguments_name_themselves():
+    x = jnp.ones((4, 4, 1))
+    with pytest.raises(TypeError, match="`fn`"):
+        local.vjp(3, x)
+    with pytest.raises(TypeError, match="`switches`"):
+        local.vjp(jax.nn.relu, x, switches=1)
+    with pytest.raises(ValueError, match="`rule`"):
+        local.vjp(jax.nn.relu, x, rule="lrp")
+    with pytest.raises(ValueError, match="`fn`"):
+        local.vjp(lambda v: (jax.nn.relu(v), v), x, rule="gradient")

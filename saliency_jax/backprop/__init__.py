@@ -5,6 +5,8 @@
   ``unpool``);
 * :mod:`~saliency_jax.backprop.transform` — ``with_rule(fn, rule)`` rewrites any function's
   jaxpr so its ReLUs and max pools use them; ``report(fn, *args)`` lists what it found;
+* :mod:`~saliency_jax.backprop.local` — one forward pass, then backward passes that stay in a
+  unit's receptive field (what ``project_units`` and ``top_activations`` use);
 * :mod:`~saliency_jax.backprop.methods` — ``deconvnet``, ``guided_backprop``, ``gradient``,
   ``project_units`` and the dataset-level ``top_activations`` ("top 9").
 

@@ -564,7 +564,14 @@ def vjp(fn: Callable, *primals, rule: str = "deconvnet", switches: bool = True, 
         ``(out, backward)`` with ``backward(signal) -> cotangent`` of the last primal's
         structure.
     """
+    if not callable(fn):
+        raise TypeError(f"`fn` (={fn!r}) must be callable")
+    if not primals:
+        raise TypeError("local.vjp needs at least one primal (the data, last)")
     rules._check_rule(rule, allow_private=True)
+    for name, val in (("switches", switches), ("strict", strict), ("bare_max", bare_max)):
+        if not isinstance(val, bool):
+            raise TypeError(f"`{name}` (={val!r}) must be a bool")
     traced = jx.trace(fn, *primals)
     data_argnums = (len(primals) - 1,)
     if strict:
@@ -574,8 +581,8 @@ def vjp(fn: Callable, *primals, rule: str = "deconvnet", switches: bool = True, 
     rec = _Recorder(rule, switches, bare_max)
     arg_nodes = [rec.node() if f and _float(v.aval) else None for f, v in zip(flags, traced.jaxpr.jaxpr.invars)]
     outs = rec.run(traced.jaxpr.jaxpr, traced.jaxpr.consts, flat, arg_nodes)
-    if len(outs) != 1:
-        raise ValueError(f"`fn` must return a single array for local.vjp, got {len(outs)} outputs")
+    if len(outs) != 1 or not _float(traced.jaxpr.jaxpr.outvars[0].aval):
+        raise ValueError(f"`fn` must return a single floating array for local.vjp, got {len(outs)} outputs")
     (out, out_node), = outs
     data_leaves = jax.tree_util.tree_leaves(primals[-1])
     data_tree = jax.tree_util.tree_structure(primals[-1])
