@@ -40,6 +40,7 @@ import math
 import numbers
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -387,11 +388,15 @@ class _Progress:
         self.start = time.perf_counter()
         self.count = 0
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.lock = threading.Lock()  # advanced by the reader (failed files) and the writer thread
 
     def advance(self, n: int) -> None:
-        self.count += n
-        if not self.enabled:
-            return
+        with self.lock:
+            self.count += n
+            if self.enabled:
+                self._draw()
+
+    def _draw(self) -> None:
         elapsed = time.perf_counter() - self.start
         rate = self.count / elapsed if elapsed > 0 else 0.0
         left = (self.total - self.count) / rate if rate > 0 else float("nan")
