@@ -377,7 +377,7 @@ def main():
     sweep = forms = None
     if args.sweep:
         print("chunk sweep (ZF-style w16 s4) …", flush=True)
-        rows = chunk_sweep(zf, 16, 4, (4, 8, 16, 24, 32), 96, repeats)
+        rows = chunk_sweep(zf, 16, 4, (8, 16, 32, 64), 96, repeats)
         sweep = dict(setting="ZF-style w16 s4", sample=96, rows=rows)
         print("splice formulations (ZF-style w16 s4) …", flush=True)
         forms = dict(setting="ZF-style w16 s4", chunk=inc.DEFAULT_CHUNK_SIZE, sample=96,

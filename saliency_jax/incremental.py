@@ -82,10 +82,12 @@ FULL_LAYER_FRACTION = 0.8
 """A convolution / pooling whose changed region costs at least this fraction of the full layer
 (in counted FLOPs) is computed in full for every window, and so is everything after it."""
 
-DEFAULT_CHUNK_SIZE = 16
-"""Windows per chunk for ``method="incremental"`` when ``chunk_size`` is not given (see
-``benchmarks/results/incremental.md``): the recomputed regions are small, so larger batches than
-full re-inference's pay, and the dense layers read their weights once per chunk."""
+DEFAULT_CHUNK_SIZE = 32
+"""Windows per chunk for ``method="incremental"`` when ``chunk_size`` is not given. On the 2-core
+CPU of ``benchmarks/results/incremental.md`` (XLA's own convolutions), 32 beat 16 by 20 % on the
+ZF-style model (w16 s4) and 6 % on the VGG16-style one, and 64 was no faster: the recomputed
+regions are small, so larger batches than full re-inference's pay, and the dense layers read
+their weights once per chunk."""
 
 AUTO_MIN_RATIO = 1.5
 """``method="auto"`` chooses incremental re-inference when the counted-FLOP ratio (full over
