@@ -12,34 +12,28 @@ maps and rendered PNGs written. Compared in the same run, same process:
 
 Each variant is warmed up on the same folder (compilation reported apart), then timed as the
 median of ``--repeats`` full runs (``force=True``). Every variant's raw maps are checked
-against the batched run's. The CPU is split into one XLA host device per core, as the
-``saliency-jax`` command does. Results: benchmarks/results/explain.{json,md}.
+against the batched run's. One CPU device, as the ``saliency-jax`` command uses. Results: benchmarks/results/explain.{json,md}.
 
 Usage:  python benchmarks/explain.py [--images 64] [--repeats 3]
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
 
-if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                               f" --xla_force_host_platform_device_count={min(os.cpu_count() or 1, 8)}").strip()
+import jax
+import numpy as np
+from PIL import Image
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
-
-import saliency_jax as sj  # noqa: E402
-from saliency_jax.explain import explain_paths  # noqa: E402
+import saliency_jax as sj
+from saliency_jax.explain import explain_paths
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("occlusion", "deconvnet")

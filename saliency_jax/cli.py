@@ -79,23 +79,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _one_host_device_per_core() -> None:
-    """Split the CPU into one XLA host device per core (at most 8) unless XLA_FLAGS sets a count.
-
-    Occlusion shards its windows over local devices: on a 2-core CPU, two host devices ran the
-    shipped model's occlusion 1.9× faster than one device using both cores
-    (``benchmarks/results/host_devices.md``). Takes effect only before JAX initialises its
-    backends; on an accelerator only the (unused) CPU platform is split.
-    """
-    flags = os.environ.get("XLA_FLAGS", "")
-    count = min(os.cpu_count() or 1, 8)
-    if count > 1 and "xla_force_host_platform_device_count" not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={count}".strip()
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     """``saliency-jax demo``: :func:`saliency_jax.demo.run_demo`."""
-    _one_host_device_per_core()
     from saliency_jax.demo import run_demo
 
     summary = run_demo(args.out, n=args.n, model=args.model, window=args.window, stride=args.stride, seed=args.seed)
@@ -107,7 +92,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     """``saliency-jax explain``: :func:`saliency_jax.explain.explain_paths`."""
-    _one_host_device_per_core()
     from saliency_jax.explain import explain_paths
 
     result = explain_paths(
