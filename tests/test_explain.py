@@ -60,17 +60,13 @@ def folder(tmp_path_factory):
 GOOD = ["img0.png", "img1.png", "img2.jpg", "img3.png", "sub/img4.png", "sub/img5.png"]
 
 
-def _run(argv, monkeypatch):
-    return cli.main(argv)
-
-
 def _digests(root: Path) -> dict:
     return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def test_explain_cli_writes_maps_equal_to_the_library(folder, model, tmp_path, monkeypatch, capsys):
+def test_explain_cli_writes_maps_equal_to_the_library(folder, model, tmp_path, capsys):
     out = tmp_path / "out"
-    rc = _run(["explain", str(folder), "--out", str(out), *ARGS], monkeypatch)
+    rc = cli.main(["explain", str(folder), "--out", str(out), *ARGS])
     cap = capsys.readouterr()
     assert rc == 1  # two unreadable files
     assert "6 explained, 0 already done, 2 failed" in cap.out
@@ -147,7 +143,7 @@ def test_interrupted_run_leaves_no_partial_file_and_resumes(folder, tmp_path, mo
         return real(path, writer)
 
     monkeypatch.setattr(explain, "atomic_write", interrupting)
-    rc = _run(["explain", str(folder), "--out", str(out), *ARGS], monkeypatch)
+    rc = cli.main(["explain", str(folder), "--out", str(out), *ARGS])
     assert rc == 130 and "interrupted" in capsys.readouterr().err
     assert not [p for p in out.rglob(".*")]  # the temporary file was removed
     assert not (out / "img3.png.panel.png").exists() and not (out / "img3.png.json").exists()
@@ -274,8 +270,8 @@ def test_bad_arguments_raise_before_any_image_is_read(kwargs, match, folder, tmp
     assert not (tmp_path / "o").exists()
 
 
-def test_missing_path_and_explicit_non_image(folder, tmp_path, monkeypatch, capsys):
-    assert _run(["explain", str(tmp_path / "nope"), "--out", str(tmp_path / "o")], monkeypatch) == 2
+def test_missing_path_and_explicit_non_image(folder, tmp_path, capsys):
+    assert cli.main(["explain", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     assert "does not exist" in capsys.readouterr().err
     r = explain_paths([folder / "notes.txt"], tmp_path / "o", window=W, stride=S, progress=False, log=lambda s: None)
     assert r.done == () and r.failed[0][0] == str(folder / "notes.txt") and "cannot identify" in r.failed[0][1]
