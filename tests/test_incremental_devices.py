@@ -22,7 +22,9 @@ one = sj.occlusion(model.apply, variables, images, method="incremental", devices
 full = sj.occlusion(model.apply, variables, images, method="full", **kw)
 scale = float(np.abs(full).max())
 assert scale > 1e-4
-np.testing.assert_allclose(four, one, rtol=1e-6, atol=1e-6 * scale)
+# one device compiles with XLA's own convolutions, four keep JAX's defaults (YNNPACK): the same
+# sums in another order, so float32 rounding, as against full re-inference
+np.testing.assert_allclose(four, one, rtol=1e-5, atol=1e-5 * scale)
 np.testing.assert_allclose(four, full, rtol=1e-5, atol=1e-5 * scale)
 print("ok")
 """
