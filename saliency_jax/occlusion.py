@@ -355,26 +355,27 @@ def _occlusion_fn(apply_fn, params, images, fill, targets, cfg: _Config) -> jax.
 
 
 _nested_jit = jax.jit(_occlusion_fn, static_argnums=(0, 5))
-_occlusion_jit = _nested_jit  # rebound once by _engine()
-_ENGINE_OPTIONS: dict | None = None
+
+
+@functools.cache
+def _single_device_jit():
+    """The engine jitted with :func:`saliency_jax._xla.cpu_compiler_options`, built on first use
+    (not at import, so that a user's ``XLA_FLAGS`` are read first); ``_nested_jit`` where the
+    options are empty."""
+    options = cpu_compiler_options()
+    return jax.jit(_occlusion_fn, static_argnums=(0, 5), compiler_options=options) if options else _nested_jit
 
 
 def _engine(n_devices: int, *args):
-    """The jitted engine, compiled with :func:`saliency_jax._xla.cpu_compiler_options` (decided
-    on first use, not at import, so that a user's ``XLA_FLAGS`` are read first). Inside a
-    caller's ``jit``/``vmap`` (traced ``args``) the caller's compilation decides: plain ``jit``.
+    """The jitted engine for one call. Inside a caller's ``jit``/``vmap`` (traced ``args``) the
+    caller's compilation decides: plain ``jit``.
 
     Sharded over several devices the engine keeps the library's defaults: with YNNPACK off,
     full re-inference of the shipped model sharded over two host devices returned wrong maps
     (max error 2.95 on maps up to 10.3; ``tests/test_occlusion_devices.py`` guards it)."""
-    global _occlusion_jit, _ENGINE_OPTIONS
     if n_devices > 1 or not all(_is_concrete(x) for x in jax.tree.leaves(args)):
         return _nested_jit
-    if _ENGINE_OPTIONS is None:
-        _ENGINE_OPTIONS = cpu_compiler_options()
-        if _ENGINE_OPTIONS:
-            _occlusion_jit = jax.jit(_occlusion_fn, static_argnums=(0, 5), compiler_options=_ENGINE_OPTIONS)
-    return _occlusion_jit
+    return _single_device_jit()
 
 
 _TUNED: dict = {}

@@ -260,6 +260,7 @@ def test_loading_twice_reuses_the_compiled_code():
     x = jnp.zeros((1, 128, 128, 3), jnp.float32)
     np.testing.assert_array_equal(a.apply_fn(a.params, x), a.module.apply(a.params, x))
     sj.occlusion(a.apply_fn, a.params, x, window=64, stride=64, method="full")
-    size = occ_mod._occlusion_jit._cache_size()
+    engine = occ_mod._engine(1, x)
+    size = engine._cache_size()
     sj.occlusion(b.apply_fn, b.params, x, window=64, stride=64, method="full")
-    assert occ_mod._occlusion_jit._cache_size() == size
+    assert engine._cache_size() == size

@@ -283,7 +283,9 @@ def test_engine_compile_options_turn_off_ynnpack_and_respect_xla_flags(monkeypat
     assert "__ynn_fusion" not in conv.lower(params, image[None]).compile().as_text()
     kw = dict(window=8, stride=4, target=0)
     heat = occlusion(model.apply, params, image, method="incremental", **kw)
-    assert occ_mod._ENGINE_OPTIONS == options  # the engine was compiled with them
+    # one device: the engine compiled with the options; sharded: jaxlib's defaults
+    assert occ_mod._engine(1, image) is occ_mod._single_device_jit() is not occ_mod._nested_jit
+    assert occ_mod._engine(2, image) is occ_mod._nested_jit
     defaults = jax.jit(occ_mod._occlusion_fn, static_argnums=(0, 5))
     monkeypatch.setattr(occ_mod, "_engine", lambda *args: defaults)
     np.testing.assert_allclose(occlusion(model.apply, params, image, method="incremental", **kw), heat,
