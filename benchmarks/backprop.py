@@ -12,7 +12,7 @@ timed in the same run:
 * **switches**: max pools unpooled through switches recorded in the forward pass (int8
   residual), still ``jax.vjp`` over the full feature maps;
 * **receptive field**: each unit's backward pass restricted to its receptive field
-  (``saliency_jax.backprop.local``), with the default max-pool VJP on the regions;
+  (``saliency_jax.backprop.receptive_field``), with the default max-pool VJP on the regions;
 * **switches + receptive field, XLA transposes**: both, with XLA's own transposed strided
   convolutions (the sub-pixel form switched off);
 * **engine** (the default of ``project_units``): switches + receptive field + sub-pixel
@@ -44,8 +44,8 @@ import numpy as np
 
 import flax.linen as nn
 from saliency_jax import backprop
-from saliency_jax.backprop import local, rules
-from saliency_jax.models import get_model
+from saliency_jax.backprop import receptive_field as local, rules
+from saliency_jax.model.architectures import get_model
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -186,7 +186,7 @@ def run_model(model_name, args):
         note=("All variants ran back to back in one process; the load average above says whether other "
               "work shared the CPU. The default VJP is the baseline: jax.vjp of the deconvnet-rule model "
               "with JAX's own max-pool VJP, vmapped over the units' cotangents. 'receptive field' runs each "
-              "unit's backward pass only over its receptive field (saliency_jax.backprop.local); "
+              "unit's backward pass only over its receptive field (saliency_jax.backprop.receptive_field); "
               "'sub-pixel' computes the transposes of the strided convolutions as one stride-1 "
               "convolution over the stride phases instead of XLA's zero-dilated convolution."),
     )

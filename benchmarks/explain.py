@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 import saliency_jax as sj
-from saliency_jax.explain import explain_paths
+from saliency_jax.app.explain import explain_paths
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("occlusion", "deconvnet")

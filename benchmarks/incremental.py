@@ -4,12 +4,12 @@ Settings (issue 6): the ZF-style 224 model with window 64 stride 8 and with wind
 (Krypton's setting), and a VGG16-style 224 model with window 16 stride 4. For each:
 
   * the counted FLOPs per window of full and incremental re-inference (their ratio is the
-    ceiling on the speed-up), from ``saliency_jax.incremental.flop_report``;
+    ceiling on the speed-up), from ``saliency_jax.occlude.incremental.flop_report``;
   * windows per second of full re-inference (``method="full"``, at the faster of chunks 16 and
     32, both reported) and of incremental re-inference (``method="incremental"``, its default
     chunk), both with the engine's own code path: variants / caches built inside one jit, the
     model run over fixed-size chunks with lax.map, compiled with the engine's compile options
-    (``saliency_jax._xla.cpu_compiler_options``: XLA's own CPU convolutions instead of
+    (``saliency_jax.occlude.compile.cpu_compiler_options``: XLA's own CPU convolutions instead of
     YNNPACK's); ``--library-defaults`` compiles both with jaxlib's defaults instead;
   * the two score sets checked equal (max abs difference, relative to the largest score).
 
@@ -43,10 +43,10 @@ sys.path.insert(0, str(ROOT))
 
 import saliency_jax as sj  # noqa: E402
 from benchmarks._timing import timed  # noqa: E402
-from saliency_jax import incremental as inc  # noqa: E402
-from saliency_jax._xla import cpu_compiler_options  # noqa: E402
-from saliency_jax.models import ConvNet, ConvSpec, PoolSpec, get_model  # noqa: E402
-from saliency_jax.occlusion import DEFAULT_CHUNK_SIZE  # noqa: E402
+from saliency_jax.occlude import incremental as inc  # noqa: E402
+from saliency_jax.occlude.compile import cpu_compiler_options  # noqa: E402
+from saliency_jax.model.architectures import ConvNet, ConvSpec, PoolSpec, get_model  # noqa: E402
+from saliency_jax.occlude.engine import DEFAULT_CHUNK_SIZE  # noqa: E402
 
 FULL_CHUNKS = (DEFAULT_CHUNK_SIZE, 2 * DEFAULT_CHUNK_SIZE)
 """Full re-inference is timed at each of these chunks and the faster one is its figure."""

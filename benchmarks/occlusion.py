@@ -1,7 +1,7 @@
 """Occlusion throughput, everything measured in one run on one machine.
 
 For the ZF-style 224 model (window 64, stride 8: 441 windows) and the small 128 model:
-  * saliency_jax.occlusion at several chunk sizes (windows per second, trace+compile apart);
+  * saliency_jax.occlude.engine at several chunk sizes (windows per second, trace+compile apart);
   * (a) a naive loop: one jitted model call per occluded image;
   * (b) the model's plain forward throughput at the same batch sizes;
   * optional: Captum's Occlusion on the same weights (when torch and captum are installed);

@@ -31,9 +31,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from saliency_jax import backprop
-from saliency_jax import data
-from saliency_jax.checkpoint import load
-from saliency_jax.models import get_model
+from saliency_jax.model import data
+from saliency_jax.model.checkpoint import load
+from saliency_jax.model.architectures import get_model
 
 RESULTS = Path(__file__).parent / "results"
 RULES = ("gradient", "deconvnet", "guided")

@@ -1,8 +1,17 @@
 """saliency_jax: what a convnet looks at, fast.
 
-Occlusion sensitivity (every window at once, chunked, sharded over local devices), deconvnet,
-guided backprop and gradients for any JAX function (custom-VJP rules, max-pool switches), and
-the Zeiler & Fergus family of convnets to run them on.
+Two flows, one house:
+
+* :mod:`saliency_jax.occlude` — occlusion sensitivity: every window at once with ``vmap``, the
+  jitted model over fixed-size chunks, sharded over local devices, exact incremental re-inference;
+* :mod:`saliency_jax.backprop` — deconvnet, guided backprop and gradients for any JAX function
+  (custom-VJP rules, max-pool switches), unit projections;
+* :mod:`saliency_jax.model` — the Zeiler & Fergus family of convnets, generated data, training,
+  evaluation and checkpoints;
+* :mod:`saliency_jax.app` — the folder job, rendering, the demo and the command line.
+
+Names are re-exported lazily (PEP 562): ``import saliency_jax`` loads jax, numpy and flax only;
+optax, orbax and matplotlib load with the first name that needs them.
 
 Example:
     >>> import saliency_jax as sj
@@ -12,39 +21,52 @@ Example:
     (2, 128, 128)
 """
 
-from saliency_jax import backprop as backprop
-from saliency_jax import checkpoint as checkpoint
-from saliency_jax import data as data
-from saliency_jax import explain as explain
-from saliency_jax import evaluate as evaluate
-from saliency_jax import incremental as incremental
-from saliency_jax import jaxpr as jaxpr
-from saliency_jax import models as models
-from saliency_jax import render as render
-from saliency_jax import train as train
-from saliency_jax import windows as windows
-from saliency_jax.backprop import deconvnet as deconvnet
-from saliency_jax.backprop import gradient as gradient
-from saliency_jax.backprop import guided_backprop as guided_backprop
-from saliency_jax.backprop import project_units as project_units
-from saliency_jax.backprop import saliency_maps as saliency_maps
-from saliency_jax.backprop import top_activations as top_activations
-from saliency_jax.models import get_model as get_model
-from saliency_jax.checkpoint import CheckpointError as CheckpointError
-from saliency_jax.checkpoint import CheckpointMismatchError as CheckpointMismatchError
-from saliency_jax.checkpoint import LoadedModel as LoadedModel
-from saliency_jax.checkpoint import load as load
-from saliency_jax.data import generate as generate
-from saliency_jax.data import to_model_input as to_model_input
-from saliency_jax.demo import run_demo as run_demo
-from saliency_jax.explain import ExplainResult as ExplainResult
-from saliency_jax.explain import explain_paths as explain_paths
-from saliency_jax.incremental import flop_report as flop_report
-from saliency_jax.occlusion import DEFAULT_CHUNK_SIZE as DEFAULT_CHUNK_SIZE
-from saliency_jax.occlusion import METHODS as METHODS
-from saliency_jax.occlusion import occlusion as occlusion
-from saliency_jax.occlusion import tune_chunk_size as tune_chunk_size
-from saliency_jax.windows import coverage as coverage
-from saliency_jax.windows import window_grid as window_grid
+from __future__ import annotations
+
+from saliency_jax._lazy import lazy_exports
 
 __version__ = "0.1.0"
+
+# Public name -> (module, attribute); attribute None re-exports the module itself.
+_EXPORTS: dict[str, tuple[str, str | None]] = {
+    # the flows (subpackages) and the shared interpreter
+    "occlude": ("saliency_jax.occlude", None),
+    "backprop": ("saliency_jax.backprop", None),
+    "model": ("saliency_jax.model", None),
+    "app": ("saliency_jax.app", None),
+    "jaxpr": ("saliency_jax.jaxpr", None),
+    # modules under their short names (as used in the README)
+    "data": ("saliency_jax.model.data", None),
+    "render": ("saliency_jax.app.render", None),
+    "incremental": ("saliency_jax.occlude.incremental", None),
+    # occlusion
+    "occlusion": ("saliency_jax.occlude.engine", "occlusion"),
+    "tune_chunk_size": ("saliency_jax.occlude.engine", "tune_chunk_size"),
+    "DEFAULT_CHUNK_SIZE": ("saliency_jax.occlude.engine", "DEFAULT_CHUNK_SIZE"),
+    "METHODS": ("saliency_jax.occlude.engine", "METHODS"),
+    "flop_report": ("saliency_jax.occlude.incremental", "flop_report"),
+    "capped_occlusion": ("saliency_jax.occlude.incremental", "capped_occlusion"),
+    "window_grid": ("saliency_jax.occlude.windows", "window_grid"),
+    "coverage": ("saliency_jax.occlude.windows", "coverage"),
+    # backprop
+    "deconvnet": ("saliency_jax.backprop.methods", "deconvnet"),
+    "guided_backprop": ("saliency_jax.backprop.methods", "guided_backprop"),
+    "gradient": ("saliency_jax.backprop.methods", "gradient"),
+    "saliency_maps": ("saliency_jax.backprop.methods", "saliency_maps"),
+    "project_units": ("saliency_jax.backprop.methods", "project_units"),
+    "top_activations": ("saliency_jax.backprop.methods", "top_activations"),
+    # model
+    "get_model": ("saliency_jax.model.architectures", "get_model"),
+    "generate": ("saliency_jax.model.data", "generate"),
+    "to_model_input": ("saliency_jax.model.data", "to_model_input"),
+    "load": ("saliency_jax.model.checkpoint", "load"),
+    "LoadedModel": ("saliency_jax.model.checkpoint", "LoadedModel"),
+    "CheckpointError": ("saliency_jax.model.checkpoint", "CheckpointError"),
+    "CheckpointMismatchError": ("saliency_jax.model.checkpoint", "CheckpointMismatchError"),
+    # app
+    "explain_paths": ("saliency_jax.app.explain", "explain_paths"),
+    "ExplainResult": ("saliency_jax.app.explain", "ExplainResult"),
+    "run_demo": ("saliency_jax.app.demo", "run_demo"),
+}
+
+__all__, __getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

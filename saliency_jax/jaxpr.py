@@ -51,6 +51,8 @@ __all__ = [
     "eval_jaxpr",
     "eval_eqn",
     "eval_call_body",
+    "bind",
+    "label",
     "walk",
     "sub_jaxprs",
     "closed",
@@ -208,10 +210,24 @@ def eval_call_body(eqn, invals, *, handler: Handler | None = None) -> list:
     return eval_jaxpr(body, invals, handler=handler)
 
 
-def _bind(eqn, invals):
-    params = eqn.primitive.get_bind_params(eqn.params)
+try:  # what lax's own wrappers call: inside shard_map, make per-window and shared operands agree
+    from jax._src.core import auto_insert_reshard as _match_varying
+except ImportError:  # pragma: no cover - older/newer jax without it: nothing to match
+    def _match_varying(*args):
+        return args
+
+
+def bind(eqn, invals: Sequence[Any], **param_updates) -> list:
+    """Bind ``eqn``'s primitive to ``invals`` (with ``param_updates`` over its params); a list of outputs.
+
+    Operands are first made to agree on the mesh axes they vary over (what ``lax``'s own
+    wrappers do), so an equation re-bound inside ``shard_map`` may mix per-device and shared
+    values.
+    """
+    params = dict(eqn.primitive.get_bind_params(eqn.params))
+    params.update(param_updates)
     with eqn.ctx.manager:
-        out = eqn.primitive.bind(*invals, **params)
+        out = eqn.primitive.bind(*_match_varying(*invals), **params)
     return list(out) if eqn.primitive.multiple_results else [out]
 
 
@@ -225,7 +241,7 @@ def eval_eqn(eqn, invals: Sequence[Any], *, handler: Handler | None = None) -> l
     """
     name, p = eqn.primitive.name, eqn.params
     if handler is None:
-        return _bind(eqn, invals)
+        return bind(eqn, invals)
     if name in CALL_PRIMITIVES:
         return eval_call_body(eqn, invals, handler=handler)
     if name in REMAT_PRIMITIVES:
@@ -252,7 +268,7 @@ def eval_eqn(eqn, invals: Sequence[Any], *, handler: Handler | None = None) -> l
         out = lax.while_loop(lambda s: eval_jaxpr(cj, [*cc, *s], handler=handler)[0],
                              lambda s: list(eval_jaxpr(bj, [*bc, *s], handler=handler)), init)
         return list(out)
-    return _bind(eqn, invals)
+    return bind(eqn, invals)
 
 
 def _branch(body, handler, *ops):
@@ -318,7 +334,7 @@ def walk(jaxpr, visit: Callable[[Any, tuple, tuple], "bool | None"] | None,
 
 def _walk_eqn(eqn, flags, visit, path):
     name, p = eqn.primitive.name, eqn.params
-    sub_path = path + (_label(eqn),)
+    sub_path = path + (label(eqn),)
     any_flag = any(flags)
     if name in CALL_PRIMITIVES or name in REMAT_PRIMITIVES or name in CUSTOM_CALL_PRIMITIVES:
         body = sub_jaxprs(eqn)[0]
@@ -362,7 +378,8 @@ def _walk_eqn(eqn, flags, visit, path):
     return [any_flag] * len(eqn.outvars)
 
 
-def _label(eqn):
+def label(eqn) -> str:
+    """``primitive[name]`` for named calls (``pjit[relu]``, ``custom_jvp_call[relu]``), else the primitive."""
     name = eqn.params.get("name")
     if not isinstance(name, str) and eqn.primitive.name in CUSTOM_CALL_PRIMITIVES:
         subs = sub_jaxprs(eqn)

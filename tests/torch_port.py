@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from saliency_jax.models import ConvNet, ConvSpec
+from saliency_jax.model.architectures import ConvNet, ConvSpec
 
 
 def _same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:

@@ -3,9 +3,9 @@
 * :mod:`~saliency_jax.backprop.rules` — ``relu_rule("gradient" | "deconvnet" | "guided")``
   and max pooling with recorded switches (``max_pool_switched``, ``pool_with_switches``,
   ``unpool``);
-* :mod:`~saliency_jax.backprop.transform` — ``with_rule(fn, rule)`` rewrites any function's
+* :mod:`~saliency_jax.backprop.rewrite` — ``with_rule(fn, rule)`` rewrites any function's
   jaxpr so its ReLUs and max pools use them; ``report(fn, *args)`` lists what it found;
-* :mod:`~saliency_jax.backprop.local` — one forward pass, then backward passes that stay in a
+* :mod:`~saliency_jax.backprop.receptive_field` — one forward pass, then backward passes that stay in a
   unit's receptive field (what ``project_units`` and ``top_activations`` use);
 * :mod:`~saliency_jax.backprop.methods` — ``deconvnet``, ``guided_backprop``, ``gradient``,
   ``project_units`` and the dataset-level ``top_activations`` ("top 9").
@@ -34,7 +34,7 @@ from saliency_jax.backprop.rules import max_pool_switched as max_pool_switched
 from saliency_jax.backprop.rules import pool_with_switches as pool_with_switches
 from saliency_jax.backprop.rules import relu_rule as relu_rule
 from saliency_jax.backprop.rules import unpool as unpool
-from saliency_jax.backprop.transform import Finding as Finding
-from saliency_jax.backprop.transform import Report as Report
-from saliency_jax.backprop.transform import report as report
-from saliency_jax.backprop.transform import with_rule as with_rule
+from saliency_jax.backprop.rewrite import Finding as Finding
+from saliency_jax.backprop.rewrite import Report as Report
+from saliency_jax.backprop.rewrite import report as report
+from saliency_jax.backprop.rewrite import with_rule as with_rule

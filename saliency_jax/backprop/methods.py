@@ -32,8 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from saliency_jax.backprop import local, rules
-from saliency_jax.backprop.transform import with_rule
+from saliency_jax.backprop import receptive_field as local, rules
+from saliency_jax.backprop.rewrite import with_rule
 
 __all__ = [
     "saliency_maps",
@@ -376,7 +376,7 @@ def project_units(apply_fn: Callable, params: Any, image, layer="conv5", *, unit
         top_k: number of strongest activations (per image) when ``units`` is None.
         rule, strict, switches, bare_max: as for :func:`saliency_maps`.
         receptive_field: run each unit's backward pass only over its receptive field
-            (:mod:`saliency_jax.backprop.local`): a box of each layer, outside which the
+            (:mod:`saliency_jax.backprop.receptive_field`): a box of each layer, outside which the
             signal is exactly zero. Same maps up to float32 rounding, several times faster
             for deep layers; ``False`` runs ``jax.vjp`` over the full feature maps.
 
@@ -578,7 +578,7 @@ def top_grid(tiles, rows: int = 3, gap: int = 1, fill: float = 1.0):
 
     With ``k = 9`` and ``rows = 3`` this is the 3 × 3 block of one feature map in Zeiler &
     Fergus's Fig. 2 (tiles in reading order, strongest first; missing cells get ``fill``).
-    Apply :func:`saliency_jax.render.normalize_map` to projections first.
+    Apply :func:`saliency_jax.app.render.normalize_map` to projections first.
     """
     tiles = jnp.asarray(tiles)
     if tiles.ndim < 4:
@@ -607,13 +607,13 @@ def top_figure(top: TopActivations, rows: int = 3, gap: int = 2, percentile: flo
         rows: grid rows (3 for the paper's 3 × 3 blocks of the top 9).
         gap: pixels between tiles and between the two grids (filled with 1.0, white).
         percentile: display scaling of each projection patch (see
-            :func:`saliency_jax.render.normalize_map`, ``"signed"``).
+            :func:`saliency_jax.app.render.normalize_map`, ``"signed"``).
 
     Returns:
         ``(F, R·rh + (R−1)·gap, 2·(Q·rw + (Q−1)·gap) + gap, C)`` float32 in ``[0, 1]`` for display
         (image patches are shown as they are; give images in ``[0, 1]``).
     """
-    from saliency_jax.render import normalize_map  # local: render is display-only
+    from saliency_jax.app.render import normalize_map  # local: render is display-only
 
     proj = normalize_map(top.projection_patches, method="signed", percentile=percentile)
     left = top_grid(proj, rows=rows, gap=gap)

@@ -1,0 +1,33 @@
+"""The models to explain: architectures, generated data, training, evaluation and checkpoints.
+
+* :mod:`~saliency_jax.model.architectures` — the Zeiler & Fergus family of Flax convnets;
+* :mod:`~saliency_jax.model.data` — generated images with exact object masks, image loading and
+  the preprocessing used in training;
+* :mod:`~saliency_jax.model.train` — training with optax and orbax state;
+* :mod:`~saliency_jax.model.evaluate` — ROC / precision-recall curves and the evaluation report;
+* :mod:`~saliency_jax.model.checkpoint` — save and load a checkpoint with its model card.
+
+Names load lazily: ``saliency_jax.model.generate`` needs no optax or orbax.
+
+Example:
+    >>> from saliency_jax import model
+    >>> model.generate(2, split="test").images.shape
+    (2, 128, 128, 3)
+"""
+
+from saliency_jax._lazy import lazy_exports
+
+__all__, __getattr__, __dir__ = lazy_exports(globals(), {
+    "architectures": ("saliency_jax.model.architectures", None),
+    "data": ("saliency_jax.model.data", None),
+    "train": ("saliency_jax.model.train", None),
+    "evaluate": ("saliency_jax.model.evaluate", None),
+    "checkpoint": ("saliency_jax.model.checkpoint", None),
+    "get_model": ("saliency_jax.model.architectures", "get_model"),
+    "generate": ("saliency_jax.model.data", "generate"),
+    "to_model_input": ("saliency_jax.model.data", "to_model_input"),
+    "load": ("saliency_jax.model.checkpoint", "load"),
+    "LoadedModel": ("saliency_jax.model.checkpoint", "LoadedModel"),
+    "CheckpointError": ("saliency_jax.model.checkpoint", "CheckpointError"),
+    "CheckpointMismatchError": ("saliency_jax.model.checkpoint", "CheckpointMismatchError"),
+})

@@ -1,0 +1,688 @@
+"""Training with optax: AdamW, linear warm-up then cosine decay, a jitted step, resumable.
+
+A run lives in a *work directory*: ``state/`` (an orbax checkpoint of parameters, optimiser
+state and epoch, written after every epoch), ``state.json`` (the config it belongs to) and
+``metrics.jsonl`` (one JSON line per epoch). Calling :func:`train` again on the same work
+directory with the same config resumes after the last finished epoch, and gives the same
+weights, bit for bit, as an uninterrupted run: the shuffling of epoch ``e`` is seeded by
+``(seed, e)`` and the augmentation of step ``t`` by ``fold_in(key(seed), t)``.
+
+Example:
+    >>> from saliency_jax.model import train
+    >>> result = train.train(train.get_config("smoke"), "/tmp/smoke-run", progress=False)  # doctest: +SKIP
+    >>> result.history[-1]["val_accuracy"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from saliency_jax.model import data as data_lib
+from saliency_jax._io import atomic_write_text as _write_text_atomic
+from saliency_jax.model.architectures import MODEL_NAMES, get_model, model_config
+
+__all__ = [
+    "TrainConfig",
+    "CONFIGS",
+    "get_config",
+    "Dataset",
+    "TrainResult",
+    "load_data",
+    "train",
+    "make_optimizer",
+    "predict_logits",
+    "make_card",
+    "heldout_set",
+    "train_and_export",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run (frozen; see :data:`CONFIGS`).
+
+    Attributes:
+        model: a name from :data:`saliency_jax.model.architectures.MODEL_NAMES`.
+        fc: widths of the model's dense layers; ``width``: multiplier on convolution widths.
+        num_train, num_val: generated images per split (ignored for an image folder).
+        data_seed: seed of the generated data, or of the image folder's split.
+        spurious_cue: see :func:`saliency_jax.model.data.generate` (0 = off).
+        train_clutter: clutter of the generated *training* images: ``"mixed"`` (uniform in
+            [0, 1] per image: easy examples let the un-normalised convnet find the shapes at
+            all, hard ones teach it the task) or a level in [0, 1]. Validation and test
+            images always have the full clutter (1.0).
+        curriculum_step: with ``"mixed"`` clutter, epoch ``e`` trains only on the images whose
+            clutter level is at most ``min(1, curriculum_step * (e + 1))`` (easy to hard);
+            ``0`` uses every image in every epoch.
+        val_fraction: validation share of an image folder.
+        epochs, batch_size: the schedule; incomplete last batches are dropped in training.
+        learning_rate: peak learning rate; ``warmup_steps`` linear warm-up from 0, then cosine
+            decay to ``learning_rate * final_lr_fraction`` at the last step.
+        weight_decay: AdamW's decoupled weight decay; ``grad_clip``: global-norm clipping.
+        seed: initialisation, shuffling and augmentation seed.
+        augment: random horizontal flips and brightness gain in ``[0.8, 1.2]``.
+        eval_batch_size: batch size of evaluation passes.
+    """
+
+    model: str = "small"
+    fc: tuple[int, ...] = (128,)
+    width: float = 1.0
+    num_train: int = 7000
+    num_val: int = 500
+    data_seed: int = 0
+    spurious_cue: float = 0.0
+    train_clutter: float | str = "mixed"
+    curriculum_step: float = 0.15
+    val_fraction: float = 0.2
+    epochs: int = 11
+    batch_size: int = 16
+    learning_rate: float = 3e-4
+    warmup_steps: int = 100
+    final_lr_fraction: float = 0.01
+    weight_decay: float = 1e-4
+    grad_clip: float = 1.0
+    seed: int = 0
+    augment: bool = True
+    eval_batch_size: int = 250
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict (tuples become lists)."""
+        d = dataclasses.asdict(self)
+        d["fc"] = list(self.fc)
+        return d
+
+
+CONFIGS: dict[str, TrainConfig] = {
+    # The shipped model.
+    "default": TrainConfig(),
+    # A few seconds: for tests and for checking an installation.
+    "smoke": TrainConfig(
+        num_train=16, num_val=8, epochs=1, batch_size=8, warmup_steps=1, eval_batch_size=8, curriculum_step=0.0
+    ),
+}
+
+
+def get_config(name: str = "default", **overrides) -> TrainConfig:
+    """A named config from :data:`CONFIGS` with ``overrides`` applied and checked.
+
+    Args:
+        name: ``"default"`` or ``"smoke"``.
+        **overrides: any :class:`TrainConfig` field.
+
+    Returns:
+        A :class:`TrainConfig`.
+
+    Example:
+        >>> get_config("smoke", epochs=2).epochs
+        2
+    """
+    if not isinstance(name, str) or name not in CONFIGS:
+        raise ValueError(f"`name` (={name!r}) must be one of {tuple(CONFIGS)}")
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = set(overrides) - fields
+    if unknown:
+        raise TypeError(f"unknown config field(s) {sorted(unknown)}; accepted: {sorted(fields)}")
+    if "fc" in overrides:
+        overrides["fc"] = tuple(overrides["fc"])
+    config = dataclasses.replace(CONFIGS[name], **overrides)
+    _validate(config)
+    return config
+
+
+def _validate(c: TrainConfig) -> None:
+    if c.model not in MODEL_NAMES:
+        raise ValueError(f"`model` (={c.model!r}) must be one of {MODEL_NAMES}")
+    for name in ("num_train", "num_val", "epochs", "batch_size", "eval_batch_size"):
+        v = getattr(c, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"`{name}` (={v!r}) must be a positive int")
+    for name in ("data_seed", "seed", "warmup_steps"):
+        v = getattr(c, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"`{name}` (={v!r}) must be an int >= 0")
+    for name in ("learning_rate", "grad_clip"):
+        v = getattr(c, name)
+        if not isinstance(v, (int, float)) or not v > 0:
+            raise ValueError(f"`{name}` (={v!r}) must be a positive number")
+    for name, lo, hi in (
+        ("final_lr_fraction", 0.0, 1.0),
+        ("spurious_cue", 0.0, 1.0),
+        ("weight_decay", 0.0, math.inf),
+        ("curriculum_step", 0.0, 1.0),
+    ):
+        v = getattr(c, name)
+        if not isinstance(v, (int, float)) or not lo <= v <= hi:
+            raise ValueError(f"`{name}` (={v!r}) must be a number in [{lo}, {hi}]")
+    if not isinstance(c.val_fraction, (int, float)) or not 0.0 < c.val_fraction < 1.0:
+        raise ValueError(f"`val_fraction` (={c.val_fraction!r}) must be a number in (0, 1)")
+    model_config(c.model, fc=c.fc, width=c.width)  # raises on bad fc / width
+    data_lib._check_clutter(c.train_clutter)
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """Training and validation arrays plus a description (for the model card)."""
+
+    train_images: np.ndarray  # (N, H, W, 3) uint8
+    train_labels: np.ndarray  # (N,) int32
+    val_images: np.ndarray
+    val_labels: np.ndarray
+    classes: tuple[str, ...]
+    info: dict
+    train_clutter: np.ndarray | None = None  # (N,) clutter level per training image, if generated
+
+
+def load_data(config: TrainConfig, data_dir: str | os.PathLike | None = None, input_size=(128, 128)) -> Dataset:
+    """The training and validation data of a run: generated, or read from ``data_dir``.
+
+    Args:
+        config: the run's config (sizes, seeds, spurious cue, validation share).
+        data_dir: an image folder (``root/<class>/<file>``), or ``None`` for generated data.
+        input_size: ``(height, width)`` of the model input.
+
+    Returns:
+        A :class:`Dataset`; images are ``uint8 (N, H, W, 3)``, labels ``int32 (N,)``.
+    """
+    if data_dir is None:
+        tr = data_lib.generate(
+            config.num_train,
+            split="train",
+            seed=config.data_seed,
+            size=input_size[0],
+            spurious_cue=config.spurious_cue,
+            clutter=config.train_clutter,
+        )
+        va = data_lib.generate(
+            config.num_val, split="val", seed=config.data_seed, size=input_size[0], spurious_cue=config.spurious_cue
+        )
+        info = {
+            "source": "generated",
+            "task": tr.info["task"],
+            "seed": config.data_seed,
+            "train": {"split": "train", "start": 0, "n": config.num_train, "clutter": config.train_clutter},
+            "val": {"split": "val", "start": 0, "n": config.num_val, "clutter": 1.0},
+            "spurious_cue": config.spurious_cue,
+            "cue_class": tr.info["cue_class"],
+        }
+        return Dataset(tr.images, tr.labels, va.images, va.labels, tr.classes, info, tr.clutter)
+    folder = data_lib.load_image_folder(
+        data_dir, input_size=tuple(input_size), val_fraction=config.val_fraction, seed=config.data_seed
+    )
+    info = {
+        "source": "image-folder",
+        "root": str(Path(data_dir).resolve()),
+        "seed": config.data_seed,
+        "val_fraction": config.val_fraction,
+        "train": {"n": int(folder.train_labels.shape[0])},
+        "val": {"n": int(folder.val_labels.shape[0])},
+        "skipped": [list(s) for s in folder.skipped],
+    }
+    return Dataset(folder.train_images, folder.train_labels, folder.val_images, folder.val_labels, folder.classes, info)
+
+
+def _schedule(config: TrainConfig, total_steps: int) -> optax.Schedule:
+    warmup = min(config.warmup_steps, max(total_steps - 1, 0))
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0,
+        peak_value=config.learning_rate,
+        warmup_steps=warmup,
+        decay_steps=max(total_steps, warmup + 1),
+        end_value=config.learning_rate * config.final_lr_fraction,
+    )
+
+
+def make_optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTransformation:
+    """AdamW with global-norm clipping, linear warm-up and cosine decay over ``total_steps``.
+
+    Example:
+        >>> tx = make_optimizer(get_config("smoke"), total_steps=10)
+    """
+    return optax.chain(
+        optax.clip_by_global_norm(config.grad_clip),
+        optax.adamw(_schedule(config, total_steps), weight_decay=config.weight_decay),
+    )
+
+
+def _augment(key: jax.Array, x: jnp.ndarray) -> jnp.ndarray:
+    """Random horizontal flip and brightness gain per image; ``x`` is ``(B, H, W, C)`` in [0, 1]."""
+    k_flip, k_gain = jax.random.split(key)
+    b = x.shape[0]
+    flip = jax.random.bernoulli(k_flip, 0.5, (b, 1, 1, 1))
+    gain = jax.random.uniform(k_gain, (b, 1, 1, 1), minval=0.8, maxval=1.2)
+    x = jnp.where(flip, x[:, :, ::-1, :], x)
+    return jnp.clip(x * gain, 0.0, 1.0)
+
+
+def _to_unit(images_u8: jnp.ndarray) -> jnp.ndarray:
+    return images_u8.astype(jnp.float32) / jnp.float32(255.0)
+
+
+def _normalize(x01: jnp.ndarray) -> jnp.ndarray:
+    # The jnp twin of the last step of data.preprocess: [0, 1] -> [-1, 1].
+    return (x01 - jnp.float32(data_lib.MEAN)) / jnp.float32(data_lib.STD)
+
+
+def predict_logits(apply_fn: Callable, variables: Any, images: np.ndarray, batch_size: int = 250) -> np.ndarray:
+    """Logits for uint8 images, in fixed-size batches (the last one padded: one compilation).
+
+    Images go through :func:`saliency_jax.model.data.preprocess` (numpy) first, exactly as a user's
+    images would.
+
+    Args:
+        apply_fn: ``apply_fn(variables, x (B, H, W, C) float32) -> (B, K)``.
+        variables: the model variables.
+        images: ``(N, H, W, 3) uint8``.
+        batch_size: images per call.
+
+    Returns:
+        ``(N, K) float32`` numpy array.
+    """
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4:
+        raise TypeError(f"`images` must be (N, H, W, 3) uint8, got {images.dtype} {images.shape}")
+    n = images.shape[0]
+    bs = max(1, min(batch_size, n))
+    fn = apply_fn if hasattr(apply_fn, "lower") else jax.jit(apply_fn)  # already jitted: reuse its cache
+    out = []
+    for i in range(0, n, bs):
+        chunk = images[i : i + bs]
+        pad = bs - chunk.shape[0]
+        if pad:
+            chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], np.uint8)])
+        out.append(np.asarray(fn(variables, data_lib.preprocess(chunk)))[: bs - pad])
+    return np.concatenate(out).astype(np.float32)
+
+
+class _Progress:
+    """A one-line progress bar: ``epoch 2/8 [#####.....] 60/120 loss 0.41 acc 0.83 9.8 it/s``."""
+
+    def __init__(self, total: int, prefix: str, stream: TextIO | None, width: int = 24):
+        self.total, self.prefix, self.stream, self.width = total, prefix, stream, width
+        self.start = time.perf_counter()
+
+    def update(self, done: int, loss: float, acc: float) -> None:
+        if self.stream is None:
+            return
+        filled = int(self.width * done / max(self.total, 1))
+        rate = done / max(time.perf_counter() - self.start, 1e-9)
+        bar = "#" * filled + "." * (self.width - filled)
+        self.stream.write(f"\r{self.prefix} [{bar}] {done}/{self.total} loss {loss:.4f} acc {acc:.3f} {rate:.1f} it/s")
+        self.stream.flush()
+
+    def close(self, text: str) -> None:
+        if self.stream is not None:
+            self.stream.write(f"\r{self.prefix} {text}\n")
+            self.stream.flush()
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    """The outcome of :func:`train`.
+
+    Attributes:
+        module: the Flax module; ``variables``: its variables (``{"params": …}``).
+        config: the run's config; ``classes``: class names; ``data_info``: where data came from.
+        history: one dict per epoch (the lines of ``metrics.jsonl``).
+        workdir: the work directory; ``wall_seconds``: time spent in this call.
+    """
+
+    module: Any
+    variables: Any
+    config: TrainConfig
+    classes: tuple[str, ...]
+    data_info: dict
+    history: tuple[dict, ...]
+    workdir: Path
+    wall_seconds: float
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    _write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+
+
+def _read_history(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _save_state(workdir: Path, state: dict) -> None:
+    import orbax.checkpoint as ocp
+
+    final = workdir / "state"
+    tmp = workdir / f".state.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    with ocp.StandardCheckpointer() as ckpt:
+        ckpt.save(tmp.resolve(), state)
+        ckpt.wait_until_finished()
+    old = workdir / f".state.old-{os.getpid()}"
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _restore_state(workdir: Path, abstract_state: dict) -> dict:
+    import orbax.checkpoint as ocp
+
+    with ocp.StandardCheckpointer() as ckpt:
+        return ckpt.restore((workdir / "state").resolve(), abstract_state)
+
+
+def train(
+    config: TrainConfig,
+    workdir: str | os.PathLike,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    dataset: Dataset | None = None,
+    progress: bool | TextIO = True,
+    resume: bool = True,
+    stop_after_epoch: int | None = None,
+) -> TrainResult:
+    """Train a model; resumable from ``workdir``.
+
+    Args:
+        config: a :class:`TrainConfig` (see :func:`get_config`).
+        workdir: the run's directory (created if missing).
+        data_dir: an image folder to train on instead of generated data.
+        dataset: ready-made data (overrides ``data_dir``; used by tests).
+        progress: ``True`` for a progress bar on stderr, a text stream for one there, ``False``
+            for none.
+        resume: continue from ``workdir/state`` when present (its config must be the same);
+            ``False`` starts afresh and overwrites it.
+        stop_after_epoch: stop once this many epochs are done (to split a run; the schedule
+            still spans ``config.epochs``).
+
+    Returns:
+        A :class:`TrainResult`.
+
+    Raises:
+        ValueError: bad arguments, or ``workdir`` holds the state of a different config.
+    """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"`config` (type {type(config).__name__}) must be a TrainConfig; use get_config()")
+    _validate(config)
+    if stop_after_epoch is not None and (
+        isinstance(stop_after_epoch, bool) or not isinstance(stop_after_epoch, int) or stop_after_epoch < 1
+    ):
+        raise ValueError(f"`stop_after_epoch` (={stop_after_epoch!r}) must be None or a positive int")
+    stream = sys.stderr if progress is True else (None if progress is False else progress)
+    started = time.perf_counter()
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    probe = get_model(config.model, num_classes=2, fc=config.fc, width=config.width)
+    input_size = tuple(probe.input_size)
+    ds = dataset if dataset is not None else load_data(config, data_dir, input_size[:2])
+    n_classes = len(ds.classes)
+    module = get_model(config.model, num_classes=n_classes, fc=config.fc, width=config.width)
+    n = ds.train_labels.shape[0]
+    batch = min(config.batch_size, n)
+    pools = _epoch_pools(config, ds)
+    steps_in = [len(p) // batch for p in pools]
+    total_steps = sum(steps_in)
+    tx = make_optimizer(config, total_steps)
+
+    root_key = jax.random.key(config.seed)
+    init_key, aug_key = jax.random.split(root_key)
+    sample = jnp.zeros((1,) + input_size, jnp.float32)
+
+    def init_state():
+        variables = module.init(init_key, sample)
+        return {"params": variables["params"], "opt_state": tx.init(variables["params"]), "epoch": jnp.int32(0)}
+
+    fingerprint = {"config": config.to_dict(), "classes": list(ds.classes), "data": ds.info}
+    state_json = workdir / "state.json"
+    metrics_path = workdir / "metrics.jsonl"
+    state = None
+    if resume and (workdir / "state").exists() and state_json.exists():
+        recorded = json.loads(state_json.read_text())
+        if recorded != json.loads(json.dumps(fingerprint)):
+            raise ValueError(
+                f"`workdir` (={str(workdir)!r}) holds a run of a different config or data; "
+                f"pass resume=False (CLI: --restart) or another workdir. Recorded: {recorded['config']}"
+            )
+        state = _restore_state(workdir, jax.eval_shape(init_state))
+    if state is None:
+        state = init_state()
+        if metrics_path.exists():
+            metrics_path.unlink()
+        _write_json_atomic(state_json, fingerprint)
+    history = _read_history(metrics_path)
+
+    def loss_fn(params, x, y):
+        logits = module.apply({"params": params}, x)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+        return loss, (jnp.argmax(logits, axis=-1) == y).mean()
+
+    @jax.jit
+    def train_step(params, opt_state, images, labels, step):
+        x = _to_unit(images)
+        if config.augment:  # in [0, 1], before normalisation
+            x = _augment(jax.random.fold_in(aug_key, step), x)
+        x = _normalize(x)
+        (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, x, labels)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss, acc
+
+    lr_at = _schedule(config, total_steps)
+    eval_apply = jax.jit(module.apply)
+    params, opt_state = state["params"], state["opt_state"]
+    first_epoch = int(state["epoch"])
+    last_epoch = config.epochs if stop_after_epoch is None else min(config.epochs, stop_after_epoch)
+    for epoch in range(first_epoch, last_epoch):
+        t0 = time.perf_counter()
+        pool = pools[epoch]
+        steps_per_epoch = steps_in[epoch]
+        first_step = sum(steps_in[:epoch])
+        order = pool[np.random.default_rng(np.random.SeedSequence([config.seed, epoch])).permutation(len(pool))]
+        bar = _Progress(steps_per_epoch, f"epoch {epoch + 1}/{config.epochs}", stream)
+        losses, accs = [], []
+        for i in range(steps_per_epoch):
+            idx = np.sort(order[i * batch : (i + 1) * batch])
+            step = first_step + i
+            params, opt_state, loss, acc = train_step(
+                params, opt_state, ds.train_images[idx], ds.train_labels[idx], jnp.int32(step)
+            )
+            losses.append(loss)
+            accs.append(acc)
+            if stream is not None and (i % 5 == 0 or i == steps_per_epoch - 1):
+                bar.update(i + 1, float(loss), float(np.mean(np.asarray(accs))))
+        train_loss = float(np.mean(np.asarray(losses)))
+        train_acc = float(np.mean(np.asarray(accs)))
+        val = _evaluate_split(eval_apply, params, ds.val_images, ds.val_labels, config.eval_batch_size)
+        record = {
+            "epoch": epoch + 1,
+            "step": first_step + steps_per_epoch,
+            "lr": float(lr_at(max(first_step + steps_per_epoch - 1, 0))),
+            "train_images": int(len(pool)),
+            "train_loss": train_loss,
+            "train_accuracy": train_acc,
+            "val_loss": val["loss"],
+            "val_accuracy": val["accuracy"],
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+        history.append(record)
+        bar.close(
+            f"loss {train_loss:.4f} acc {train_acc:.3f} | val loss {val['loss']:.4f} acc {val['accuracy']:.3f}"
+            f" | {record['seconds']:.1f}s"
+        )
+        _save_state(workdir, {"params": params, "opt_state": opt_state, "epoch": jnp.int32(epoch + 1)})
+        _write_text_atomic(metrics_path, "".join(json.dumps(h, sort_keys=True) + "\n" for h in history))
+
+    return TrainResult(
+        module=module,
+        variables={"params": params},
+        config=config,
+        classes=tuple(ds.classes),
+        data_info=ds.info,
+        history=tuple(history),
+        workdir=workdir,
+        wall_seconds=time.perf_counter() - started,
+    )
+
+
+def _epoch_pools(config: TrainConfig, ds: Dataset) -> list[np.ndarray]:
+    """Indices of the training images of each epoch (the curriculum; all of them without one)."""
+    n = ds.train_labels.shape[0]
+    everything = np.arange(n)
+    if ds.train_clutter is None or config.curriculum_step == 0.0 or config.train_clutter != "mixed":
+        return [everything] * config.epochs
+    pools = []
+    for e in range(config.epochs):
+        cap = min(1.0, config.curriculum_step * (e + 1))
+        pool = everything if cap >= 1.0 else everything[ds.train_clutter <= cap]
+        if len(pool) < min(config.batch_size, n):  # too few easy images: take the easiest batch
+            pool = np.sort(np.argsort(ds.train_clutter, kind="stable")[: min(config.batch_size, n)])
+        pools.append(pool)
+    return pools
+
+
+def _evaluate_split(apply_fn, params, images: np.ndarray, labels: np.ndarray, batch_size: int) -> dict:
+    if labels.shape[0] == 0:
+        return {"loss": float("nan"), "accuracy": float("nan")}
+    logits = predict_logits(apply_fn, {"params": params}, images, batch_size)
+    logp = logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True)) - logits.max(
+        1, keepdims=True
+    )
+    loss = float(-logp[np.arange(labels.shape[0]), labels].mean())
+    return {"loss": loss, "accuracy": float((logits.argmax(1) == labels).mean())}
+
+
+def make_card(result: TrainResult, *, command: str | None = None, name: str | None = None) -> dict:
+    """The model card of a finished run (see :mod:`saliency_jax.model.checkpoint`).
+
+    Args:
+        result: the :class:`TrainResult`.
+        command: the exact command that trained it (recorded verbatim).
+        name: a name for the model.
+
+    Returns:
+        A JSON-ready dict with ``architecture``, ``classes``, ``input_size``,
+        ``preprocessing``, ``data``, ``training`` (config, command, history, wall time).
+    """
+    c = result.config
+    arch = model_config(c.model, num_classes=len(result.classes), fc=c.fc, width=c.width)
+    return {
+        "name": name or f"{c.model}-{result.data_info.get('task', 'image-folder')}",
+        "architecture": arch,
+        "classes": list(result.classes),
+        "input_size": list(result.module.input_size),
+        "preprocessing": dict(data_lib.PREPROCESSING),
+        "data": result.data_info,
+        "training": {
+            "config": c.to_dict(),
+            "command": command,
+            "optimizer": "clip_by_global_norm + adamw, linear warm-up then cosine decay",
+            "augmentation": "horizontal flip (p=0.5), brightness gain U(0.8, 1.2)" if c.augment else "none",
+            "epochs_completed": len(result.history),
+            "wall_seconds_last_call": round(result.wall_seconds, 1),
+            "history": list(result.history),
+        },
+        "metrics": {"final_val": dict(result.history[-1]) if result.history else {}},
+    }
+
+
+HELDOUT_CHECK_SIZE = 256
+
+
+def heldout_set(card: dict, n: int | None = None, split: str = "test", start: int = 0):
+    """The generated held-out images a model card refers to: ``(images uint8, labels int32)``.
+
+    Uses the card's data seed, task input size and spurious-cue setting, so the images match
+    the distribution the model was trained on (the ``"test"`` split is never trained on).
+    """
+    d = card.get("data", {})
+    if d.get("source") != "generated":
+        raise ValueError(f"the model card's data source is {d.get('source')!r}; a generated held-out set needs 'generated'")
+    gen = data_lib.generate(
+        HELDOUT_CHECK_SIZE if n is None else n,
+        split=split,
+        seed=int(d.get("seed", 0)),
+        start=start,
+        size=int(card["input_size"][0]),
+        spurious_cue=float(d.get("spurious_cue", 0.0)),
+        cue_class=int(d.get("cue_class", 1)),
+    )
+    return gen.images, gen.labels
+
+
+def train_and_export(
+    config: TrainConfig,
+    workdir: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    command: str | None = None,
+    test_size: int = 2000,
+    progress: bool | TextIO = True,
+    resume: bool = True,
+) -> tuple[Path, dict]:
+    """Train, save the checkpoint at ``out``, evaluate it and record the metrics in its card.
+
+    For generated data the evaluation uses ``test_size`` images of the held-out ``"test"``
+    split, and the card also records the exact result on its first
+    :data:`HELDOUT_CHECK_SIZE` images (``metrics.heldout_check``) so that a test can check a
+    loaded checkpoint reproduces it. For an image folder the validation split is used.
+    Plots and ``metrics.json`` go to ``out/evaluation/``.
+
+    Returns:
+        ``(checkpoint path, metrics dict)``.
+    """
+    from saliency_jax.model import checkpoint as ckpt_lib
+    from saliency_jax.model import evaluate as eval_lib
+
+    result = train(config, workdir, data_dir=data_dir, progress=progress, resume=resume)
+    card = make_card(result, command=command)
+    metrics_file = Path(workdir) / "metrics.jsonl"
+    extra = {"metrics.jsonl": metrics_file} if metrics_file.exists() else {}
+    path = ckpt_lib.save(out, result.variables, card, extra_files=extra, overwrite=True)
+    model = ckpt_lib.load(path)
+    if card["data"]["source"] == "generated":
+        images, labels = heldout_set(card, n=test_size)
+        evaluated_on = {"split": "test", "seed": config.data_seed, "start": 0, "n": test_size}
+        check_n = min(HELDOUT_CHECK_SIZE, test_size)
+        logits = predict_logits(model.apply_fn, model.params, images, config.eval_batch_size)
+        check_pred = logits[:check_n].argmax(1)
+        heldout_check = {
+            "split": "test",
+            "seed": config.data_seed,
+            "start": 0,
+            "n": check_n,
+            "correct": int((check_pred == labels[:check_n]).sum()),
+            "accuracy": float((check_pred == labels[:check_n]).mean()),
+        }
+        metrics = eval_lib.classification_metrics(logits, labels, result.classes)
+    else:
+        ds = load_data(config, data_dir, tuple(card["input_size"][:2]))
+        images, labels = ds.val_images, ds.val_labels
+        evaluated_on = {"split": "val", "n": int(labels.shape[0])}
+        heldout_check = None
+        metrics = eval_lib.evaluate_model(model, images, labels, config.eval_batch_size) if labels.size else None
+    card = dict(model.card)
+    if metrics is not None:
+        metrics["evaluated_on"] = evaluated_on
+        eval_lib.write_report(metrics, Path(out) / "evaluation", title=card["name"])
+        card["metrics"] = dict(card["metrics"])
+        card["metrics"]["test"] = {
+            k: metrics[k] for k in ("n", "correct", "accuracy", "auc", "average_precision", "confusion_matrix", "evaluated_on") if k in metrics
+        }
+    if heldout_check is not None:
+        card["metrics"]["heldout_check"] = heldout_check
+    ckpt_lib.write_card(path, card)
+    return path, metrics
