@@ -30,6 +30,7 @@ Usage: ``python benchmarks/backprop.py [--units 9 64] [--repeats 5]``; writes
 from __future__ import annotations
 
 import argparse
+import sys
 import functools
 import json
 import os
@@ -43,6 +44,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import flax.linen as nn
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: `benchmarks` importable
+from benchmarks._lock import machine_lock  # noqa: E402
 from saliency_jax import backprop
 from saliency_jax.backprop import receptive_field as local, rules
 from saliency_jax.model.architectures import get_model
@@ -232,4 +235,5 @@ def markdown(result):
 
 
 if __name__ == "__main__":
-    main()
+    with machine_lock(exclusive=True):  # no test session runs beside a timing
+        main()

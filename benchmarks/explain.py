@@ -20,6 +20,7 @@ Usage:  python benchmarks/explain.py [--images 64] [--repeats 3]
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 import os
 import platform
@@ -32,6 +33,8 @@ import jax
 import numpy as np
 from PIL import Image
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: `benchmarks` importable
+from benchmarks._lock import machine_lock  # noqa: E402
 import saliency_jax as sj
 from saliency_jax.app.explain import explain_paths
 
@@ -140,4 +143,5 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    with machine_lock(exclusive=True):  # no test session runs beside a timing
+        main()

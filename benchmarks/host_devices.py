@@ -22,6 +22,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script: `benchmarks` importable
+from benchmarks._lock import machine_lock  # noqa: E402
+
 CHILD = r"""
 import json, statistics, time, sys
 import jax, jax.numpy as jnp, numpy as np
@@ -89,4 +92,5 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    with machine_lock(exclusive=True):  # no test session runs beside a timing
+        main()

@@ -20,7 +20,7 @@ rate is ``windows / (cache time + windows × per-window time)``. The results say
 settings were sampled. Trace + compile time is reported apart; timings are medians of repeats
 after a warm-up, with ``block_until_ready``.
 
-Usage:  flock -x /tmp/sj-cpu.lock python benchmarks/incremental.py [--quick] [--out DIR] [--library-defaults]
+Usage:  python benchmarks/incremental.py [--quick] [--out DIR] [--library-defaults]
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 import saliency_jax as sj  # noqa: E402
 from benchmarks._timing import timed  # noqa: E402
+from benchmarks._lock import machine_lock  # noqa: E402
 from saliency_jax.occlude import incremental as inc  # noqa: E402
 from saliency_jax.occlude.compile import cpu_compiler_options  # noqa: E402
 from saliency_jax.model.architectures import ConvNet, ConvSpec, PoolSpec, get_model  # noqa: E402
@@ -404,4 +405,5 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    with machine_lock(exclusive=True):  # no test session runs beside a timing
+        main()

@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 import saliency_jax as sj  # noqa: E402
 from benchmarks._timing import timed  # noqa: E402
+from benchmarks._lock import machine_lock  # noqa: E402
 
 
 def matmul_peak(n=2048, repeats=7):
@@ -317,4 +318,5 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    with machine_lock(exclusive=True):  # no test session runs beside a timing
+        main()

@@ -21,6 +21,7 @@ and ``sanity.md``.
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 import os
 import time
@@ -30,6 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: `benchmarks` importable
+from benchmarks._lock import machine_lock  # noqa: E402
 from saliency_jax import backprop
 from saliency_jax.model import data
 from saliency_jax.model.checkpoint import load
@@ -141,4 +144,5 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    with machine_lock(exclusive=True):  # no test session runs beside a timing
+        main()

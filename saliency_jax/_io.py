@@ -10,6 +10,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+__all__ = ["atomic_write", "atomic_write_text"]
+
 
 def atomic_write(path: str | os.PathLike, writer: Callable[[str], object]) -> None:
     """Create ``path`` by calling ``writer(temporary_path)``, then renaming it into place.
