@@ -146,7 +146,7 @@ def test_shape_mask_small_hand_case():
 # ---------------------------------------------------------------- preprocessing and image folders
 
 
-def test_preprocess_and_to_model_input_scale_to_unit_interval():
+def test_preprocess_and_to_model_input_map_0_255_to_minus_one_one():
     img = np.arange(128 * 128 * 3, dtype=np.int64).reshape(128, 128, 3) % 256
     img = img.astype(np.uint8)
     x = data.to_model_input(img)
@@ -212,6 +212,47 @@ def _make_folder(root, n_per_class=5):
     Image.fromarray(np.zeros((50, 50, 3), np.uint8)).save(buf, format="PNG")
     (root / "dogs" / "truncated.png").write_bytes(buf.getvalue()[:40])
     (root / "dogs" / "notes.txt").write_text("not an image")
+
+
+def test_load_resized_is_the_file_resized_bilinearly_and_feeds_to_model_input(tmp_path):
+    rng = np.random.default_rng(3)
+    arr = rng.integers(0, 256, (37, 90, 3), dtype=np.uint8)
+    Image.fromarray(arr).save(tmp_path / "x.png")
+    image, original = data.load_resized(tmp_path / "x.png", (64, 48))
+    assert original == (37, 90) and image.dtype == np.uint8 and image.shape == (64, 48, 3)
+    # reference: PIL's own bilinear resize of the decoded file
+    ref = np.asarray(Image.open(tmp_path / "x.png").convert("RGB").resize((48, 64), Image.BILINEAR))
+    np.testing.assert_array_equal(image, ref)
+    # a path through to_model_input is the same pixels, scaled to [-1, 1]
+    np.testing.assert_allclose(data.to_model_input(tmp_path / "x.png", (64, 48)), ref / 127.5 - 1.0, atol=1e-6)
+    # already at the input size: the pixels unchanged
+    same, original = data.load_resized(tmp_path / "x.png", (37, 90))
+    np.testing.assert_array_equal(same, arr)
+    with pytest.raises(ValueError, match="input_size"):
+        data.load_resized(tmp_path / "x.png", (64,))
+
+
+def test_load_image_turns_every_decoding_failure_into_a_value_error(tmp_path, monkeypatch):
+    noise = np.random.default_rng(0).integers(0, 256, (10, 10, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "ok.png")
+    with pytest.raises(FileNotFoundError, match="nope.png"):
+        data.load_resized(tmp_path / "nope.png")
+    whole = (tmp_path / "ok.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(ValueError, match="cut.png"):
+        data.load_resized(tmp_path / "cut.png")
+    with monkeypatch.context() as m:  # PIL refuses images over twice MAX_IMAGE_PIXELS
+        m.setattr(Image, "MAX_IMAGE_PIXELS", 10)
+        with pytest.raises(ValueError, match="ok.png.*too large"):
+            data.load_image(tmp_path / "ok.png")
+    import struct
+
+    def damaged(im):
+        raise struct.error("unpack requires a buffer of 4 bytes")
+
+    monkeypatch.setattr(data.ImageOps, "exif_transpose", damaged)
+    with pytest.raises(ValueError, match="ok.png.*error: unpack"):
+        data.load_image(tmp_path / "ok.png")
 
 
 def test_load_image_folder_reads_splits_and_skips(tmp_path):
