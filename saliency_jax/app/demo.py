@@ -9,22 +9,23 @@ written to a temporary name and renamed, so an interrupted run leaves no half-wr
 
 from __future__ import annotations
 
-import html
 import json
 import os
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from saliency_jax.model import checkpoint, data
 from saliency_jax._io import atomic_write, atomic_write_text
-from saliency_jax.app.explain import DEFAULT_METHODS, ExplainSettings, compute_maps, render_image
+from saliency_jax.app import gallery
+from saliency_jax.app.maps import explain_batch
+from saliency_jax.app.panels import render_image
+from saliency_jax.app.settings import DEFAULT_METHODS, ExplainSettings
+from saliency_jax.model import checkpoint, data
 
 __all__ = ["run_demo"]
 
-
+#: The demo's maps, in the order of its sidecars' ``peak_on_object``.
+_PEAK_METHODS = ("occlusion", "crop", "deconvnet")
 
 
 def run_demo(
@@ -58,18 +59,13 @@ def run_demo(
         raise ValueError(f"`n` (={n!r}) must be a positive int")
     loaded = checkpoint.load(model)
     classes = loaded.classes
-    size = loaded.input_size[0]
-    gen = data.generate(n, split="test", seed=seed, size=size)
-    x = jnp.asarray(data.preprocess(gen.images))
-    apply_fn = loaded.apply_fn
-    probs = np.asarray(jax.nn.softmax(apply_fn(loaded.params, x), axis=-1))
-    pred = probs.argmax(-1)
+    gen = data.generate(n, split="test", seed=seed, size=loaded.input_size[0])
     explain_settings = ExplainSettings(
         methods=DEFAULT_METHODS, window=(window, window), stride=(stride, stride), fill=0.0, target="predicted",
         formats=("png", "npy"), cmap="jet", signed_cmap="RdBu_r", alpha=0.5, colorbar=False,
     )
-    maps = compute_maps(apply_fn, loaded.params, x, jnp.asarray(pred, jnp.int32), explain_settings)
-    occ, crop, deconv = maps["occlusion"], maps["crop"], maps["deconvnet"]
+    batch = explain_batch(loaded.apply_fn, loaded.params, gen.images, explain_settings)
+    probs, pred = batch.probs, batch.logits.argmax(-1)
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -77,26 +73,19 @@ def run_demo(
     rows = []
     for k in range(n):
         name = f"test_{k:03d}"
-        mask = gen.masks[k]
-        deconv_abs = np.abs(deconv[k]).max(-1)
-        peaks = {
-            "occlusion": bool(mask.flat[np.nanargmax(occ[k])]),
-            "crop": bool(mask.flat[np.nanargmax(crop[k])]),
-            "deconvnet": bool(mask.flat[np.argmax(deconv_abs)]),
-        }
+        per = {m: v[k] for m, v in batch.maps.items()}
         label, guess = classes[int(gen.labels[k])], classes[int(pred[k])]
-        panel, _ = render_image(gen.images[k].astype(np.float32) / 255.0, {m: v[k] for m, v in maps.items()},
-                                classes, [int(pred[k])], probs[k], explain_settings,
-                                title=f"{label}: P({guess})={probs[k, pred[k]]:.2f}")
-        for method, arr in (("occlusion", occ[k]), ("crop", crop[k]), ("deconvnet", deconv[k])):
-            atomic_write(out / f"{name}_{method}.npy", lambda p, a=arr: np.save(p, a.astype(np.float32)))
+        panel, _ = render_image(gen.images[k].astype(np.float32) / 255.0, per, classes, [int(pred[k])], probs[k],
+                                explain_settings, title=f"{label}: P({guess})={probs[k, pred[k]]:.2f}")
+        for method in _PEAK_METHODS:
+            atomic_write(out / f"{name}_{method}.npy", lambda p, a=per[method]: np.save(p, a.astype(np.float32)))
         atomic_write(out / f"{name}.png", lambda p, im=panel: im.save(p, format="PNG"))
         row = {
             "image": name,
             "label": label,
             "prediction": guess,
             "probabilities": {c: float(p) for c, p in zip(classes, probs[k])},
-            "peak_on_object": peaks,
+            "peak_on_object": _peaks_on_object(gen.masks[k], per),
             "settings": settings,
             "model": str(loaded.path),
         }
@@ -108,24 +97,35 @@ def run_demo(
         "classes": list(classes),
         "settings": settings,
         "accuracy": float(np.mean(pred == gen.labels)),
-        "peak_on_object_rate": {m: float(np.mean([r["peak_on_object"][m] for r in rows])) for m in ("occlusion", "crop", "deconvnet")},
+        "peak_on_object_rate": {m: float(np.mean([r["peak_on_object"][m] for r in rows])) for m in _PEAK_METHODS},
         "images": rows,
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
-    cards = "\n".join(
-        f'<figure><img src="{html.escape(r["image"])}.png" alt="{html.escape(r["image"])}">'
-        f'<figcaption>{html.escape(r["image"])}: {html.escape(r["label"])} → {html.escape(r["prediction"])}; '
-        f'peak on object: {", ".join(m for m, hit in r["peak_on_object"].items() if hit) or "none"}</figcaption></figure>'
-        for r in rows
-    )
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'><title>saliency_jax demo</title>"
-        "<style>body{font-family:sans-serif;margin:1em}figure{margin:1em 0}img{image-rendering:pixelated}</style>"
-        f"</head><body><h1>saliency_jax demo</h1><p>Model: {html.escape(str(loaded.path))}; window {window}, stride {stride}. "
-        "Panels: image | crop heatmap (the window alone, resized: its logit for the predicted class) | occlusion "
-        "heatmap (drop in that logit when the window is filled with 0, mid-grey after preprocessing; red = supports the class) | deconvnet "
-        "projection of the logit.</p>"
-        f"{cards}</body></html>"
-    )
-    atomic_write_text(out / "index.html", page)
+    _write_gallery(out, rows, loaded.path, window, stride)
     return summary
+
+
+def _peaks_on_object(mask: np.ndarray, maps: dict) -> dict:
+    """Whether each map's peak (deconvnet: of ``max_c |m|``) lies on the object's ``(H, W)`` mask."""
+    return {
+        "occlusion": bool(mask.flat[np.nanargmax(maps["occlusion"])]),
+        "crop": bool(mask.flat[np.nanargmax(maps["crop"])]),
+        "deconvnet": bool(mask.flat[np.argmax(np.abs(maps["deconvnet"]).max(-1))]),
+    }
+
+
+def _write_gallery(out: Path, rows: list[dict], model_path, window: int, stride: int) -> None:
+    """``out/index.html``: every image's panel, captioned with its label, prediction and peak hits."""
+    figures = [
+        gallery.Figure(f"{r['image']}.png", r["image"],
+                       f"{r['image']}: {r['label']} → {r['prediction']}; peak on object: "
+                       f"{', '.join(m for m, hit in r['peak_on_object'].items() if hit) or 'none'}")
+        for r in rows
+    ]
+    intro = (
+        f"Model: {model_path}; window {window}, stride {stride}. "
+        "Panels: image | crop heatmap (the window alone, resized: its logit for the predicted class) | occlusion "
+        "heatmap (drop in that logit when the window is filled with 0, mid-grey after preprocessing; red = supports "
+        "the class) | deconvnet projection of the logit."
+    )
+    gallery.write_gallery(out / "index.html", "demo", intro, figures, separator="\n")

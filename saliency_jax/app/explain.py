@@ -27,76 +27,36 @@ never read as input, and an output path that would coincide with an input is ref
 
 Images are processed ``batch_size`` at a time: every method runs once per batch, the last
 batch padded to the same size, so each method compiles once per run.
+
+The steps live in modules of their own: :mod:`~saliency_jax.app.settings` (the options and their
+checks), :mod:`~saliency_jax.app.inputs` (finding, hashing and reading the files),
+:mod:`~saliency_jax.app.maps` (the library calls per batch), :mod:`~saliency_jax.app.panels`
+(tiles and panels), :mod:`~saliency_jax.app.sidecar` (output names, sidecars, the rule for
+"done") and :mod:`~saliency_jax.app.gallery` (``index.html``). This module runs them in order.
 """
+
 
 from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import hashlib
-import html
-import json
-import math
-import numbers
 import os
 import sys
-import threading
-import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-from PIL import Image
 
-from saliency_jax.app import render
+from saliency_jax import _validate
+from saliency_jax._io import atomic_write
+from saliency_jax._progress import Progress
+from saliency_jax.app import gallery, inputs, maps, panels, sidecar
+from saliency_jax.app.settings import (DEFAULT_METHODS, EXPLAIN_METHODS, FORMATS, ExplainSettings, check_alpha,
+                                       check_cmap, check_fill, check_target, names)
 from saliency_jax.model import checkpoint, data
-from saliency_jax._io import atomic_write, atomic_write_text
-from saliency_jax.backprop import saliency_maps
-from saliency_jax.occlude.engine import occlusion
+from saliency_jax.occlude.windows import window_grid
 
-__all__ = [
-    "EXPLAIN_METHODS",
-    "DEFAULT_METHODS",
-    "FORMATS",
-    "ExplainSettings",
-    "ExplainResult",
-    "explain_paths",
-    "find_images",
-]
-
-#: Methods ``explain_paths`` can run, in panel order.
-EXPLAIN_METHODS: tuple[str, ...] = ("crop", "occlusion", "deconvnet", "guided", "gradient")
-#: The original write-up's panel: image | crop heat map | occlusion heat map | deconvnet projection.
-DEFAULT_METHODS: tuple[str, ...] = ("crop", "occlusion", "deconvnet")
-FORMATS: tuple[str, ...] = ("png", "npy")
-_BACKPROP = {"deconvnet": "deconvnet", "guided": "guided", "gradient": "gradient"}
-_HEAT = ("crop", "occlusion")
-_SIDECAR_VERSION = 1
-#: zlib level 1: several times faster to encode than Pillow's default level 6, for ~15 % more bytes
-#: (timed on one panel while writing this, not a recorded benchmark).
-_PNG = {"format": "PNG", "compress_level": 1}
-
-
-@dataclasses.dataclass(frozen=True)
-class ExplainSettings:
-    """Everything that decides an image's outputs (recorded in each sidecar; a rerun with other
-    settings redoes the image). See :func:`explain_paths` for the meaning of each field."""
-
-    methods: tuple[str, ...]
-    window: tuple[int, int]
-    stride: tuple[int, int]
-    fill: float | str
-    target: str | int
-    formats: tuple[str, ...]
-    cmap: str
-    signed_cmap: str
-    alpha: float
-    colorbar: bool
-
-    def as_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+__all__ = ["ExplainResult", "explain_paths"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,341 +83,6 @@ class ExplainResult:
     def ok(self) -> bool:
         """``True`` when no input failed."""
         return not self.failed
-
-
-# --------------------------------------------------------------------------- validation
-
-
-def _pair(name: str, value, lo: int = 1) -> tuple[int, int]:
-    vals = (value, value) if isinstance(value, numbers.Integral) and not isinstance(value, bool) else value
-    if (
-        not isinstance(vals, (tuple, list))
-        or len(vals) != 2
-        or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= lo for v in vals)
-    ):
-        raise ValueError(f"`{name}` (={value!r}) must be an int >= {lo} or a pair of them")
-    return int(vals[0]), int(vals[1])
-
-
-def _names(name: str, value, allowed: Sequence[str]) -> tuple[str, ...]:
-    items = value.split(",") if isinstance(value, str) else value
-    if not isinstance(items, (tuple, list)) or not items:
-        raise ValueError(f"`{name}` (={value!r}) must be a non-empty list from {allowed}")
-    out = []
-    for item in items:
-        item = item.strip() if isinstance(item, str) else item
-        if item not in allowed:
-            raise ValueError(f"`{name}` (={value!r}): {item!r} is not one of {allowed}")
-        if item not in out:
-            out.append(item)
-    return tuple(out)
-
-
-def _check_fill(fill) -> float | str:
-    if isinstance(fill, str):
-        try:
-            fill = float(fill)
-        except ValueError:
-            if fill not in ("mean", "blur"):
-                raise ValueError(f"`fill` (={fill!r}) must be a number (model-input units), 'mean' or 'blur'") from None
-            return fill
-    if isinstance(fill, bool) or not isinstance(fill, numbers.Real) or not math.isfinite(fill):
-        raise ValueError(f"`fill` (={fill!r}) must be a finite number (model-input units), 'mean' or 'blur'")
-    return float(fill)
-
-
-def _check_target(target, classes: Sequence[str]) -> str | int:
-    if target is None or target == "predicted":
-        return "predicted"
-    if target == "all":
-        return "all"
-    if isinstance(target, str):
-        if target in classes:
-            return classes.index(target)
-        if target.lstrip("-").isdigit():
-            target = int(target)
-    if isinstance(target, numbers.Integral) and not isinstance(target, bool) and 0 <= target < len(classes):
-        return int(target)
-    raise ValueError(
-        f"`target` (={target!r}) must be 'predicted', 'all', a class name in {tuple(classes)} "
-        f"or a class index in [0, {len(classes)})"
-    )
-
-
-def _check_cmap(name: str, cmap) -> str:
-    from matplotlib import colormaps
-
-    if not isinstance(cmap, str) or cmap not in colormaps:
-        raise ValueError(f"`{name}` (={cmap!r}) must be a matplotlib colour-map name, e.g. 'jet', 'viridis', 'RdBu_r'")
-    return cmap
-
-
-# --------------------------------------------------------------------------- inputs
-
-
-def find_images(paths: Iterable[str | os.PathLike], *, exclude: str | os.PathLike | None = None,
-                extensions: Sequence[str] = data.IMAGE_EXTENSIONS):
-    """The image files named by ``paths`` (files, or folders searched recursively).
-
-    Files inside a folder are taken when their suffix is an image suffix (case-insensitive);
-    hidden files and folders and everything under ``exclude`` (the output folder) are passed
-    over; symbolic links to folders are not followed. A file named explicitly is always taken
-    (a non-image is reported when it is read).
-
-    Args:
-        paths: files or folders.
-        exclude: a folder whose contents are never inputs.
-        extensions: the image suffixes looked for inside folders.
-
-    Returns:
-        ``(inputs, ignored)``: ``inputs`` is a list of ``(path, relative output name)`` in a
-        stable order (sorted within each folder); ``ignored`` lists the folder files without an
-        image suffix. Output names mirror a folder's tree; with several arguments each
-        folder's names start with its base name; a file argument keeps its name; clashes get
-        ``-2``, ``-3`` … (case-insensitively, for case-insensitive file systems).
-
-    Raises:
-        FileNotFoundError: a path does not exist.
-    """
-    paths = [Path(p) for p in paths]
-    if not paths:
-        raise ValueError("`paths` must name at least one image file or folder")
-    exts = tuple(e.lower() for e in extensions)
-    skip = Path(exclude).resolve() if exclude is not None else None
-    inputs: list[tuple[Path, str]] = []
-    ignored: list[str] = []
-    used: set[str] = set()
-    seen: set[Path] = set()
-
-    def unique(first: str, rest: str = "") -> str:
-        # the first component gets -2, -3 … until the whole name is new (case-insensitively)
-        stem, dot, suffix = first.partition(".") if not rest else (first, "", "")
-        k, name = 1, first
-        while (name + rest).lower() in used:
-            k += 1
-            name = f"{stem}-{k}{dot}{suffix}"
-        return name
-
-    for p in paths:
-        if not p.exists():
-            raise FileNotFoundError(f"input path {str(p)!r} does not exist")
-        if p.is_file():
-            found = [(p, unique(p.name))]
-        else:
-            prefix = unique(p.resolve().name or "input", "/") if len(paths) > 1 else ""
-            found = []
-            for root, dirs, files in os.walk(p):
-                rootp = Path(root)
-                if skip is not None and (rootp.resolve() == skip or skip in rootp.resolve().parents):
-                    dirs[:] = []
-                    continue
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                for f in sorted(files):
-                    fp = rootp / f
-                    if f.startswith("."):
-                        continue
-                    if fp.suffix.lower() not in exts:
-                        ignored.append(str(fp))
-                        continue
-                    rel = fp.relative_to(p).as_posix()
-                    found.append((fp, f"{prefix}/{rel}" if prefix else rel))
-        for fp, rel in found:
-            key = fp.resolve()
-            if key in seen:
-                continue
-            seen.add(key)
-            used.add(rel.lower())
-            if "/" in rel:
-                used.add(rel.split("/")[0].lower() + "/")
-            inputs.append((fp, rel))
-    return inputs, ignored
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _read(path: Path, size: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int]]:
-    """``(H, W, 3) uint8`` at the model's size (as :func:`data.to_model_input` resizes) and the
-    original ``(h, w)``. Raises ValueError for anything PIL cannot decode."""
-    try:
-        rgb = data.load_image(path)
-    except Image.DecompressionBombError as err:
-        raise ValueError(f"image too large to decode safely: {err}") from err
-    except (ValueError, OSError):
-        raise
-    except Exception as err:  # decoders of damaged files raise odd types (struct.error, EOFError …)
-        raise ValueError(f"cannot read image {str(path)!r}: {type(err).__name__}: {err}") from err
-    h, w = size
-    im = Image.fromarray(rgb)
-    if im.size != (w, h):
-        im = im.resize((w, h), Image.BILINEAR)
-    return np.asarray(im, np.uint8), rgb.shape[:2]
-
-
-# --------------------------------------------------------------------------- computation
-
-
-def compute_maps(apply_fn: Callable, params: Any, x: jax.Array, targets, settings: ExplainSettings) -> dict:
-    """Every method of ``settings`` on a batch.
-
-    Args:
-        apply_fn, params: the model.
-        x: ``(N, H, W, C)`` model input.
-        targets: ``(N,)`` int class per image, or ``"all"``.
-        settings: the methods, window, stride and fill.
-
-    Returns:
-        ``{method: maps}`` as numpy float32 arrays (shapes as in the module docstring, with the
-        batch axis first).
-    """
-    out = {}
-    for method in settings.methods:
-        if method in _HEAT:
-            kw = {"mode": "crop"} if method == "crop" else {"fill": settings.fill}
-            maps = occlusion(apply_fn, params, x, window=settings.window, stride=settings.stride, target=targets, **kw)
-        else:
-            maps = saliency_maps(apply_fn, params, x, targets, rule=_BACKPROP[method])
-        out[method] = np.asarray(maps, np.float32)
-    return out
-
-
-# --------------------------------------------------------------------------- rendering
-
-
-def _caption(method: str, cls: str) -> str:
-    return {
-        "crop": f"crop: logit({cls})",
-        "occlusion": f"occlusion: drop in logit({cls})",
-    }.get(method, f"{method} ({cls})")
-
-
-def _tile(method: str, display: np.ndarray, m: np.ndarray, settings: ExplainSettings):
-    """A rendered tile ``(H, W, 3)`` in [0, 1] and its colour bar (or None)."""
-    if method in _HEAT:
-        cmap = settings.signed_cmap if method == "occlusion" else settings.cmap
-        rng = render.heat_range(m, cmap=cmap)
-        return render.overlay(display, m, alpha=settings.alpha, cmap=cmap, vmin=rng[1], vmax=rng[2]), rng
-    return np.asarray(render.normalize_map(m)), None
-
-
-def render_image(display: np.ndarray, maps: dict, classes: Sequence[str], explained: Sequence[int],
-                 probs: np.ndarray, settings: ExplainSettings, title: str | None = None):
-    """Panel and per-method tiles for one image.
-
-    Args:
-        display: ``(H, W, 3)`` floats in [0, 1], the resized image.
-        maps: ``{method: map}``; with several explained classes, each map has a class axis.
-        classes: class names. explained: the class indices the maps explain (one, or all).
-        probs: ``(K,)`` softmax probabilities of the image.
-        title: the image tile's caption (default: the predicted class and its probability).
-
-    Returns:
-        ``(panel PIL image, {method: PIL image})``; a method's image stacks one tile per
-        explained class.
-    """
-    rows, per_method = [], {m: [] for m in settings.methods}
-    pred = int(np.argmax(probs))
-    for j, c in enumerate(explained):
-        cls = classes[c]
-        tiles, captions, bars = [display], [(title or f"{classes[pred]}: P={probs[pred]:.2f}") if j == 0 else f"class {cls}"], [None]
-        for method in settings.methods:
-            m = maps[method] if len(explained) == 1 else maps[method][c]
-            tile, bar = _tile(method, display, m, settings)
-            tiles.append(tile)
-            captions.append(_caption(method, cls))
-            bars.append(bar if settings.colorbar else None)
-            per_method[method].append(
-                render.panel([tile], [_caption(method, cls)], bars=[bars[-1]], scale=1)
-            )
-        rows.append(render.panel(tiles, captions, bars=bars if settings.colorbar else None))
-    return render.stack(rows), {m: render.stack(ims) for m, ims in per_method.items()}
-
-
-# --------------------------------------------------------------------------- progress
-
-
-class _Progress:
-    """``12/64 images  3.1 img/s  ETA 0:00:16`` on stderr (redrawn in place on a terminal)."""
-
-    def __init__(self, total: int, enabled: bool, stream=None):
-        self.total, self.enabled = total, enabled and total > 0
-        self.stream = stream or sys.stderr
-        self.start = time.perf_counter()
-        self.count = 0
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.lock = threading.Lock()  # advanced by the reader (failed files) and the writer thread
-
-    def advance(self, n: int) -> None:
-        with self.lock:
-            self.count += n
-            if self.enabled:
-                self._draw()
-
-    def _draw(self) -> None:
-        elapsed = time.perf_counter() - self.start
-        rate = self.count / elapsed if elapsed > 0 else 0.0
-        left = (self.total - self.count) / rate if rate > 0 else float("nan")
-        eta = time.strftime("%H:%M:%S", time.gmtime(left)) if math.isfinite(left) else "?"
-        width = 24
-        filled = int(width * self.count / self.total)
-        line = f"[{'#' * filled}{'.' * (width - filled)}] {self.count}/{self.total} images  {rate:.2f} img/s  ETA {eta}"
-        self.stream.write(("\r" + line) if self.tty else line + "\n")
-        if self.tty and self.count >= self.total:
-            self.stream.write("\n")
-        self.stream.flush()
-
-
-# --------------------------------------------------------------------------- the job
-
-
-def _outputs(rel: str, settings: ExplainSettings) -> dict[str, str]:
-    files = {}
-    for m in settings.methods:
-        for fmt in settings.formats:
-            files[f"{m}.{fmt}"] = f"{rel}.{m}.{fmt}"
-    if "png" in settings.formats:
-        files["panel"] = f"{rel}.panel.png"
-    return files
-
-
-def _is_done(sidecar: Path, key: str, digest: str) -> bool:
-    try:
-        side = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    if side.get("settings_key") != key or side.get("input", {}).get("sha256") != digest:
-        return False
-    return all((sidecar.parent / f).is_file() for f in side.get("files", {}).values())
-
-
-def _write_gallery(out: Path, sidecars: Sequence[Path]) -> None:
-    cards = []
-    for s in sidecars:
-        try:
-            side = json.loads(s.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        panel = side.get("files", {}).get("panel")
-        if panel is None:
-            continue
-        src = os.path.relpath(s.parent / panel, out)
-        pred = side["prediction"]
-        cards.append(
-            f'<figure><img src="{html.escape(Path(src).as_posix())}" alt="{html.escape(side["input"]["name"])}">'
-            f'<figcaption>{html.escape(side["input"]["name"])}: {html.escape(pred["class"])} '
-            f'(P={pred["probabilities"][pred["class"]]:.2f})</figcaption></figure>'
-        )
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'><title>saliency_jax explain</title>"
-        "<style>body{font-family:sans-serif;margin:1em}figure{margin:1em 0}img{image-rendering:pixelated}</style>"
-        f"</head><body><h1>saliency_jax explain</h1><p>{len(cards)} images.</p>{''.join(cards)}</body></html>"
-    )
-    atomic_write_text(out / "index.html", page)
 
 
 def explain_paths(
@@ -525,154 +150,217 @@ def explain_paths(
         (True, (128, 128))
     """
     # ---- arguments, before anything is loaded or read
+    paths = _check_paths(paths)
+    options = _check_options(methods=methods, formats=formats, fill=fill, cmap=cmap, signed_cmap=signed_cmap,
+                             alpha=alpha, colorbar=colorbar, window=window, stride=stride)
+    batch_size = _validate.integer("batch_size", batch_size, lo=1)
+    force = _validate.boolean("force", force)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"`out` (={str(out)!r}) exists and is not a folder")
+    found, ignored = inputs.find_images(paths, exclude=out)
+
+    # ---- the model and the settings it completes
+    loaded = model if isinstance(model, checkpoint.LoadedModel) else checkpoint.load(model)
+    settings = _complete_settings(options, target, loaded)
+    info = sidecar.RunInfo(
+        settings,
+        {"path": str(loaded.path), "weights_sha256": loaded.card.get("weights", {}).get("sha256")},
+        tuple(loaded.input_size[:2]),
+        tuple(loaded.classes),
+    )
+    _refuse_overwriting_inputs(found, out, settings)
+
+    # ---- what is left to do, then do it
+    show = sys.stderr.isatty() if progress is None else bool(progress)
+    run = _Run(out, info, log or (lambda line: print(line, file=sys.stderr)))
+    pending = _pending(run, found, force)
+    run.bar = Progress(len(pending), stream=sys.stderr if show else None, unit="images", rate_unit="img/s", eta=True)
+    with run.bar:  # ends the line on a terminal, also after an interrupt
+        _explain_pending(run, pending, loaded, batch_size)
+
+    sidecars = tuple(run.finished[str(p)] for p, _ in found if str(p) in run.finished)
+    if "png" in settings.formats and sidecars:
+        _write_gallery(out, sidecars)
+    return ExplainResult(out, tuple(run.done), tuple(run.skipped), tuple(run.failed), tuple(ignored), sidecars)
+
+
+# --------------------------------------------------------------------------- arguments
+
+
+def _check_paths(paths) -> list:
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     if not isinstance(paths, (list, tuple)) or not all(isinstance(p, (str, os.PathLike)) for p in paths):
         raise TypeError(f"`paths` (={paths!r}) must be a path or a list of paths")
-    methods = _names("methods", methods, EXPLAIN_METHODS)
-    methods = tuple(m for m in EXPLAIN_METHODS if m in methods)
-    formats = _names("formats", formats, FORMATS)
-    fill = _check_fill(fill)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-        raise ValueError(f"`batch_size` (={batch_size!r}) must be an int >= 1")
-    for name, flag in (("force", force), ("colorbar", colorbar)):
-        if not isinstance(flag, bool):
-            raise TypeError(f"`{name}` (={flag!r}) must be a bool")
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"`alpha` (={alpha!r}) must be a number in [0, 1]")
-    cmap, signed_cmap = _check_cmap("cmap", cmap), _check_cmap("signed_cmap", signed_cmap)
+    return list(paths)
+
+
+def _check_options(*, methods, formats, fill, cmap, signed_cmap, alpha, colorbar, window, stride) -> dict:
+    """The options that need no model, checked; ``window`` and ``stride`` stay as given (``None``
+    or an int or pair) until the model's input size completes them."""
+    methods = names("methods", methods, EXPLAIN_METHODS)
     if window is not None:
-        window = _pair("window", window)
+        _validate.pair("window", window)
     if stride is not None:
-        stride = _pair("stride", stride)
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"`out` (={str(out)!r}) exists and is not a folder")
-    inputs, ignored = find_images(paths, exclude=out)
-    log = log or (lambda line: print(line, file=sys.stderr))
+        _validate.pair("stride", stride)
+    return {
+        "methods": tuple(m for m in EXPLAIN_METHODS if m in methods),  # panel order
+        "formats": names("formats", formats, FORMATS),
+        "fill": check_fill(fill),
+        "colorbar": _validate.boolean("colorbar", colorbar),
+        "alpha": check_alpha(alpha),
+        "cmap": check_cmap("cmap", cmap),
+        "signed_cmap": check_cmap("signed_cmap", signed_cmap),
+        "window": window,
+        "stride": stride,
+    }
 
-    # ---- the model and the settings it completes
-    loaded = model if isinstance(model, checkpoint.LoadedModel) else checkpoint.load(model)
-    classes = list(loaded.classes)
+
+def _complete_settings(options: dict, target, loaded: checkpoint.LoadedModel) -> ExplainSettings:
+    """The settings for ``loaded``: the target among its classes, the default window (a quarter of
+    the input's shorter side) and stride (a quarter of the window), the window grid checked
+    against the input size exactly as :func:`saliency_jax.occlusion` checks it."""
     h, w = loaded.input_size[:2]
-    target = _check_target(target, classes)
-    if window is None:
-        window = (max(1, min(h, w) // 4),) * 2
+    window = options["window"] if options["window"] is not None else (max(1, min(h, w) // 4),) * 2
+    window_pair = _validate.pair("window", window)
+    stride = options["stride"]
     if stride is None:
-        stride = (max(1, window[0] // 4), max(1, window[1] // 4))
-    if window[0] > h or window[1] > w:
-        raise ValueError(f"`window` (={window}) must fit inside the model's input (H={h}, W={w})")
-    if stride[0] > window[0] or stride[1] > window[1]:
-        raise ValueError(f"`stride` (={stride}) must not exceed `window` (={window}): pixels would be skipped")
-    settings = ExplainSettings(methods, window, stride, fill, target, formats, cmap, signed_cmap, float(alpha), colorbar)
-    model_id = {"path": str(loaded.path), "weights_sha256": loaded.card.get("weights", {}).get("sha256")}
-    key = hashlib.sha256(
-        json.dumps({"v": _SIDECAR_VERSION, "settings": settings.as_dict(), "model": model_id["weights_sha256"],
-                    "input_size": [h, w]}, sort_keys=True).encode()
-    ).hexdigest()
+        stride = (max(1, window_pair[0] // 4), max(1, window_pair[1] // 4))
+    window_grid((h, w), window, stride)  # the same errors as sj.occlusion for a window or stride that does not fit
+    return ExplainSettings(
+        methods=options["methods"], window=window_pair, stride=_validate.pair("stride", stride),
+        fill=options["fill"], target=check_target(target, list(loaded.classes)), formats=options["formats"],
+        cmap=options["cmap"], signed_cmap=options["signed_cmap"], alpha=options["alpha"], colorbar=options["colorbar"],
+    )
 
-    # ---- outputs never overwrite inputs
-    input_set = {p.resolve() for p, _ in inputs}
-    for p, rel in inputs:
-        for f in [*_outputs(rel, settings).values(), f"{rel}.json"]:
+
+def _refuse_overwriting_inputs(found: Sequence[tuple[Path, str]], out: Path, settings: ExplainSettings) -> None:
+    input_set = {p.resolve() for p, _ in found}
+    for p, rel in found:
+        for f in [*sidecar.output_names(rel, settings).values(), f"{rel}.json"]:
             if (out / f).resolve() in input_set:
                 raise ValueError(f"output {str(out / f)!r} would overwrite an input; choose another `out`")
 
-    # ---- what is left to do
-    pending, skipped, failed, finished = [], [], [], {}
-    for p, rel in inputs:
-        sidecar = out / f"{rel}.json"
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclasses.dataclass
+class _Run:
+    """One run's fixed parts (output folder, sidecar info, log) and what it has done so far.
+
+    ``failed`` grows in the main thread (unreadable files), ``done`` and ``finished`` in the
+    writer thread and, for skipped images, before it starts; the progress bar is advanced by both
+    (it is thread-safe).
+    """
+
+    out: Path
+    info: sidecar.RunInfo
+    log: Callable[[str], None]
+    bar: Progress | None = None
+    done: list = dataclasses.field(default_factory=list)
+    skipped: list = dataclasses.field(default_factory=list)
+    failed: list = dataclasses.field(default_factory=list)
+    finished: dict = dataclasses.field(default_factory=dict)  # input path -> sidecar, done or skipped
+
+    def fail(self, path: Path, reason: str) -> None:
+        self.failed.append((str(path), reason))
+        self.log(f"skipped {str(path)!r}: {reason}")
+
+
+def _pending(run: _Run, found: Sequence[tuple[Path, str]], force: bool) -> list[tuple[Path, str, str]]:
+    """``(path, name, sha256)`` of the inputs left to do; finished ones are recorded as skipped."""
+    pending = []
+    for p, rel in found:
+        side = sidecar.sidecar_path(run.out, rel)
         try:
-            digest = _sha256(p)
+            digest = inputs.sha256_file(p)
         except OSError as err:
-            failed.append((str(p), f"cannot read file: {err}"))
-            log(f"skipped {str(p)!r}: cannot read file: {err}")
+            run.fail(p, f"cannot read file: {err}")
             continue
-        if not force and _is_done(sidecar, key, digest):
-            skipped.append(str(p))
-            finished[str(p)] = sidecar
+        if not force and sidecar.is_done(side, run.info.key, digest):
+            run.skipped.append(str(p))
+            run.finished[str(p)] = side
         else:
             pending.append((p, rel, digest))
+    return pending
 
-    show = sys.stderr.isatty() if progress is None else bool(progress)
-    bar = _Progress(len(pending), show)
-    done = []
-    apply_fn, params = loaded.apply_fn, loaded.params
 
-    def write(batch, arr, maps, logits, probs):
-        """Every output of a computed batch, each image's sidecar last."""
-        for i, (p, rel, digest, orig) in enumerate(batch):
-            pred = int(probs[i].argmax())
-            explained = list(range(len(classes))) if target == "all" else [pred if target == "predicted" else target]
-            files = _outputs(rel, settings)
-            per = {m: maps[m][i] for m in methods}
-            if "npy" in formats:
-                for m in methods:
-                    atomic_write(out / files[f"{m}.npy"], lambda t, a=per[m]: np.save(t, a.astype(np.float32)))
-            if "png" in formats:
-                panel, tiles = render_image(arr[i].astype(np.float32) / 255.0, per, classes, explained, probs[i], settings)
-                for m in methods:
-                    atomic_write(out / files[f"{m}.png"], lambda t, im=tiles[m]: im.save(t, **_PNG))
-                atomic_write(out / files["panel"], lambda t, im=panel: im.save(t, **_PNG))
-            sidecar = out / f"{rel}.json"
-            side = {
-                "version": _SIDECAR_VERSION,
-                "settings_key": key,
-                "input": {"path": str(p.resolve()), "name": rel, "sha256": digest, "size": list(orig)},
-                "model": {**model_id, "input_size": [h, w], "classes": classes},
-                "settings": settings.as_dict(),
-                "prediction": {
-                    "class": classes[pred],
-                    "index": pred,
-                    "probabilities": {c: float(v) for c, v in zip(classes, probs[i])},
-                    "logits": {c: float(v) for c, v in zip(classes, logits[i])},
-                },
-                "explained": [classes[c] for c in explained],
-                "maps": {m: {"shape": list(per[m].shape), "min": float(np.nanmin(per[m])),
-                             "max": float(np.nanmax(per[m]))} for m in methods},
-                # paths relative to the sidecar's folder
-                "files": {k: Path(v).name for k, v in files.items()},
-            }
-            atomic_write_text(sidecar, json.dumps(side, indent=2))
-            done.append(str(p))
-            finished[str(p)] = sidecar
-            bar.advance(1)
+def _explain_pending(run: _Run, pending: list, loaded: checkpoint.LoadedModel, batch_size: int) -> None:
+    """Read, compute and write ``pending`` a batch at a time.
 
-    # One writer thread renders and writes batch b while the model computes batch b + 1 (XLA and
-    # PNG encoding both release the GIL). At most one batch is in flight; its errors (and an
-    # interrupt raised while writing) surface here. On an interrupt of the main thread the
-    # batch being written is finished first (leaving the pool waits for it).
+    One writer thread renders and writes batch b while the model computes batch b + 1 (XLA and
+    PNG encoding both release the GIL). At most one batch is in flight; its errors (and an
+    interrupt raised while writing) surface here. On an interrupt of the main thread the
+    batch being written is finished first (leaving the pool waits for it).
+    """
     batch_size = min(batch_size, max(len(pending), 1))  # a short run does not pad to a long batch
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as writer:
         in_flight = None
         for start in range(0, len(pending), batch_size):
-            batch, images = [], []
-            for p, rel, digest in pending[start:start + batch_size]:
-                try:
-                    img, orig = _read(p, (h, w))
-                except (ValueError, OSError) as err:
-                    failed.append((str(p), str(err)))
-                    log(f"skipped {str(p)!r}: {err}")
-                    bar.advance(1)
-                    continue
-                batch.append((p, rel, digest, orig))
-                images.append(img)
+            batch, images = _read_batch(run, pending[start:start + batch_size])
             if not batch:
                 continue
-            arr = np.stack(images + [images[-1]] * (batch_size - len(batch)))  # padded: one compile per method
-            x = jnp.asarray(data.preprocess(arr))
-            logits = np.asarray(apply_fn(params, x), np.float32)
-            targets = "all" if target == "all" else jnp.asarray(
-                logits.argmax(-1) if target == "predicted" else np.full((batch_size,), target), jnp.int32)
-            maps = compute_maps(apply_fn, params, x, targets, settings)
-            probs = np.asarray(jax.nn.softmax(jnp.asarray(logits), axis=-1))
+            pixels = np.stack(images + [images[-1]] * (batch_size - len(batch)))  # padded: one compile per method
+            computed = maps.explain_batch(loaded.apply_fn, loaded.params, pixels, run.info.settings)
             if in_flight is not None:
                 in_flight.result()
-            in_flight = writer.submit(write, batch, arr, maps, logits, probs)
+            in_flight = writer.submit(_write_batch, run, batch, pixels, computed)
         if in_flight is not None:
             in_flight.result()
 
-    sidecars = tuple(finished[str(p)] for p, _ in inputs if str(p) in finished)
-    if "png" in formats and sidecars:
-        _write_gallery(out, sidecars)
-    return ExplainResult(out, tuple(done), tuple(skipped), tuple(failed), tuple(ignored), sidecars)
+
+def _read_batch(run: _Run, items: Sequence[tuple[Path, str, str]]):
+    """``(batch, images)``: ``(path, name, sha256, file size)`` and the ``(H, W, 3) uint8`` pixels of
+    every readable item; the others are reported, counted and left out."""
+    batch, images = [], []
+    for p, rel, digest in items:
+        try:
+            img, orig = data.load_resized(p, run.info.input_size)
+        except (ValueError, OSError) as err:
+            run.fail(p, str(err))
+            run.bar.advance(1)
+            continue
+        batch.append((p, rel, digest, orig))
+        images.append(img)
+    return batch, images
+
+
+def _write_batch(run: _Run, batch: Sequence, pixels: np.ndarray, computed: maps.BatchMaps) -> None:
+    """Every output of a computed batch (in the writer thread), each image's sidecar last."""
+    settings, classes = run.info.settings, run.info.classes
+    for i, (p, rel, digest, orig) in enumerate(batch):
+        explained = maps.explained_classes(settings.target, int(computed.probs[i].argmax()), len(classes))
+        files = sidecar.output_names(rel, settings)
+        per = {m: computed.maps[m][i] for m in settings.methods}
+        if "npy" in settings.formats:
+            for m in settings.methods:
+                atomic_write(run.out / files[f"{m}.npy"], lambda t, a=per[m]: np.save(t, a.astype(np.float32)))
+        if "png" in settings.formats:
+            panel, tiles = panels.render_image(pixels[i].astype(np.float32) / 255.0, per, classes, explained,
+                                               computed.probs[i], settings)
+            for m in settings.methods:
+                atomic_write(run.out / files[f"{m}.png"], lambda t, im=tiles[m]: im.save(t, **panels.PNG_OPTIONS))
+            atomic_write(run.out / files["panel"], lambda t, im=panel: im.save(t, **panels.PNG_OPTIONS))
+        side = sidecar.sidecar_path(run.out, rel)
+        sidecar.write_sidecar(side, run.info.sidecar(
+            path=p, name=rel, sha256=digest, size=orig, logits=computed.logits[i], probs=computed.probs[i],
+            explained=explained, maps=per, files=files))
+        run.done.append(str(p))
+        run.finished[str(p)] = side
+        run.bar.advance(1)
+
+
+def _write_gallery(out: Path, sidecars: Sequence[Path]) -> None:
+    """``out/index.html``: the panel of every finished image that has one, captioned with its class."""
+    figures = []
+    for s in sidecars:
+        side = sidecar.read_sidecar(s)
+        panel = None if side is None else side.get("files", {}).get("panel")
+        if panel is None:
+            continue
+        pred, name = side["prediction"], side["input"]["name"]
+        src = Path(os.path.relpath(s.parent / panel, out)).as_posix()
+        figures.append(gallery.Figure(src, name, f"{name}: {pred['class']} (P={pred['probabilities'][pred['class']]:.2f})"))
+    gallery.write_gallery(out / "index.html", "explain", f"{len(figures)} images.", figures)

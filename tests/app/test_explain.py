@@ -22,8 +22,10 @@ import pytest
 from PIL import Image
 
 import saliency_jax as sj
-from saliency_jax.app import cli, explain
-from saliency_jax.app.explain import explain_paths, find_images
+from saliency_jax.app import cli, explain, maps
+from saliency_jax.app.explain import explain_paths
+from saliency_jax.app.inputs import find_images
+from saliency_jax.model import data
 
 W, S = 32, 16  # small grid (49 windows) keeps the suite quick
 ARGS = ["--window", str(W), "--stride", str(S), "--batch-size", "4", "--no-progress"]
@@ -107,8 +109,8 @@ def test_rerun_skips_finished_images_and_force_or_changes_redo_them(folder, tmp_
     assert len(first.done) == 6 and len(first.failed) == 2 and first.ignored == (str(folder / "notes.txt"),)
 
     calls = []
-    real = explain.compute_maps
-    monkeypatch.setattr(explain, "compute_maps", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = maps.compute_maps
+    monkeypatch.setattr(maps, "compute_maps", lambda *a, **k: calls.append(1) or real(*a, **k))
     again = explain_paths([folder], out, window=W, stride=S, batch_size=4, progress=False, log=lambda s: None)
     assert again.done == () and len(again.skipped) == 6 and calls == []
 
@@ -264,7 +266,7 @@ def test_progress_line_counts_images(folder, tmp_path, capsys):
     ],
 )
 def test_bad_arguments_raise_before_any_image_is_read(kwargs, match, folder, tmp_path, monkeypatch):
-    monkeypatch.setattr(explain, "_read", lambda *a: pytest.fail("an image was read"))
+    monkeypatch.setattr(data, "load_resized", lambda *a: pytest.fail("an image was read"))
     with pytest.raises(ValueError, match=match):
         explain_paths([folder], tmp_path / "o", progress=False, **kwargs)
     assert not (tmp_path / "o").exists()

@@ -1,0 +1,103 @@
+"""The library calls of the folder job: one batch of images in, every method's maps out.
+
+Example:
+    >>> import numpy as np, saliency_jax as sj
+    >>> from saliency_jax.app.settings import ExplainSettings
+    >>> model = sj.load()
+    >>> s = ExplainSettings(("occlusion", "deconvnet"), (64, 64), (64, 64), 0.0, "predicted", ("npy",),
+    ...                     "jet", "RdBu_r", 0.5, False)
+    >>> b = explain_batch(model.apply_fn, model.params, np.zeros((2, 128, 128, 3), np.uint8), s)
+    >>> b.logits.shape, b.maps["occlusion"].shape, b.maps["deconvnet"].shape
+    ((2, 2), (2, 128, 128), (2, 128, 128, 3))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from saliency_jax.app.settings import HEAT_METHODS, ExplainSettings
+from saliency_jax.backprop import saliency_maps
+from saliency_jax.model import data
+from saliency_jax.occlude.engine import occlusion
+
+__all__ = ["BatchMaps", "compute_maps", "explain_batch", "explained_classes"]
+
+#: The backprop rule of each backprop method.
+_RULES = {"deconvnet": "deconvnet", "guided": "guided", "gradient": "gradient"}
+
+
+def compute_maps(apply_fn: Callable, params: Any, x: jax.Array, targets, settings: ExplainSettings) -> dict:
+    """Every method of ``settings`` on a batch.
+
+    Args:
+        apply_fn, params: the model.
+        x: ``(N, H, W, C)`` model input.
+        targets: ``(N,)`` int class per image, or ``"all"``.
+        settings: the methods, window, stride and fill.
+
+    Returns:
+        ``{method: maps}`` as numpy float32 arrays: ``(N, H, W)`` for occlusion and crop,
+        ``(N, H, W, C)`` for deconvnet, guided and gradient; with ``targets="all"`` a class
+        axis after the batch axis.
+    """
+    out = {}
+    for method in settings.methods:
+        if method in HEAT_METHODS:
+            kw = {"mode": "crop"} if method == "crop" else {"fill": settings.fill}
+            maps = occlusion(apply_fn, params, x, window=settings.window, stride=settings.stride, target=targets, **kw)
+        else:
+            maps = saliency_maps(apply_fn, params, x, targets, rule=_RULES[method])
+        out[method] = np.asarray(maps, np.float32)
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchMaps:
+    """What the model says about a batch.
+
+    Attributes:
+        logits: ``(N, K) float32``. probs: ``(N, K)`` softmax of the logits.
+        maps: ``{method: maps}`` as from :func:`compute_maps`.
+    """
+
+    logits: np.ndarray
+    probs: np.ndarray
+    maps: dict
+
+
+def explain_batch(apply_fn: Callable, params: Any, pixels: np.ndarray, settings: ExplainSettings) -> BatchMaps:
+    """Predict a batch and compute every method's maps for ``settings.target``.
+
+    Args:
+        apply_fn, params: the model.
+        pixels: ``(N, H, W, 3) uint8`` at the model's input size (preprocessed here as in training).
+        settings: the methods, their options and the target (``"predicted"``, ``"all"`` or an index).
+
+    Returns:
+        A :class:`BatchMaps`.
+    """
+    x = jnp.asarray(data.preprocess(pixels))
+    logits = np.asarray(apply_fn(params, x), np.float32)
+    target = settings.target
+    targets = "all" if target == "all" else jnp.asarray(
+        logits.argmax(-1) if target == "predicted" else np.full((len(pixels),), target), jnp.int32)
+    maps = compute_maps(apply_fn, params, x, targets, settings)
+    probs = np.asarray(jax.nn.softmax(jnp.asarray(logits), axis=-1))
+    return BatchMaps(logits, probs, maps)
+
+
+def explained_classes(target: str | int, predicted: int, num_classes: int) -> list[int]:
+    """The class indices one image's maps explain: every class, the predicted one or the target.
+
+    Example:
+        >>> explained_classes("all", 1, 3), explained_classes("predicted", 1, 3), explained_classes(0, 1, 3)
+        ([0, 1, 2], [1], [0])
+    """
+    if target == "all":
+        return list(range(num_classes))
+    return [predicted if target == "predicted" else target]
