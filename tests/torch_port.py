@@ -1,9 +1,10 @@
 """Port a saliency_jax ConvNet and its Flax variables to an equivalent PyTorch module (tests only).
 
-Used by the optional parity tests against Captum. TF/Flax "SAME" padding (asymmetric when the
-total is odd) is reproduced with explicit ``F.pad``; max-pool padding uses -inf like Flax. Each
-ReLU is its own ``nn.ReLU`` module so that Captum's hooks (deconvolution, guided backprop) find
-them; the flatten goes through NHWC order so the dense weights carry over unchanged.
+Used by ``tests/fixtures/record_captum.py`` (which records Captum's maps as fixtures) and by the
+live parity tests against Captum. TF/Flax "SAME" padding (asymmetric when the total is odd) is
+reproduced with explicit ``F.pad``; max-pool padding uses -inf like Flax. Each ReLU is its own
+``nn.ReLU`` module so that Captum's hooks (deconvolution, guided backprop) find them; the
+flatten goes through NHWC order so the dense weights carry over unchanged.
 """
 
 from __future__ import annotations

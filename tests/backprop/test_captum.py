@@ -1,57 +1,115 @@
-"""Parity with Captum's Deconvolution, GuidedBackprop and Saliency(abs=False) on ported weights.
+"""Parity with Captum's Deconvolution, GuidedBackprop and Saliency(abs=False) on the same weights.
 
-Skipped without torch and captum. The ported network (tests/torch_port.py) uses one
-``nn.ReLU`` module per ReLU, so Captum's hooks override every ReLU's backward pass, and
+Always: ``sj.deconvnet``, ``sj.guided_backprop`` and ``sj.gradient`` against Captum's maps
+recorded in ``tests/fixtures/captum_backprop.npz`` (regenerate with
+``python -m tests.fixtures.record_captum``); no torch needed. With torch and captum installed
+(marker ``peers``): also against live Captum. The ported network (``tests/torch_port.py``) uses
+one ``nn.ReLU`` module per ReLU, so Captum's hooks override every ReLU's backward pass, and
 ``nn.MaxPool2d``, whose backward routes to the first maximum like our switches.
+
+Tolerance: ``atol = 1e-5 * max|Captum map|``, no ``rtol``. A backprop map is a sum of products
+of weights along paths: nothing larger cancels in it, so its float32 rounding scales with the
+map itself. The two frameworks sum in different orders; the maps differ by at most 3.4e-7 of
+their max (about 3 float32 epsilons); 1e-5 (about 80 epsilons) leaves room for other CPUs and
+thread counts while catching any wrong rule (a flipped ReLU mask or a misrouted max-pool moves
+entries by a good fraction of the scale).
 """
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-captum_attr = pytest.importorskip("captum.attr")
+import saliency_jax as sj
+from tests.fixtures.captum_cases import (
+    BACKPROP_METHODS,
+    BACKPROP_MODEL,
+    BACKPROP_TARGETS,
+    build_model,
+    init_weights,
+    load,
+    weights_digest,
+)
 
-import saliency_jax as sj  # noqa: E402
-from saliency_jax import backprop  # noqa: E402
-from tests.torch_port import port  # noqa: E402
+try:  # the live tests need torch and captum; the fixture tests do not
+    import torch
 
-pytestmark = pytest.mark.peers
+    from tests.fixtures import record_captum
+    from tests.torch_port import port
+except ImportError:
+    torch = record_captum = port = None
+
+needs_peers = pytest.mark.skipif(record_captum is None, reason="torch and captum are not installed")
+
+ATOL_PER_SCALE = 1e-5  # see the module docstring
+OURS = {"deconvnet": sj.deconvnet, "guided_backprop": sj.guided_backprop, "gradient": sj.gradient}
 
 
 @pytest.fixture(scope="module")
-def nets():
-    model = sj.get_model("small", num_classes=3, width=0.25, fc=(16,))
-    shape = (2, 40, 36, 3)
-    rng = np.random.default_rng(5)  # N(0, 1/fan_in) weights without compiling the initialisers
-    variables = jax.tree_util.tree_map(
-        lambda s: jnp.asarray(rng.standard_normal(s.shape, dtype=np.float32)
-                              / np.float32(np.sqrt(np.prod(s.shape[:-1]) if len(s.shape) > 1 else 10.0))),
-        jax.eval_shape(model.init, jax.random.key(5), jax.ShapeDtypeStruct(shape, jnp.float32)))
-    images = np.random.default_rng(1).normal(size=shape).astype(np.float32)
-    return model, variables, port(model, variables), images
+def recorded():
+    meta, arrays = load("backprop")
+    model = build_model(BACKPROP_MODEL)
+    return meta, arrays, model, init_weights(model, BACKPROP_MODEL)
 
 
-def _nchw(x):
-    return torch.from_numpy(np.ascontiguousarray(np.transpose(x, (0, 3, 1, 2))))
+def _ours(name, model, variables, images):
+    return np.asarray(OURS[name](model.apply, variables, jnp.asarray(images), target=BACKPROP_TARGETS))
 
 
-@pytest.mark.parametrize("ours, theirs", [
-    (backprop.deconvnet, lambda net: captum_attr.Deconvolution(net)),
-    (backprop.guided_backprop, lambda net: captum_attr.GuidedBackprop(net)),
-    (backprop.gradient, lambda net: captum_attr.Saliency(net)),
-])
-def test_parity_with_captum(nets, ours, theirs):
-    model, variables, torch_net, images = nets
-    targets = [0, 2]
-    mine = np.asarray(ours(model.apply, variables, jnp.asarray(images), target=targets))
-    method = theirs(torch_net)
-    kwargs = {"abs": False} if isinstance(method, captum_attr.Saliency) else {}
-    ref = method.attribute(_nchw(images).requires_grad_(), target=targets, **kwargs).detach().numpy()
-    ref = np.transpose(ref, (0, 2, 3, 1))
-    assert np.abs(ref).max() > 0
-    scale = np.abs(ref).max()
-    np.testing.assert_allclose(mine, ref, rtol=1e-3, atol=1e-4 * scale)
+def _assert_parity(ours, captum_map):
+    scale = np.abs(captum_map).max()
+    assert scale > 0 and np.ptp(captum_map) > 0  # a map with content, not a constant
+    np.testing.assert_allclose(ours, captum_map, rtol=0, atol=ATOL_PER_SCALE * scale)
+
+
+def test_fixture_was_recorded_on_these_cases(recorded):
+    meta, _, _, variables = recorded
+    rerun = "the fixture is stale: rerun `python -m tests.fixtures.record_captum`"
+    assert meta["model"] == BACKPROP_MODEL.to_json(), rerun
+    assert meta["methods"] == BACKPROP_METHODS and meta["targets"] == BACKPROP_TARGETS, rerun
+    assert meta["weights_sha256"] == weights_digest(variables), "the rebuilt weights differ from the recorded ones"
+
+
+def test_logits_match_the_recorded_torch_logits(recorded):
+    _, arrays, model, variables = recorded
+    ours = np.asarray(model.apply(variables, arrays["images"]))
+    np.testing.assert_allclose(ours, arrays["logits"], rtol=0, atol=1e-5 * np.abs(arrays["logits"]).max())
+
+
+@pytest.mark.parametrize("name", list(BACKPROP_METHODS))
+def test_matches_recorded_captum(recorded, name):
+    _, arrays, model, variables = recorded
+    _assert_parity(_ours(name, model, variables, arrays["images"]), arrays[name])
+
+
+def test_the_three_recorded_maps_differ(recorded):
+    # the rules are told apart: no two methods' recorded maps agree within the parity tolerance
+    arrays = recorded[1]
+    for a in BACKPROP_METHODS:
+        for b in BACKPROP_METHODS:
+            if a < b:
+                assert np.abs(arrays[a] - arrays[b]).max() > 100 * ATOL_PER_SCALE * np.abs(arrays[a]).max()
+
+
+@pytest.mark.peers
+@needs_peers
+def test_recorder_reproduces_the_fixture(recorded):
+    meta, arrays, _, _ = recorded
+    live_meta, live_arrays = record_captum.backprop_fixture()
+    assert {**live_meta, "versions": None} == {**meta, "versions": None}
+    assert sorted(live_arrays) == sorted(arrays)
+    np.testing.assert_array_equal(live_arrays["images"], arrays["images"])
+    np.testing.assert_allclose(live_arrays["logits"], arrays["logits"], rtol=0, atol=1e-5 * np.abs(arrays["logits"]).max())
+    for name in BACKPROP_METHODS:  # torch's thread count may change its summation order
+        _assert_parity(live_arrays[name], arrays[name])
+
+
+@pytest.mark.peers
+@needs_peers
+@pytest.mark.parametrize("name", list(BACKPROP_METHODS))
+def test_matches_live_captum(recorded, name):
+    _, arrays, model, variables = recorded
+    images = arrays["images"]
+    theirs = record_captum.captum_backprop(port(model, variables), images, BACKPROP_METHODS[name], BACKPROP_TARGETS)
+    _assert_parity(_ours(name, model, variables, images), theirs)
