@@ -16,6 +16,11 @@ import shlex
 import sys
 from pathlib import Path
 
+__all__ = ["main", "build_parser", "cmd_explain", "cmd_demo", "cmd_train", "cmd_evaluate"]
+
+# Each subcommand imports its library when it runs (not to dodge a cycle: none exists), so
+# ``saliency-jax --help`` and argument errors answer without loading JAX.
+
 
 def _command_line(argv: list[str] | None) -> str:
     args = sys.argv[1:] if argv is None else list(argv)
@@ -133,9 +138,16 @@ def _window_arg(text: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``saliency-jax`` parser: one subcommand each, its function in ``args.func``."""
     parser = argparse.ArgumentParser(prog="saliency-jax", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_explain, _add_demo, _add_train, _add_evaluate):
+        add(sub)
+    return parser
 
+
+def _add_explain(sub) -> None:
+    """``saliency-jax explain``: the options of :func:`saliency_jax.app.explain.explain_paths`."""
     p = sub.add_parser(
         "explain",
         help="heat maps for image files and folders (raw .npy maps, overlays, panels, JSON sidecars)",
@@ -163,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     p.set_defaults(func=cmd_explain)
 
+
+def _add_demo(sub) -> None:
+    """``saliency-jax demo``: the options of :func:`saliency_jax.app.demo.run_demo`."""
     p = sub.add_parser("demo", help="explain a few generated test images with the shipped model (panels + index.html)")
     p.add_argument("--out", default="saliency-demo", help="output folder (default ./saliency-demo)")
     p.add_argument("--n", type=int, default=6, help="number of images")
@@ -172,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the generated test split")
     p.set_defaults(func=cmd_demo)
 
+
+def _add_train(sub) -> None:
+    """``saliency-jax train``: the training config's overrides and where to write."""
     p = sub.add_parser("train", help="train a model and save a checkpoint with its model card")
     p.add_argument("--config", default="default", choices=("default", "smoke"), help="named training config")
     p.add_argument("--data", default=None, help="image folder (one subfolder per class) instead of generated data")
@@ -190,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
+
+def _add_evaluate(sub) -> None:
+    """``saliency-jax evaluate``: the checkpoint and the data to evaluate on."""
     p = sub.add_parser("evaluate", help="accuracy, confusion matrix, ROC/AUC and PR/AP of a checkpoint")
     p.add_argument("--checkpoint", default=None, help="checkpoint directory or name (default: the shipped model)")
     p.add_argument("--data", default=None, help="image folder to evaluate on (all its images)")
@@ -199,10 +220,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", type=int, default=0, help="index of the first generated image")
     p.add_argument("--spurious-cue", dest="spurious_cue", type=float, default=None, help="override the card's cue setting")
     p.set_defaults(func=cmd_evaluate)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``saliency-jax`` on ``argv`` (default ``sys.argv[1:]``); return the exit status.
+
+    0: done; 1: some inputs failed (reported); 2: bad arguments or a missing file; 130: interrupted
+    (finished outputs are kept).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     args.command_line = _command_line(argv)
