@@ -28,7 +28,8 @@ def _command_line(argv: list[str] | None) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """``saliency-jax train``: :func:`saliency_jax.model.train.train_and_export`."""
+    """``saliency-jax train``: :func:`saliency_jax.model.export.train_and_export`."""
+    from saliency_jax.model import export as export_lib
     from saliency_jax.model import train as train_lib
 
     overrides = {}
@@ -40,7 +41,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir) if args.workdir else Path("runs") / args.config
     out = Path(args.out) if args.out else workdir / "model"
     test_size = args.test_size if args.test_size is not None else (16 if args.config == "smoke" else 2000)
-    path, metrics = train_lib.train_and_export(
+    path, metrics = export_lib.train_and_export(
         config,
         workdir,
         out,

@@ -4,8 +4,11 @@
 * :mod:`~saliency_jax.model.data` — generated images with exact object masks, image loading and
   the preprocessing used in training;
 * :mod:`~saliency_jax.model.train` — training with optax and orbax state;
-* :mod:`~saliency_jax.model.evaluate` — ROC / precision-recall curves and the evaluation report;
-* :mod:`~saliency_jax.model.checkpoint` — save and load a checkpoint with its model card.
+* :mod:`~saliency_jax.model.evaluate` — logits in batches, the held-out set, ROC / precision-recall
+  curves and the evaluation report;
+* :mod:`~saliency_jax.model.checkpoint` — save and load a checkpoint with its model card;
+* :mod:`~saliency_jax.model.export` — train, evaluate the held-out set and write the checkpoint
+  and its card (above ``train``, ``evaluate`` and ``checkpoint``; none of them imports it).
 
 Names load lazily: ``saliency_jax.model.generate`` needs no optax or orbax.
 
@@ -23,9 +26,11 @@ __all__, __getattr__, __dir__ = lazy_exports(globals(), {
     "train": ("saliency_jax.model.train", None),
     "evaluate": ("saliency_jax.model.evaluate", None),
     "checkpoint": ("saliency_jax.model.checkpoint", None),
+    "export": ("saliency_jax.model.export", None),
     "get_model": ("saliency_jax.model.architectures", "get_model"),
     "generate": ("saliency_jax.model.data", "generate"),
     "to_model_input": ("saliency_jax.model.data", "to_model_input"),
+    "load_resized": ("saliency_jax.model.data", "load_resized"),
     "load": ("saliency_jax.model.checkpoint", "load"),
     "LoadedModel": ("saliency_jax.model.checkpoint", "LoadedModel"),
     "CheckpointError": ("saliency_jax.model.checkpoint", "CheckpointError"),

@@ -63,11 +63,13 @@ __all__ = [
     "LoadedModel",
     "ModuleApply",
     "save",
+    "write_card",
     "load",
     "resolve",
     "read_card",
     "search_dirs",
     "weights_digest",
+    "library_versions",
 ]
 
 DEFAULT_NAME = "rings-crosses-small"
@@ -125,7 +127,7 @@ class LoadedModel:
         return tuple(self.card["input_size"])
 
     def preprocess(self, image) -> np.ndarray:
-        """One image (path, PIL image or array) to model input ``(H, W, 3) float32`` in [0, 1],
+        """One image (path, PIL image or array) to model input ``(H, W, 3) float32`` in [-1, 1],
         exactly as in training (:func:`saliency_jax.model.data.to_model_input`)."""
         return data_lib.to_model_input(image, self.input_size[:2])
 
@@ -241,8 +243,6 @@ def save(
         FileExistsError: ``path`` exists and ``overwrite`` is False.
         ValueError: the card lacks a field, or ``variables`` do not fit its architecture.
     """
-    import orbax.checkpoint as ocp
-
     path = Path(path)
     if not isinstance(card, dict):
         raise TypeError(f"`card` (type {type(card).__name__}) must be a dict")
@@ -251,6 +251,14 @@ def save(
         raise ValueError(f"`card` lacks the field(s) {missing}; required: {[k for k in _REQUIRED if k != 'format']}")
     if path.exists() and not overwrite:
         raise FileExistsError(f"checkpoint {str(path)!r} exists; pass overwrite=True to replace it")
+    variables, card_text = _complete_card(path, variables, card)
+    _write_checkpoint(path, variables, card_text, extra_files or {})
+    return path
+
+
+def _complete_card(path: Path, variables, card: dict) -> tuple[Any, str]:
+    """Check ``variables`` against the card's architecture; ``(numpy variables, full card JSON)``
+    with ``format``, ``weights`` and ``library`` added."""
     module = _module_from_card(card, path)
     wanted = _tree_spec(_abstract_variables(module, card["input_size"]))
     given = _tree_spec(variables)
@@ -270,7 +278,12 @@ def save(
     }
     full.setdefault("library", library_versions())
     full.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
-    card_text = json.dumps(full, indent=2, sort_keys=True, default=_json_default) + "\n"
+    return variables, json.dumps(full, indent=2, sort_keys=True, default=_json_default) + "\n"
+
+
+def _write_checkpoint(path: Path, variables, card_text: str, extra_files: dict) -> None:
+    """Everything into a temporary sibling, the card last, then renamed over ``path``."""
+    import orbax.checkpoint as ocp  # here, not at the top: importing this module stays light (see load)
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
@@ -279,7 +292,7 @@ def save(
         with ocp.StandardCheckpointer() as ckpt:
             ckpt.save((tmp / "variables").resolve(), variables)
             ckpt.wait_until_finished()
-        for name, src in (extra_files or {}).items():
+        for name, src in extra_files.items():
             if Path(name).name != name or name in ("card.json", "variables"):
                 raise ValueError(f"`extra_files` name {name!r} must be a plain file name other than card.json/variables")
             if isinstance(src, bytes):
@@ -297,7 +310,6 @@ def save(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return path
 
 
 def write_card(path: str | os.PathLike, card: dict) -> None:
@@ -430,6 +442,8 @@ def load(name_or_path: str | os.PathLike | None = None, *, module=None) -> Loade
         >>> m.apply_fn(m.params, np.zeros((1, 128, 128, 3), np.float32)).shape
         (1, 2)
     """
+    # orbax is imported when a checkpoint is read, not with the module: the app imports this
+    # module at start-up and explains user-supplied models that never touch orbax.
     import orbax.checkpoint as ocp
 
     path = resolve(name_or_path)

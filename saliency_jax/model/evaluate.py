@@ -24,13 +24,20 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
+import jax
 import numpy as np
 
 from saliency_jax._io import atomic_write as _atomic_write
+from saliency_jax.model import checkpoint as ckpt_lib
+from saliency_jax.model import data as data_lib
 
 __all__ = [
+    "predict_logits",
+    "loss_and_accuracy",
+    "heldout_set",
+    "heldout_description",
     "softmax",
     "confusion_matrix",
     "roc_curve",
@@ -42,6 +49,109 @@ __all__ = [
     "write_report",
     "evaluate_checkpoint",
 ]
+
+
+def predict_logits(apply_fn: Callable, variables: Any, images: np.ndarray, batch_size: int = 250) -> np.ndarray:
+    """Logits for uint8 images, in fixed-size batches (the last one padded: one compilation).
+
+    Images go through :func:`saliency_jax.model.data.preprocess` (numpy) first, exactly as a user's
+    images would.
+
+    Args:
+        apply_fn: ``apply_fn(variables, x (B, H, W, C) float32) -> (B, K)``.
+        variables: the model variables.
+        images: ``(N, H, W, 3) uint8``.
+        batch_size: images per call.
+
+    Returns:
+        ``(N, K) float32`` numpy array.
+
+    Example:
+        >>> apply_fn = lambda v, x: x.mean(axis=(1, 2))[:, :2] * v
+        >>> predict_logits(apply_fn, 2.0, np.full((3, 4, 4, 3), 255, np.uint8), batch_size=2).tolist()
+        [[2.0, 2.0], [2.0, 2.0], [2.0, 2.0]]
+    """
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4:
+        raise TypeError(f"`images` must be (N, H, W, 3) uint8, got {images.dtype} {images.shape}")
+    n = images.shape[0]
+    bs = max(1, min(batch_size, n))
+    fn = apply_fn if hasattr(apply_fn, "lower") else jax.jit(apply_fn)  # already jitted: reuse its cache
+    out = []
+    for i in range(0, n, bs):
+        chunk = images[i : i + bs]
+        pad = bs - chunk.shape[0]
+        if pad:
+            chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], np.uint8)])
+        out.append(np.asarray(fn(variables, data_lib.preprocess(chunk)))[: bs - pad])
+    return np.concatenate(out).astype(np.float32)
+
+
+def loss_and_accuracy(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Mean softmax cross-entropy and accuracy of ``(N, K)`` logits against ``(N,)`` labels.
+
+    Returns:
+        ``{"loss": float, "accuracy": float}``; both NaN when ``N == 0``.
+
+    Example:
+        >>> r = loss_and_accuracy(np.array([[0.0, 0.0], [2.0, 0.0]]), np.array([1, 0]))
+        >>> round(r["loss"], 4), r["accuracy"]
+        (0.41, 0.5)
+    """
+    logits = np.asarray(logits, np.float64)
+    labels = np.asarray(labels)
+    if labels.shape[0] == 0:
+        return {"loss": float("nan"), "accuracy": float("nan")}
+    top = logits.max(1, keepdims=True)
+    logp = logits - top - np.log(np.exp(logits - top).sum(1, keepdims=True))
+    loss = float(-logp[np.arange(labels.shape[0]), labels].mean())
+    return {"loss": loss, "accuracy": float((logits.argmax(1) == labels).mean())}
+
+
+def heldout_set(
+    card: dict, n: int, *, split: str = "test", start: int = 0, spurious_cue: float | None = None
+) -> data_lib.GeneratedData:
+    """The generated held-out images a model card refers to.
+
+    Uses the card's data seed, input size, cue class and spurious-cue setting, so the images
+    come from the distribution the model was trained on (the ``"test"`` split is never
+    trained on).
+
+    Args:
+        card: a model card whose ``data.source`` is ``"generated"``.
+        n, split, start: images ``start … start + n - 1`` of ``split``.
+        spurious_cue: the cue setting (default: the card's).
+
+    Returns:
+        A :class:`saliency_jax.model.data.GeneratedData` (``images (n, H, W, 3) uint8``,
+        ``labels (n,) int32``, ``info`` with the seed, split, start and cue used).
+
+    Raises:
+        ValueError: the card's data are not generated, or its classes are not the task's.
+
+    Example:
+        >>> card = {"data": {"source": "generated", "seed": 0}, "input_size": [32, 32, 3],
+        ...         "classes": ["ring", "cross"]}
+        >>> heldout_set(card, 2).images.shape
+        (2, 32, 32, 3)
+    """
+    d = card.get("data", {})
+    if d.get("source") != "generated":
+        raise ValueError(f"the model card's data source is {d.get('source')!r}; a generated held-out set needs 'generated'")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"`n` (={n!r}) must be a positive int")
+    gen = data_lib.generate(
+        n,
+        split=split,
+        seed=int(d.get("seed", 0)),
+        start=start,
+        size=int(card["input_size"][0]),
+        spurious_cue=float(d.get("spurious_cue", 0.0)) if spurious_cue is None else spurious_cue,
+        cue_class=int(d.get("cue_class", 1)),
+    )
+    if list(gen.classes) != list(card["classes"]):
+        raise ValueError(f"the checkpoint's classes {card['classes']} are not the generated task's {list(gen.classes)}")
+    return gen
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -197,8 +307,6 @@ def evaluate_model(model, images: np.ndarray, labels: np.ndarray, batch_size: in
     Returns:
         The metrics dict.
     """
-    from saliency_jax.model.train import predict_logits
-
     logits = predict_logits(model.apply_fn, model.params, images, batch_size)
     return classification_metrics(logits, labels, model.card["classes"])
 
@@ -216,6 +324,8 @@ def write_report(metrics: dict, out_dir: str | os.PathLike, title: str = "") -> 
     Returns:
         ``{"metrics": path, "roc": path, "pr": path, "confusion": path}``.
     """
+    # matplotlib is imported here, not at the top: training imports this module for its
+    # metrics and must not pay for (or require) the plotting library.
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -225,7 +335,15 @@ def write_report(metrics: dict, out_dir: str | os.PathLike, title: str = "") -> 
     paths = {k: out / f"{k}.{'json' if k == 'metrics' else 'png'}" for k in ("metrics", "roc", "pr", "confusion")}
     _atomic_write(paths["metrics"], lambda p: Path(p).write_text(json.dumps(metrics, indent=1, sort_keys=True) + "\n"))
     prefix = f"{title}: " if title else ""
+    for kind, draw in (("roc", _draw_roc), ("pr", _draw_pr), ("confusion", _draw_confusion)):
+        fig = draw(plt, metrics, prefix)
+        fig.tight_layout()
+        _atomic_write(paths[kind], lambda p, f=fig: f.savefig(p, format="png"))
+        plt.close(fig)
+    return paths
 
+
+def _draw_roc(plt, metrics: dict, prefix: str):
     fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
     for name, v in metrics["per_class"].items():
         ax.plot(v["roc"]["fpr"], v["roc"]["tpr"], lw=1.8, label=f"{name} (AUC = {v['auc']:.4f})")
@@ -233,20 +351,20 @@ def write_report(metrics: dict, out_dir: str | os.PathLike, title: str = "") -> 
     ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01))
     ax.set_title(f"{prefix}ROC (n = {metrics['n']})", fontsize=10)
     ax.legend(loc="lower right")
-    fig.tight_layout()
-    _atomic_write(paths["roc"], lambda p: fig.savefig(p, format="png"))
-    plt.close(fig)
+    return fig
 
+
+def _draw_pr(plt, metrics: dict, prefix: str):
     fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
     for name, v in metrics["per_class"].items():
         ax.step(v["pr"]["recall"], v["pr"]["precision"], where="post", lw=1.8, label=f"{name} (AP = {v['average_precision']:.4f})")
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.01))
     ax.set_title(f"{prefix}precision / recall (n = {metrics['n']})", fontsize=10)
     ax.legend(loc="lower left")
-    fig.tight_layout()
-    _atomic_write(paths["pr"], lambda p: fig.savefig(p, format="png"))
-    plt.close(fig)
+    return fig
 
+
+def _draw_confusion(plt, metrics: dict, prefix: str):
     cm = np.asarray(metrics["confusion_matrix"])
     names = metrics["classes"]
     fig, ax = plt.subplots(figsize=(4.8, 4.0), dpi=100)
@@ -259,10 +377,7 @@ def write_report(metrics: dict, out_dir: str | os.PathLike, title: str = "") -> 
     ax.set(xlabel="predicted", ylabel="true")
     fig.suptitle(f"{prefix}accuracy {metrics['accuracy']:.4f} (n = {metrics['n']})", fontsize=10)
     fig.colorbar(im, ax=ax)
-    fig.tight_layout()
-    _atomic_write(paths["confusion"], lambda p: fig.savefig(p, format="png"))
-    plt.close(fig)
-    return paths
+    return fig
 
 
 def evaluate_checkpoint(
@@ -290,9 +405,6 @@ def evaluate_checkpoint(
     Returns:
         ``(metrics, paths)`` as from :func:`classification_metrics` and :func:`write_report`.
     """
-    from saliency_jax.model import checkpoint as ckpt_lib
-    from saliency_jax.model import data as data_lib
-
     model = ckpt_lib.load(checkpoint)
     card = model.card
     if data_dir is not None:
@@ -304,25 +416,23 @@ def evaluate_checkpoint(
         images, labels = folder.train_images, folder.train_labels
         evaluated_on = {"source": "image-folder", "root": str(Path(data_dir).resolve()), "n": int(labels.size)}
     else:
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"`n` (={n!r}) must be a positive int")
-        d = card.get("data", {})
-        cue = float(d.get("spurious_cue", 0.0)) if spurious_cue is None else spurious_cue
-        gen = data_lib.generate(
-            n,
-            split=split,
-            seed=int(d.get("seed", 0)),
-            start=start,
-            size=int(card["input_size"][0]),
-            spurious_cue=cue,
-            cue_class=int(d.get("cue_class", 1)),
-        )
-        if list(gen.classes) != list(card["classes"]):
-            raise ValueError(f"the checkpoint's classes {card['classes']} are not the generated task's {list(gen.classes)}")
-        images, labels = gen.images, gen.labels
-        evaluated_on = {"source": "generated", "split": split, "seed": int(d.get("seed", 0)), "start": start, "n": n, "spurious_cue": cue}
+        held = heldout_set(card, n, split=split, start=start, spurious_cue=spurious_cue)
+        images, labels = held.images, held.labels
+        evaluated_on = heldout_description(held)
     metrics = evaluate_model(model, images, labels, batch_size)
     metrics["evaluated_on"] = evaluated_on
     metrics["checkpoint"] = str(model.path)
     paths = write_report(metrics, out_dir, title=str(card.get("name", "")))
     return metrics, paths
+
+
+def heldout_description(held: data_lib.GeneratedData) -> dict:
+    """What a report records of a :func:`heldout_set`: ``source``, ``split``, ``seed``,
+    ``start``, ``n`` and ``spurious_cue``.
+
+    Example:
+        >>> from saliency_jax.model.data import generate
+        >>> heldout_description(generate(1, split="test", start=4, size=32))["start"]
+        4
+    """
+    return {"source": "generated", **{k: held.info[k] for k in ("split", "seed", "start", "n", "spurious_cue")}}

@@ -29,10 +29,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 
-from saliency_jax.model import data as data_lib
 from saliency_jax._io import atomic_write_text as _write_text_atomic
+from saliency_jax._progress import Progress
+from saliency_jax.model import data as data_lib
 from saliency_jax.model.architectures import MODEL_NAMES, get_model, model_config
+from saliency_jax.model.evaluate import loss_and_accuracy, predict_logits
 
 __all__ = [
     "TrainConfig",
@@ -43,10 +46,6 @@ __all__ = [
     "load_data",
     "train",
     "make_optimizer",
-    "predict_logits",
-    "make_card",
-    "heldout_set",
-    "train_and_export",
 ]
 
 
@@ -169,7 +168,7 @@ def _validate(c: TrainConfig) -> None:
     if not isinstance(c.val_fraction, (int, float)) or not 0.0 < c.val_fraction < 1.0:
         raise ValueError(f"`val_fraction` (={c.val_fraction!r}) must be a number in (0, 1)")
     model_config(c.model, fc=c.fc, width=c.width)  # raises on bad fc / width
-    data_lib._check_clutter(c.train_clutter)
+    data_lib.check_clutter(c.train_clutter)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -275,59 +274,6 @@ def _normalize(x01: jnp.ndarray) -> jnp.ndarray:
     return (x01 - jnp.float32(data_lib.MEAN)) / jnp.float32(data_lib.STD)
 
 
-def predict_logits(apply_fn: Callable, variables: Any, images: np.ndarray, batch_size: int = 250) -> np.ndarray:
-    """Logits for uint8 images, in fixed-size batches (the last one padded: one compilation).
-
-    Images go through :func:`saliency_jax.model.data.preprocess` (numpy) first, exactly as a user's
-    images would.
-
-    Args:
-        apply_fn: ``apply_fn(variables, x (B, H, W, C) float32) -> (B, K)``.
-        variables: the model variables.
-        images: ``(N, H, W, 3) uint8``.
-        batch_size: images per call.
-
-    Returns:
-        ``(N, K) float32`` numpy array.
-    """
-    images = np.asarray(images)
-    if images.dtype != np.uint8 or images.ndim != 4:
-        raise TypeError(f"`images` must be (N, H, W, 3) uint8, got {images.dtype} {images.shape}")
-    n = images.shape[0]
-    bs = max(1, min(batch_size, n))
-    fn = apply_fn if hasattr(apply_fn, "lower") else jax.jit(apply_fn)  # already jitted: reuse its cache
-    out = []
-    for i in range(0, n, bs):
-        chunk = images[i : i + bs]
-        pad = bs - chunk.shape[0]
-        if pad:
-            chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], np.uint8)])
-        out.append(np.asarray(fn(variables, data_lib.preprocess(chunk)))[: bs - pad])
-    return np.concatenate(out).astype(np.float32)
-
-
-class _Progress:
-    """A one-line progress bar: ``epoch 2/8 [#####.....] 60/120 loss 0.41 acc 0.83 9.8 it/s``."""
-
-    def __init__(self, total: int, prefix: str, stream: TextIO | None, width: int = 24):
-        self.total, self.prefix, self.stream, self.width = total, prefix, stream, width
-        self.start = time.perf_counter()
-
-    def update(self, done: int, loss: float, acc: float) -> None:
-        if self.stream is None:
-            return
-        filled = int(self.width * done / max(self.total, 1))
-        rate = done / max(time.perf_counter() - self.start, 1e-9)
-        bar = "#" * filled + "." * (self.width - filled)
-        self.stream.write(f"\r{self.prefix} [{bar}] {done}/{self.total} loss {loss:.4f} acc {acc:.3f} {rate:.1f} it/s")
-        self.stream.flush()
-
-    def close(self, text: str) -> None:
-        if self.stream is not None:
-            self.stream.write(f"\r{self.prefix} {text}\n")
-            self.stream.flush()
-
-
 @dataclasses.dataclass(frozen=True)
 class TrainResult:
     """The outcome of :func:`train`.
@@ -353,8 +299,6 @@ def _write_json_atomic(path: Path, obj: Any) -> None:
     _write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-
-
 def _read_history(path: Path) -> list[dict]:
     if not path.exists():
         return []
@@ -362,8 +306,7 @@ def _read_history(path: Path) -> list[dict]:
 
 
 def _save_state(workdir: Path, state: dict) -> None:
-    import orbax.checkpoint as ocp
-
+    """Write ``workdir/state`` (orbax) via a temporary sibling, so a crash keeps the old one."""
     final = workdir / "state"
     tmp = workdir / f".state.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -378,10 +321,117 @@ def _save_state(workdir: Path, state: dict) -> None:
 
 
 def _restore_state(workdir: Path, abstract_state: dict) -> dict:
-    import orbax.checkpoint as ocp
-
     with ocp.StandardCheckpointer() as ckpt:
         return ckpt.restore((workdir / "state").resolve(), abstract_state)
+
+
+def _open_run(workdir: Path, fingerprint: dict, init_state: Callable[[], dict], resume: bool) -> tuple[dict, list[dict]]:
+    """The run's state and history: restored from ``workdir`` when it holds this run, else fresh.
+
+    Raises:
+        ValueError: ``resume`` and ``workdir`` holds the state of another config or data.
+    """
+    state_json = workdir / "state.json"
+    metrics_path = workdir / "metrics.jsonl"
+    if resume and (workdir / "state").exists() and state_json.exists():
+        recorded = json.loads(state_json.read_text())
+        if recorded != json.loads(json.dumps(fingerprint)):
+            raise ValueError(
+                f"`workdir` (={str(workdir)!r}) holds a run of a different config or data; "
+                f"pass resume=False (CLI: --restart) or another workdir. Recorded: {recorded['config']}"
+            )
+        return _restore_state(workdir, jax.eval_shape(init_state)), _read_history(metrics_path)
+    if metrics_path.exists():
+        metrics_path.unlink()
+    _write_json_atomic(state_json, fingerprint)
+    return init_state(), []
+
+
+def _check_train_args(config, stop_after_epoch) -> None:
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"`config` (type {type(config).__name__}) must be a TrainConfig; use get_config()")
+    _validate(config)
+    if stop_after_epoch is not None and (
+        isinstance(stop_after_epoch, bool) or not isinstance(stop_after_epoch, int) or stop_after_epoch < 1
+    ):
+        raise ValueError(f"`stop_after_epoch` (={stop_after_epoch!r}) must be None or a positive int")
+
+
+def _make_train_step(module, tx: optax.GradientTransformation, config: TrainConfig, aug_key: jax.Array) -> Callable:
+    """The jitted step ``(params, opt_state, images uint8, labels, step) -> (params, opt_state, loss, acc)``."""
+
+    def loss_fn(params, x, y):
+        logits = module.apply({"params": params}, x)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+        return loss, (jnp.argmax(logits, axis=-1) == y).mean()
+
+    @jax.jit
+    def train_step(params, opt_state, images, labels, step):
+        x = _to_unit(images)
+        if config.augment:  # in [0, 1], before normalisation
+            x = _augment(jax.random.fold_in(aug_key, step), x)
+        x = _normalize(x)
+        (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, x, labels)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss, acc
+
+    return train_step
+
+
+@dataclasses.dataclass(frozen=True)
+class _Loop:
+    """What stays fixed across the epochs of one run: data, plan, compiled functions, output."""
+
+    config: TrainConfig
+    ds: Dataset
+    pools: list  # training indices of each epoch (the curriculum)
+    steps_in: list  # steps of each epoch
+    batch: int
+    train_step: Callable
+    eval_apply: Callable
+    lr_at: optax.Schedule
+    stream: TextIO | None
+
+    def epoch(self, epoch: int, params, opt_state) -> tuple[Any, Any, dict]:
+        """Train one epoch, then validate: ``(params, opt_state, metrics record)``."""
+        c, t0 = self.config, time.perf_counter()
+        pool, steps = self.pools[epoch], self.steps_in[epoch]
+        first_step = sum(self.steps_in[:epoch])
+        order = pool[np.random.default_rng(np.random.SeedSequence([c.seed, epoch])).permutation(len(pool))]
+        bar = Progress(steps, f"epoch {epoch + 1}/{c.epochs}", self.stream)
+        every = 5 if bar.inplace else max(1, steps // 10)  # a log file gets ~10 lines per epoch
+        losses, accs = [], []
+        for i in range(steps):
+            idx = np.sort(order[i * self.batch : (i + 1) * self.batch])
+            params, opt_state, loss, acc = self.train_step(
+                params, opt_state, self.ds.train_images[idx], self.ds.train_labels[idx], jnp.int32(first_step + i)
+            )
+            losses.append(loss)
+            accs.append(acc)
+            if self.stream is not None and (i % every == 0 or i == steps - 1):
+                bar.update(i + 1, loss=float(loss), acc=float(np.mean(np.asarray(accs))))
+        train_loss, train_acc = float(np.mean(np.asarray(losses))), float(np.mean(np.asarray(accs)))
+        if len(self.ds.val_labels):
+            logits = predict_logits(self.eval_apply, {"params": params}, self.ds.val_images, c.eval_batch_size)
+            val = loss_and_accuracy(logits, self.ds.val_labels)
+        else:  # an image folder too small for a validation split
+            val = {"loss": float("nan"), "accuracy": float("nan")}
+        record = {
+            "epoch": epoch + 1,
+            "step": first_step + steps,
+            "lr": float(self.lr_at(max(first_step + steps - 1, 0))),
+            "train_images": int(len(pool)),
+            "train_loss": train_loss,
+            "train_accuracy": train_acc,
+            "val_loss": val["loss"],
+            "val_accuracy": val["accuracy"],
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+        bar.close(
+            f"loss {train_loss:.4f} acc {train_acc:.3f} | val loss {val['loss']:.4f} acc {val['accuracy']:.3f}"
+            f" | {record['seconds']:.1f}s"
+        )
+        return params, opt_state, record
 
 
 def train(
@@ -413,117 +463,42 @@ def train(
 
     Raises:
         ValueError: bad arguments, or ``workdir`` holds the state of a different config.
+
+    Example:
+        >>> r = train(get_config("smoke", fc=(8,), width=0.25), "/tmp/sj-doc-run", progress=False)  # doctest: +SKIP
+        >>> [h["epoch"] for h in r.history]  # doctest: +SKIP
+        [1]
     """
-    if not isinstance(config, TrainConfig):
-        raise TypeError(f"`config` (type {type(config).__name__}) must be a TrainConfig; use get_config()")
-    _validate(config)
-    if stop_after_epoch is not None and (
-        isinstance(stop_after_epoch, bool) or not isinstance(stop_after_epoch, int) or stop_after_epoch < 1
-    ):
-        raise ValueError(f"`stop_after_epoch` (={stop_after_epoch!r}) must be None or a positive int")
+    _check_train_args(config, stop_after_epoch)
     stream = sys.stderr if progress is True else (None if progress is False else progress)
     started = time.perf_counter()
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
 
-    probe = get_model(config.model, num_classes=2, fc=config.fc, width=config.width)
-    input_size = tuple(probe.input_size)
+    input_size = tuple(get_model(config.model, num_classes=2, fc=config.fc, width=config.width).input_size)
     ds = dataset if dataset is not None else load_data(config, data_dir, input_size[:2])
-    n_classes = len(ds.classes)
-    module = get_model(config.model, num_classes=n_classes, fc=config.fc, width=config.width)
-    n = ds.train_labels.shape[0]
-    batch = min(config.batch_size, n)
+    module = get_model(config.model, num_classes=len(ds.classes), fc=config.fc, width=config.width)
     pools = _epoch_pools(config, ds)
+    batch = min(config.batch_size, ds.train_labels.shape[0])
     steps_in = [len(p) // batch for p in pools]
-    total_steps = sum(steps_in)
-    tx = make_optimizer(config, total_steps)
-
-    root_key = jax.random.key(config.seed)
-    init_key, aug_key = jax.random.split(root_key)
-    sample = jnp.zeros((1,) + input_size, jnp.float32)
+    tx = make_optimizer(config, sum(steps_in))
+    init_key, aug_key = jax.random.split(jax.random.key(config.seed))
 
     def init_state():
-        variables = module.init(init_key, sample)
+        variables = module.init(init_key, jnp.zeros((1,) + input_size, jnp.float32))
         return {"params": variables["params"], "opt_state": tx.init(variables["params"]), "epoch": jnp.int32(0)}
 
     fingerprint = {"config": config.to_dict(), "classes": list(ds.classes), "data": ds.info}
-    state_json = workdir / "state.json"
-    metrics_path = workdir / "metrics.jsonl"
-    state = None
-    if resume and (workdir / "state").exists() and state_json.exists():
-        recorded = json.loads(state_json.read_text())
-        if recorded != json.loads(json.dumps(fingerprint)):
-            raise ValueError(
-                f"`workdir` (={str(workdir)!r}) holds a run of a different config or data; "
-                f"pass resume=False (CLI: --restart) or another workdir. Recorded: {recorded['config']}"
-            )
-        state = _restore_state(workdir, jax.eval_shape(init_state))
-    if state is None:
-        state = init_state()
-        if metrics_path.exists():
-            metrics_path.unlink()
-        _write_json_atomic(state_json, fingerprint)
-    history = _read_history(metrics_path)
-
-    def loss_fn(params, x, y):
-        logits = module.apply({"params": params}, x)
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-        return loss, (jnp.argmax(logits, axis=-1) == y).mean()
-
-    @jax.jit
-    def train_step(params, opt_state, images, labels, step):
-        x = _to_unit(images)
-        if config.augment:  # in [0, 1], before normalisation
-            x = _augment(jax.random.fold_in(aug_key, step), x)
-        x = _normalize(x)
-        (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, x, labels)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss, acc
-
-    lr_at = _schedule(config, total_steps)
-    eval_apply = jax.jit(module.apply)
+    state, history = _open_run(workdir, fingerprint, init_state, resume)
+    loop = _Loop(config, ds, pools, steps_in, batch, _make_train_step(module, tx, config, aug_key),
+                 jax.jit(module.apply), _schedule(config, sum(steps_in)), stream)
     params, opt_state = state["params"], state["opt_state"]
-    first_epoch = int(state["epoch"])
     last_epoch = config.epochs if stop_after_epoch is None else min(config.epochs, stop_after_epoch)
-    for epoch in range(first_epoch, last_epoch):
-        t0 = time.perf_counter()
-        pool = pools[epoch]
-        steps_per_epoch = steps_in[epoch]
-        first_step = sum(steps_in[:epoch])
-        order = pool[np.random.default_rng(np.random.SeedSequence([config.seed, epoch])).permutation(len(pool))]
-        bar = _Progress(steps_per_epoch, f"epoch {epoch + 1}/{config.epochs}", stream)
-        losses, accs = [], []
-        for i in range(steps_per_epoch):
-            idx = np.sort(order[i * batch : (i + 1) * batch])
-            step = first_step + i
-            params, opt_state, loss, acc = train_step(
-                params, opt_state, ds.train_images[idx], ds.train_labels[idx], jnp.int32(step)
-            )
-            losses.append(loss)
-            accs.append(acc)
-            if stream is not None and (i % 5 == 0 or i == steps_per_epoch - 1):
-                bar.update(i + 1, float(loss), float(np.mean(np.asarray(accs))))
-        train_loss = float(np.mean(np.asarray(losses)))
-        train_acc = float(np.mean(np.asarray(accs)))
-        val = _evaluate_split(eval_apply, params, ds.val_images, ds.val_labels, config.eval_batch_size)
-        record = {
-            "epoch": epoch + 1,
-            "step": first_step + steps_per_epoch,
-            "lr": float(lr_at(max(first_step + steps_per_epoch - 1, 0))),
-            "train_images": int(len(pool)),
-            "train_loss": train_loss,
-            "train_accuracy": train_acc,
-            "val_loss": val["loss"],
-            "val_accuracy": val["accuracy"],
-            "seconds": round(time.perf_counter() - t0, 3),
-        }
+    for epoch in range(int(state["epoch"]), last_epoch):
+        params, opt_state, record = loop.epoch(epoch, params, opt_state)
         history.append(record)
-        bar.close(
-            f"loss {train_loss:.4f} acc {train_acc:.3f} | val loss {val['loss']:.4f} acc {val['accuracy']:.3f}"
-            f" | {record['seconds']:.1f}s"
-        )
         _save_state(workdir, {"params": params, "opt_state": opt_state, "epoch": jnp.int32(epoch + 1)})
-        _write_text_atomic(metrics_path, "".join(json.dumps(h, sort_keys=True) + "\n" for h in history))
+        _write_text_atomic(workdir / "metrics.jsonl", "".join(json.dumps(h, sort_keys=True) + "\n" for h in history))
 
     return TrainResult(
         module=module,
@@ -551,138 +526,3 @@ def _epoch_pools(config: TrainConfig, ds: Dataset) -> list[np.ndarray]:
             pool = np.sort(np.argsort(ds.train_clutter, kind="stable")[: min(config.batch_size, n)])
         pools.append(pool)
     return pools
-
-
-def _evaluate_split(apply_fn, params, images: np.ndarray, labels: np.ndarray, batch_size: int) -> dict:
-    if labels.shape[0] == 0:
-        return {"loss": float("nan"), "accuracy": float("nan")}
-    logits = predict_logits(apply_fn, {"params": params}, images, batch_size)
-    logp = logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True)) - logits.max(
-        1, keepdims=True
-    )
-    loss = float(-logp[np.arange(labels.shape[0]), labels].mean())
-    return {"loss": loss, "accuracy": float((logits.argmax(1) == labels).mean())}
-
-
-def make_card(result: TrainResult, *, command: str | None = None, name: str | None = None) -> dict:
-    """The model card of a finished run (see :mod:`saliency_jax.model.checkpoint`).
-
-    Args:
-        result: the :class:`TrainResult`.
-        command: the exact command that trained it (recorded verbatim).
-        name: a name for the model.
-
-    Returns:
-        A JSON-ready dict with ``architecture``, ``classes``, ``input_size``,
-        ``preprocessing``, ``data``, ``training`` (config, command, history, wall time).
-    """
-    c = result.config
-    arch = model_config(c.model, num_classes=len(result.classes), fc=c.fc, width=c.width)
-    return {
-        "name": name or f"{c.model}-{result.data_info.get('task', 'image-folder')}",
-        "architecture": arch,
-        "classes": list(result.classes),
-        "input_size": list(result.module.input_size),
-        "preprocessing": dict(data_lib.PREPROCESSING),
-        "data": result.data_info,
-        "training": {
-            "config": c.to_dict(),
-            "command": command,
-            "optimizer": "clip_by_global_norm + adamw, linear warm-up then cosine decay",
-            "augmentation": "horizontal flip (p=0.5), brightness gain U(0.8, 1.2)" if c.augment else "none",
-            "epochs_completed": len(result.history),
-            "wall_seconds_last_call": round(result.wall_seconds, 1),
-            "history": list(result.history),
-        },
-        "metrics": {"final_val": dict(result.history[-1]) if result.history else {}},
-    }
-
-
-HELDOUT_CHECK_SIZE = 256
-
-
-def heldout_set(card: dict, n: int | None = None, split: str = "test", start: int = 0):
-    """The generated held-out images a model card refers to: ``(images uint8, labels int32)``.
-
-    Uses the card's data seed, task input size and spurious-cue setting, so the images match
-    the distribution the model was trained on (the ``"test"`` split is never trained on).
-    """
-    d = card.get("data", {})
-    if d.get("source") != "generated":
-        raise ValueError(f"the model card's data source is {d.get('source')!r}; a generated held-out set needs 'generated'")
-    gen = data_lib.generate(
-        HELDOUT_CHECK_SIZE if n is None else n,
-        split=split,
-        seed=int(d.get("seed", 0)),
-        start=start,
-        size=int(card["input_size"][0]),
-        spurious_cue=float(d.get("spurious_cue", 0.0)),
-        cue_class=int(d.get("cue_class", 1)),
-    )
-    return gen.images, gen.labels
-
-
-def train_and_export(
-    config: TrainConfig,
-    workdir: str | os.PathLike,
-    out: str | os.PathLike,
-    *,
-    data_dir: str | os.PathLike | None = None,
-    command: str | None = None,
-    test_size: int = 2000,
-    progress: bool | TextIO = True,
-    resume: bool = True,
-) -> tuple[Path, dict]:
-    """Train, save the checkpoint at ``out``, evaluate it and record the metrics in its card.
-
-    For generated data the evaluation uses ``test_size`` images of the held-out ``"test"``
-    split, and the card also records the exact result on its first
-    :data:`HELDOUT_CHECK_SIZE` images (``metrics.heldout_check``) so that a test can check a
-    loaded checkpoint reproduces it. For an image folder the validation split is used.
-    Plots and ``metrics.json`` go to ``out/evaluation/``.
-
-    Returns:
-        ``(checkpoint path, metrics dict)``.
-    """
-    from saliency_jax.model import checkpoint as ckpt_lib
-    from saliency_jax.model import evaluate as eval_lib
-
-    result = train(config, workdir, data_dir=data_dir, progress=progress, resume=resume)
-    card = make_card(result, command=command)
-    metrics_file = Path(workdir) / "metrics.jsonl"
-    extra = {"metrics.jsonl": metrics_file} if metrics_file.exists() else {}
-    path = ckpt_lib.save(out, result.variables, card, extra_files=extra, overwrite=True)
-    model = ckpt_lib.load(path)
-    if card["data"]["source"] == "generated":
-        images, labels = heldout_set(card, n=test_size)
-        evaluated_on = {"split": "test", "seed": config.data_seed, "start": 0, "n": test_size}
-        check_n = min(HELDOUT_CHECK_SIZE, test_size)
-        logits = predict_logits(model.apply_fn, model.params, images, config.eval_batch_size)
-        check_pred = logits[:check_n].argmax(1)
-        heldout_check = {
-            "split": "test",
-            "seed": config.data_seed,
-            "start": 0,
-            "n": check_n,
-            "correct": int((check_pred == labels[:check_n]).sum()),
-            "accuracy": float((check_pred == labels[:check_n]).mean()),
-        }
-        metrics = eval_lib.classification_metrics(logits, labels, result.classes)
-    else:
-        ds = load_data(config, data_dir, tuple(card["input_size"][:2]))
-        images, labels = ds.val_images, ds.val_labels
-        evaluated_on = {"split": "val", "n": int(labels.shape[0])}
-        heldout_check = None
-        metrics = eval_lib.evaluate_model(model, images, labels, config.eval_batch_size) if labels.size else None
-    card = dict(model.card)
-    if metrics is not None:
-        metrics["evaluated_on"] = evaluated_on
-        eval_lib.write_report(metrics, Path(out) / "evaluation", title=card["name"])
-        card["metrics"] = dict(card["metrics"])
-        card["metrics"]["test"] = {
-            k: metrics[k] for k in ("n", "correct", "accuracy", "auc", "average_precision", "confusion_matrix", "evaluated_on") if k in metrics
-        }
-    if heldout_check is not None:
-        card["metrics"]["heldout_check"] = heldout_check
-    ckpt_lib.write_card(path, card)
-    return path, metrics

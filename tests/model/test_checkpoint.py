@@ -14,6 +14,7 @@ import pytest
 
 from saliency_jax.model import checkpoint as ck
 from saliency_jax.model import data
+from saliency_jax.model import evaluate as ev
 from saliency_jax.model.architectures import get_model, model_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,7 +36,10 @@ def _card(**arch):
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     module = get_model("small", **TINY)
-    variables = module.init(jax.random.key(1), jnp.zeros((1, 128, 128, 3)))
+    # random values in the model's exact tree, shapes and dtypes (eval_shape: no slow init compile)
+    rng = np.random.default_rng(1)
+    abstract = jax.eval_shape(module.init, jax.random.key(1), jnp.zeros((1, 128, 128, 3)))
+    variables = jax.tree.map(lambda a: jnp.asarray(rng.normal(size=a.shape).astype(a.dtype)), abstract)
     path = ck.save(tmp_path_factory.mktemp("ck") / "tiny", variables, _card())
     return module, variables, path
 
@@ -163,9 +167,8 @@ def test_mismatch_detected_from_stored_arrays_even_if_card_lies(saved, tmp_path)
         ck.load(path)
 
 
-def test_save_refuses_variables_that_do_not_fit_the_card(tmp_path):
-    module = get_model("small", **TINY)
-    variables = module.init(jax.random.key(0), jnp.zeros((1, 128, 128, 3)))
+def test_save_refuses_variables_that_do_not_fit_the_card(saved, tmp_path):
+    _, variables, _ = saved
     with pytest.raises(ValueError, match="logits"):
         ck.save(tmp_path / "x", variables, _card(num_classes=3))
     assert not (tmp_path / "x").exists()
@@ -225,6 +228,7 @@ def test_shipped_checkpoint_is_small_and_documented():
         assert (path / "evaluation" / name).is_file()
 
 
+@pytest.mark.slow
 def test_shipped_checkpoint_reproduces_its_recorded_heldout_accuracy():
     model = ck.load()
     check = model.card["metrics"]["heldout_check"]
@@ -233,10 +237,8 @@ def test_shipped_checkpoint_reproduces_its_recorded_heldout_accuracy():
     )
     # the recorded number came from batches of the training config's eval size; same here,
     # so that not even a last-bit difference between batch shapes can move an argmax
-    from saliency_jax.model.train import predict_logits
-
     batch = model.card["training"]["config"]["eval_batch_size"]
-    logits = predict_logits(model.apply_fn, model.params, held.images, batch_size=batch)
+    logits = ev.predict_logits(model.apply_fn, model.params, held.images, batch_size=batch)
     assert logits.shape == (check["n"], 2) and logits.dtype == np.float32
     direct = np.asarray(jax.jit(model.apply_fn)(model.params, jnp.asarray(data.preprocess(held.images[:8]))))
     np.testing.assert_allclose(logits[:8], direct, rtol=1e-4, atol=1e-4)

@@ -23,6 +23,7 @@ def trained(tmp_path_factory):
     return root, argv
 
 
+@pytest.mark.slow
 def test_train_writes_a_complete_checkpoint(trained):
     root, argv = trained
     path = root / "model"
@@ -48,6 +49,7 @@ def test_train_writes_a_complete_checkpoint(trained):
         assert (path / "evaluation" / name).is_file()
 
 
+@pytest.mark.slow
 def test_evaluate_writes_plots_and_json(trained, tmp_path, capsys):
     root, _ = trained
     out = tmp_path / "ev"
@@ -65,6 +67,7 @@ def test_evaluate_writes_plots_and_json(trained, tmp_path, capsys):
     assert "accuracy" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_train_and_evaluate_on_an_image_folder(tmp_path):
     rng = np.random.default_rng(1)
     for cls in ("ring", "cross"):

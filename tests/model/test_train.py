@@ -39,6 +39,7 @@ def _digest(result):
     return ck.weights_digest(result.variables)
 
 
+@pytest.mark.slow
 def test_smoke_run_writes_metrics_and_changes_weights(tmp_path):
     stream = io.StringIO()
     result = tr.train(_smoke(epochs=2), tmp_path, progress=stream)
@@ -60,6 +61,7 @@ def test_smoke_run_writes_metrics_and_changes_weights(tmp_path):
     assert lines[-1]["val_loss"] == pytest.approx(float(-logp[np.arange(8), val.labels].mean()), rel=1e-4)
 
 
+@pytest.mark.slow
 def test_training_learns_a_separable_problem(tmp_path):
     result = tr.train(_smoke(epochs=8, learning_rate=3e-3), tmp_path, dataset=_separable(), progress=False)
     first, last = result.history[0], result.history[-1]
@@ -67,6 +69,7 @@ def test_training_learns_a_separable_problem(tmp_path):
     assert last["val_accuracy"] == 1.0
 
 
+@pytest.mark.slow
 def test_same_seed_same_weights_and_resume_is_bit_exact(tmp_path):
     config = _smoke(epochs=2)
     straight = tr.train(config, tmp_path / "a", progress=False)
@@ -85,6 +88,7 @@ def test_same_seed_same_weights_and_resume_is_bit_exact(tmp_path):
     assert _digest(other_seed) != _digest(half)
 
 
+@pytest.mark.slow
 def test_resume_refuses_another_config(tmp_path):
     tr.train(_smoke(epochs=1), tmp_path, progress=False)
     with pytest.raises(ValueError, match="different config"):
@@ -136,6 +140,7 @@ def test_config_validation():
         tr.train({"epochs": 1}, "/tmp/never")
 
 
+@pytest.mark.slow
 def test_train_on_an_image_folder(tmp_path):
     rng = np.random.default_rng(0)
     for k, cls in enumerate(("a", "b")):
@@ -153,10 +158,12 @@ def test_predict_logits_pads_the_last_batch_without_changing_results():
     from saliency_jax.model.architectures import get_model
 
     m = get_model("small", num_classes=2, **TINY)
-    v = m.init(jax.random.key(0), jnp.zeros((1, 128, 128, 3)))
+    rng = np.random.default_rng(0)  # random weights in the model's tree (eval_shape: no slow eager init)
+    abstract = jax.eval_shape(m.init, jax.random.key(0), jnp.zeros((1, 128, 128, 3)))
+    v = jax.tree.map(lambda a: jnp.asarray(rng.normal(0, 0.05, a.shape).astype(a.dtype)), abstract)
     images = data.generate(5, split="test").images
     ref = np.asarray(m.apply(v, data.preprocess(images)))
-    got = tr.predict_logits(m.apply, v, images, batch_size=2)
+    got = ev.predict_logits(m.apply, v, images, batch_size=2)
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
 
 
@@ -254,3 +261,48 @@ def test_curriculum_goes_from_easy_images_to_all():
     np.testing.assert_array_equal(ds.val_images, data.generate(8, split="val", seed=0).images)
     no_curriculum = tr._epoch_pools(tr.get_config("smoke", num_train=40, epochs=2), ds)
     assert all(p.tolist() == list(range(40)) for p in no_curriculum)
+
+
+def test_loss_and_accuracy_match_a_hand_computation():
+    logits = np.array([[2.0, 0.0], [0.0, 3.0], [1.0, 1.0]], np.float32)
+    labels = np.array([0, 0, 1])
+    expected = -(np.log(np.exp(2) / (np.exp(2) + 1)) + np.log(1 / (1 + np.exp(3))) + np.log(0.5)) / 3
+    r = ev.loss_and_accuracy(logits, labels)
+    assert r["loss"] == pytest.approx(expected, rel=1e-12) and r["accuracy"] == pytest.approx(1 / 3)
+    # large logits do not overflow
+    assert ev.loss_and_accuracy(np.array([[1000.0, 0.0]]), np.array([1]))["loss"] == pytest.approx(1000.0)
+    empty = ev.loss_and_accuracy(np.zeros((0, 2)), np.zeros(0, int))
+    assert math.isnan(empty["loss"]) and math.isnan(empty["accuracy"])
+
+
+def _card(**data_fields):
+    return {"data": {"source": "generated", "seed": 3, **data_fields}, "input_size": [64, 64, 3],
+            "classes": ["ring", "cross"]}
+
+
+def test_heldout_set_is_the_cards_generated_test_split():
+    held = ev.heldout_set(_card(spurious_cue=0.5), 4, start=2)
+    ref = data.generate(4, split="test", seed=3, start=2, size=64, spurious_cue=0.5)
+    np.testing.assert_array_equal(held.images, ref.images)
+    np.testing.assert_array_equal(held.labels, ref.labels)
+    assert ev.heldout_description(held) == {"source": "generated", "split": "test", "seed": 3, "start": 2, "n": 4,
+                                            "spurious_cue": 0.5}
+    no_cue = ev.heldout_set(_card(spurious_cue=0.5), 4, start=2, spurious_cue=0.0)
+    assert not no_cue.has_cue.any() and held.info["spurious_cue"] == 0.5
+    with pytest.raises(ValueError, match="image-folder"):
+        ev.heldout_set({"data": {"source": "image-folder"}, "input_size": [64, 64, 3], "classes": ["a", "b"]}, 4)
+    with pytest.raises(ValueError, match="classes"):
+        ev.heldout_set({**_card(), "classes": ["a", "b"]}, 4)
+    with pytest.raises(ValueError, match="`n` \\(=0\\)"):
+        ev.heldout_set(_card(), 0)
+
+
+@pytest.mark.slow
+def test_progress_goes_to_a_log_as_whole_lines(tmp_path):
+    stream = io.StringIO()  # not a terminal: one line per draw, no carriage returns
+    tr.train(_smoke(epochs=1, num_train=32), tmp_path, progress=stream)
+    lines = stream.getvalue().splitlines()
+    assert "\r" not in stream.getvalue()
+    assert lines[0].startswith("epoch 1/1 [") and " 1/4 loss " in lines[0] and " it/s" in lines[0]
+    assert lines[-2].startswith("epoch 1/1 [") and " 4/4 loss " in lines[-2]
+    assert lines[-1].startswith("epoch 1/1 loss ") and "| val loss " in lines[-1]
