@@ -112,20 +112,24 @@ def sidecar_path(out: str | os.PathLike, rel: str) -> Path:
 
 
 def read_sidecar(path: str | os.PathLike) -> dict | None:
-    """A sidecar's contents, or ``None`` when it is missing or unreadable."""
+    """A sidecar's contents, or ``None`` when it is missing, unreadable or not a JSON object."""
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        side = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    return side if isinstance(side, dict) else None
 
 
 def is_done(path: str | os.PathLike, key: str, digest: str) -> bool:
     """True when the sidecar at ``path`` records settings key ``key`` and input hash ``digest``
-    and every file it lists exists."""
+    and every file it lists exists. A damaged sidecar means "not done" (the image is redone)."""
     side = read_sidecar(path)
-    if side is None or side.get("settings_key") != key or side.get("input", {}).get("sha256") != digest:
+    if side is None or side.get("settings_key") != key:
         return False
-    return all((Path(path).parent / f).is_file() for f in side.get("files", {}).values())
+    source, files = side.get("input"), side.get("files")
+    if not isinstance(source, dict) or source.get("sha256") != digest or not isinstance(files, dict):
+        return False
+    return all(isinstance(f, str) and (Path(path).parent / f).is_file() for f in files.values())
 
 
 def write_sidecar(path: str | os.PathLike, side: dict) -> None:

@@ -5,6 +5,7 @@ import json
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from PIL import Image
 
 import saliency_jax as sj
@@ -12,6 +13,7 @@ from saliency_jax.model import checkpoint, data
 from saliency_jax.app.demo import run_demo
 
 
+@pytest.mark.slow
 def test_demo_writes_maps_panels_and_gallery(tmp_path):
     out = tmp_path / "demo"
     summary = run_demo(out, n=2, window=32, stride=16)

@@ -66,6 +66,7 @@ def _digests(root: Path) -> dict:
     return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_explain_cli_writes_maps_equal_to_the_library(folder, model, tmp_path, capsys):
     out = tmp_path / "out"
     rc = cli.main(["explain", str(folder), "--out", str(out), *ARGS])
@@ -103,6 +104,7 @@ def test_explain_cli_writes_maps_equal_to_the_library(folder, model, tmp_path, c
     assert not [p for p in out.rglob(".*")]  # atomic writes leave no temporary files
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_images_and_force_or_changes_redo_them(folder, tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
     first = explain_paths([folder], out, window=W, stride=S, batch_size=4, progress=False, log=lambda s: None)
@@ -132,6 +134,7 @@ def test_rerun_skips_finished_images_and_force_or_changes_redo_them(folder, tmp_
     assert changed.done == (str(work / "img3.png"),) and changed.skipped == (str(work / "img0.png"),)
 
 
+@pytest.mark.slow
 def test_interrupted_run_leaves_no_partial_file_and_resumes(folder, tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
     real = explain.atomic_write
@@ -158,17 +161,20 @@ def test_interrupted_run_leaves_no_partial_file_and_resumes(folder, tmp_path, mo
     assert sorted(resumed.done) == sorted(str(folder / n) for n in ("img3.png", "sub/img4.png", "sub/img5.png"))
 
 
+@pytest.mark.slow
 def test_sigint_to_a_real_process_leaves_complete_files_only(folder, tmp_path):
-    """The command line in its own process, interrupted by SIGINT after its first image."""
+    """The command line in its own process (``python -m saliency_jax``), interrupted by SIGINT
+    after its first image; the rerun (``python -m saliency_jax.app.cli``, the same parser) resumes."""
     src = tmp_path / "many"
     src.mkdir()
     for i in range(12):
         (src / f"im{i:02d}.png").write_bytes((folder / "img0.png").read_bytes())
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "saliency_jax.app.cli", "explain", str(src), "--out", str(out),
-           "--window", str(W), "--stride", str(S), "--batch-size", "1", "--no-progress"]
+    args = ["explain", str(src), "--out", str(out), "--window", str(W), "--stride", str(S), "--batch-size", "1",
+            "--no-progress"]
     env = dict(os.environ)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen([sys.executable, "-m", "saliency_jax", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env)
     while not list(out.glob("*.json")) and proc.poll() is None:
         time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
@@ -184,10 +190,12 @@ def test_sigint_to_a_real_process_leaves_complete_files_only(folder, tmp_path):
             im.load()
     finished = {p.name[: -len(".json")] for p in out.glob("*.json")}
     assert 1 <= len(finished) < 12
-    rc = subprocess.run(cmd, capture_output=True, env=env, timeout=600)
+    rc = subprocess.run([sys.executable, "-m", "saliency_jax.app.cli", *args], capture_output=True, env=env,
+                        timeout=600)
     assert rc.returncode == 0 and f"{12 - len(finished)} explained, {len(finished)} already done" in rc.stdout.decode()
 
 
+@pytest.mark.slow  # runs the model (compiles every method)
 def test_outputs_never_overwrite_inputs(folder, tmp_path):
     work = tmp_path / "work"
     work.mkdir()
@@ -209,6 +217,7 @@ def test_outputs_never_overwrite_inputs(folder, tmp_path):
     assert hashlib.sha256(clash.read_bytes()).hexdigest() == digest
 
 
+@pytest.mark.slow
 def test_all_classes_a_named_class_and_every_method(folder, model, tmp_path):
     paths = [folder / "img0.png", folder / "img3.png"]
     x = jnp.stack([jnp.asarray(sj.to_model_input(p)) for p in paths])
@@ -243,6 +252,7 @@ def test_several_arguments_get_distinct_output_names(folder, tmp_path):
     assert [rel for _, rel in inputs] == ["x.png", "x-2.png"]  # b/x.png is the same file as the second
 
 
+@pytest.mark.slow  # runs the model (compiles every method)
 def test_progress_line_counts_images(folder, tmp_path, capsys):
     explain_paths([folder / "img0.png", folder / "img3.png"], tmp_path / "p", methods="occlusion", window=W,
                   stride=S, batch_size=1, progress=True)
@@ -269,6 +279,21 @@ def test_bad_arguments_raise_before_any_image_is_read(kwargs, match, folder, tmp
     monkeypatch.setattr(data, "load_resized", lambda *a: pytest.fail("an image was read"))
     with pytest.raises(ValueError, match=match):
         explain_paths([folder], tmp_path / "o", progress=False, **kwargs)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"window": 200}, {"window": (0, 3)}, {"window": "wide"}, {"window": [3, True]}, {"window": 16, "stride": 32},
+     {"window": (32, 16), "stride": (8, 0)}],
+)
+def test_bad_window_or_stride_gets_the_error_sj_occlusion_gives(kwargs, model, folder, tmp_path):
+    x = np.zeros((1, *model.input_size[:2], 3), np.float32)  # the size explain resizes every file to
+    with pytest.raises((TypeError, ValueError)) as expected:
+        sj.occlusion(model.apply_fn, model.params, x, target=0, **kwargs)
+    with pytest.raises(expected.type) as got:
+        explain_paths([folder], tmp_path / "o", model=model, progress=False, **kwargs)
+    assert str(got.value) == str(expected.value)
     assert not (tmp_path / "o").exists()
 
 

@@ -13,7 +13,8 @@ from PIL import Image
 from saliency_jax.app.demo import run_demo
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
+pytestmark = [pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed"),
+              pytest.mark.slow]  # the demo, then a browser
 
 # Appended to a copy of the page: after every image has settled, report each one's decoded size.
 CHECK = """<script>
