@@ -65,6 +65,8 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image, ImageOps
 
+from saliency_jax import _validate
+
 __all__ = [
     "CLASSES",
     "TARGET_KINDS",
@@ -377,15 +379,11 @@ def _dilate(mask: np.ndarray, r: int) -> np.ndarray:
 
 
 def _check_split(split: str) -> None:
-    if not isinstance(split, str) or split not in SPLITS:
-        raise ValueError(f"`split` (={split!r}) must be one of {tuple(SPLITS)}")
+    _validate.choice("split", split, tuple(SPLITS))
 
 
 def _check_int(name: str, value, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"`{name}` (={value!r}) must be an int >= {minimum}")
-    if value < minimum:
-        raise ValueError(f"`{name}` (={value!r}) must be an int >= {minimum}")
+    _validate.integer(name, value, lo=minimum)
 
 
 def _check_cue(spurious_cue, cue_class) -> None:
@@ -650,13 +648,7 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
 
 
 def _check_size(input_size) -> tuple[int, int]:
-    if (
-        not isinstance(input_size, (tuple, list))
-        or len(input_size) != 2
-        or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 1 for s in input_size)
-    ):
-        raise ValueError(f"`input_size` (={input_size!r}) must be a pair of positive ints (height, width)")
-    return int(input_size[0]), int(input_size[1])
+    return _validate.pair("input_size", input_size)
 
 
 def _resize(im: Image.Image, size: tuple[int, int]) -> np.ndarray:

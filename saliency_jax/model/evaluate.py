@@ -29,6 +29,7 @@ from typing import Any, Callable, Sequence
 import jax
 import numpy as np
 
+from saliency_jax import _validate
 from saliency_jax._io import atomic_write as _atomic_write
 from saliency_jax.model import checkpoint as ckpt_lib
 from saliency_jax.model import data as data_lib
@@ -138,8 +139,7 @@ def heldout_set(
     d = card.get("data", {})
     if d.get("source") != "generated":
         raise ValueError(f"the model card's data source is {d.get('source')!r}; a generated held-out set needs 'generated'")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"`n` (={n!r}) must be a positive int")
+    _validate.integer("n", n, lo=1)
     gen = data_lib.generate(
         n,
         split=split,

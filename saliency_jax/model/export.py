@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 from typing import TextIO
 
+from saliency_jax import _validate
 from saliency_jax.model import checkpoint as ckpt_lib
 from saliency_jax.model import data as data_lib
 from saliency_jax.model import evaluate as eval_lib
@@ -118,8 +119,7 @@ def train_and_export(
         >>> path, metrics = train_and_export(get_config("smoke"), "/tmp/sj-run", "/tmp/sj-model",
         ...                                  test_size=16, progress=False)  # doctest: +SKIP
     """
-    if isinstance(test_size, bool) or not isinstance(test_size, int) or test_size < 1:
-        raise ValueError(f"`test_size` (={test_size!r}) must be a positive int")
+    _validate.integer("test_size", test_size, lo=1)
     result = train(config, workdir, data_dir=data_dir, progress=progress, resume=resume)
     card = make_card(result, command=command)
     metrics_file = Path(workdir) / "metrics.jsonl"

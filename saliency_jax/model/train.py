@@ -31,6 +31,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
+from saliency_jax import _validate
 from saliency_jax._io import atomic_write_text as _write_text_atomic
 from saliency_jax._progress import Progress
 from saliency_jax.model import data as data_lib
@@ -137,21 +138,17 @@ def get_config(name: str = "default", **overrides) -> TrainConfig:
     if "fc" in overrides:
         overrides["fc"] = tuple(overrides["fc"])
     config = dataclasses.replace(CONFIGS[name], **overrides)
-    _validate(config)
+    _check_config(config)
     return config
 
 
-def _validate(c: TrainConfig) -> None:
+def _check_config(c: TrainConfig) -> None:
     if c.model not in MODEL_NAMES:
         raise ValueError(f"`model` (={c.model!r}) must be one of {MODEL_NAMES}")
     for name in ("num_train", "num_val", "epochs", "batch_size", "eval_batch_size"):
-        v = getattr(c, name)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"`{name}` (={v!r}) must be a positive int")
+        _validate.integer(name, getattr(c, name), lo=1)
     for name in ("data_seed", "seed", "warmup_steps"):
-        v = getattr(c, name)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise ValueError(f"`{name}` (={v!r}) must be an int >= 0")
+        _validate.integer(name, getattr(c, name), lo=0)
     for name in ("learning_rate", "grad_clip"):
         v = getattr(c, name)
         if not isinstance(v, (int, float)) or not v > 0:
@@ -350,11 +347,9 @@ def _open_run(workdir: Path, fingerprint: dict, init_state: Callable[[], dict], 
 def _check_train_args(config, stop_after_epoch) -> None:
     if not isinstance(config, TrainConfig):
         raise TypeError(f"`config` (type {type(config).__name__}) must be a TrainConfig; use get_config()")
-    _validate(config)
-    if stop_after_epoch is not None and (
-        isinstance(stop_after_epoch, bool) or not isinstance(stop_after_epoch, int) or stop_after_epoch < 1
-    ):
-        raise ValueError(f"`stop_after_epoch` (={stop_after_epoch!r}) must be None or a positive int")
+    _check_config(config)
+    if stop_after_epoch is not None:
+        _validate.integer("stop_after_epoch", stop_after_epoch, lo=1)
 
 
 def _make_train_step(module, tx: optax.GradientTransformation, config: TrainConfig, aug_key: jax.Array) -> Callable:

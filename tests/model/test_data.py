@@ -228,7 +228,7 @@ def test_load_resized_is_the_file_resized_bilinearly_and_feeds_to_model_input(tm
     # already at the input size: the pixels unchanged
     same, original = data.load_resized(tmp_path / "x.png", (37, 90))
     np.testing.assert_array_equal(same, arr)
-    with pytest.raises(ValueError, match="input_size"):
+    with pytest.raises(TypeError, match="input_size"):
         data.load_resized(tmp_path / "x.png", (64,))
 
 
