@@ -44,7 +44,9 @@ records the mark's pixels. The rest of an image is the same with or without the 
 Image folders
 -------------
 :func:`load_image_folder` reads ``root/<class>/<image>`` for a user's own data, in any size or
-mode, and splits it into train and validation deterministically.
+mode, and splits it into train and validation deterministically. Every file the package reads
+for a model (training folders, :func:`to_model_input`, the folder job) goes through
+:func:`load_resized`: decode to RGB, then the one bilinear resize to the input size.
 
 Example:
     >>> from saliency_jax.model import data
