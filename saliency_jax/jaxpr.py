@@ -19,6 +19,15 @@ to replace it, or ``None`` for the default evaluation. Custom-derivative calls
 (``custom_jvp_call``, ``custom_vjp_call``) are bound unchanged by default, keeping their
 rules; a handler that needs to see inside one calls :func:`eval_call_body`.
 
+The handler is also the hook for observing a program as it runs: it sees each equation with
+its input values and produces (or delegates, via :func:`eval_eqn`) its outputs, and it may
+keep its own state per variable, keyed by ``eqn.invars`` / ``eqn.outvars`` (each ``Var``
+names one value of one jaxpr). To follow values into a call, it evaluates the body itself
+with :func:`eval_jaxpr` after setting its state for the body's invars. The backprop rewrite
+(:class:`saliency_jax.backprop.rewrite.RuleHandler`) is one handler; the receptive-field
+backward pass (:mod:`saliency_jax.backprop.receptive_field`) wraps it in another that tracks
+which values carry the backward signal and records what their backward passes need.
+
 Example:
     >>> import jax, jax.numpy as jnp
     >>> from saliency_jax import jaxpr as jx

@@ -19,54 +19,12 @@ with the raw maps, not the rendered ones.
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 import numpy as np
 from PIL import Image, ImageDraw
 
+from saliency_jax.backprop.display import NORMALIZATIONS, normalize_map
+
 __all__ = ["normalize_map", "NORMALIZATIONS", "heat_range", "colorize", "overlay", "panel", "stack", "to_uint8"]
-
-NORMALIZATIONS: tuple[str, ...] = ("signed", "abs")
-
-
-def normalize_map(m, *, method: str = "signed", percentile: float = 99.5, eps: float = 1e-12):
-    """Scale saliency maps to ``[0, 1]`` for display.
-
-    Args:
-        m: ``(..., H, W, C)`` maps (any leading axes; each ``(H, W, C)`` map is scaled alone),
-            floating dtype.
-        method: ``"signed"`` → ``(..., H, W, C)`` with zero at 0.5; ``"abs"`` → ``(..., H, W)``
-            channel-wise maximum of ``|m|``.
-        percentile: the percentile of ``|m|`` mapped to full scale (``100`` = the maximum).
-        eps: floor for the scale (an all-zero map renders as 0.5 / 0).
-
-    Returns:
-        float32 array in ``[0, 1]``.
-
-    Example:
-        >>> import jax.numpy as jnp
-        >>> normalize_map(jnp.array([[[-2.0], [1.0]]]), percentile=100.0)[..., 0]
-        Array([[0.  , 0.75]], dtype=float32)
-    """
-    if method not in NORMALIZATIONS:
-        raise ValueError(f"`method` (={method!r}) must be one of {NORMALIZATIONS}")
-    if not isinstance(percentile, (int, float)) or not 0.0 < percentile <= 100.0:
-        raise ValueError(f"`percentile` (={percentile!r}) must be a number in (0, 100]")
-    m = jnp.asarray(m)
-    if m.ndim < 3:
-        raise ValueError(f"`m` (shape {m.shape}) must be (..., H, W, C)")
-    if not jnp.issubdtype(m.dtype, jnp.floating):
-        raise TypeError(f"`m` (dtype {m.dtype}) must have a floating dtype")
-    m = m.astype(jnp.float32)
-    if method == "abs":
-        a = jnp.max(jnp.abs(m), axis=-1)  # (..., H, W)
-        lead = a.shape[:-2]
-        s = jnp.percentile(a.reshape(lead + (-1,)), percentile, axis=-1)
-        s = jnp.maximum(s, eps)
-        return jnp.clip(a / s[..., None, None], 0.0, 1.0)
-    lead = m.shape[:-3]
-    s = jnp.percentile(jnp.abs(m).reshape(lead + (-1,)), percentile, axis=-1)
-    s = jnp.maximum(s, eps)
-    return jnp.clip(0.5 + 0.5 * m / s[..., None, None, None], 0.0, 1.0)
 
 
 def to_uint8(image) -> np.ndarray:

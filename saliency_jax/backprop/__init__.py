@@ -4,11 +4,14 @@
   and max pooling with recorded switches (``max_pool_switched``, ``pool_with_switches``,
   ``unpool``);
 * :mod:`~saliency_jax.backprop.rewrite` — ``with_rule(fn, rule)`` rewrites any function's
-  jaxpr so its ReLUs and max pools use them; ``report(fn, *args)`` lists what it found;
-* :mod:`~saliency_jax.backprop.receptive_field` — one forward pass, then backward passes that stay in a
-  unit's receptive field (what ``project_units`` and ``top_activations`` use);
+  jaxpr so its ReLUs and max pools use them (one :mod:`saliency_jax.jaxpr` handler,
+  ``RuleHandler``); ``report(fn, *args)`` lists what it found;
+* :mod:`~saliency_jax.backprop.receptive_field` — one forward pass, then backward passes that
+  stay in a unit's receptive field (what ``project_units`` and ``top_activations`` use);
 * :mod:`~saliency_jax.backprop.methods` — ``deconvnet``, ``guided_backprop``, ``gradient``,
-  ``project_units`` and the dataset-level ``top_activations`` ("top 9").
+  ``project_units`` and the dataset-level ``top_activations`` ("top 9");
+* :mod:`~saliency_jax.backprop.display` — ``normalize_map`` (display scaling of maps) and
+  ``top_grid`` / ``top_figure`` (the paper's figure blocks of a "top 9").
 
 Example:
     >>> import jax, jax.numpy as jnp
@@ -18,6 +21,9 @@ Example:
     Array([1., 0.], dtype=float32)
 """
 
+from saliency_jax.backprop.display import normalize_map as normalize_map
+from saliency_jax.backprop.display import top_figure as top_figure
+from saliency_jax.backprop.display import top_grid as top_grid
 from saliency_jax.backprop.methods import TopActivations as TopActivations
 from saliency_jax.backprop.methods import UnitProjections as UnitProjections
 from saliency_jax.backprop.methods import deconvnet as deconvnet
@@ -27,14 +33,27 @@ from saliency_jax.backprop.methods import layer_features as layer_features
 from saliency_jax.backprop.methods import project_units as project_units
 from saliency_jax.backprop.methods import saliency_maps as saliency_maps
 from saliency_jax.backprop.methods import top_activations as top_activations
-from saliency_jax.backprop.methods import top_figure as top_figure
-from saliency_jax.backprop.methods import top_grid as top_grid
+from saliency_jax.backprop.rules import FOOTPRINT as FOOTPRINT
 from saliency_jax.backprop.rules import RULES as RULES
+from saliency_jax.backprop.rules import max_pool_spread as max_pool_spread
 from saliency_jax.backprop.rules import max_pool_switched as max_pool_switched
 from saliency_jax.backprop.rules import pool_with_switches as pool_with_switches
 from saliency_jax.backprop.rules import relu_rule as relu_rule
 from saliency_jax.backprop.rules import unpool as unpool
 from saliency_jax.backprop.rewrite import Finding as Finding
 from saliency_jax.backprop.rewrite import Report as Report
+from saliency_jax.backprop.rewrite import RuleHandler as RuleHandler
 from saliency_jax.backprop.rewrite import report as report
 from saliency_jax.backprop.rewrite import with_rule as with_rule
+
+__all__ = [
+    # methods
+    "saliency_maps", "deconvnet", "guided_backprop", "gradient", "layer_features",
+    "UnitProjections", "project_units", "TopActivations", "top_activations",
+    # display
+    "normalize_map", "top_grid", "top_figure",
+    # rules
+    "RULES", "FOOTPRINT", "relu_rule", "max_pool_switched", "max_pool_spread", "pool_with_switches", "unpool",
+    # rewrite
+    "with_rule", "RuleHandler", "report", "Report", "Finding",
+]

@@ -2,10 +2,14 @@
 
 All maps explain **logits** (pre-softmax scores): ``apply_fn(params, batch)`` must return
 ``(B, K)`` logits. Every function takes one image ``(H, W, C)`` or a batch ``(N, H, W, C)``
-(floating dtype), runs one forward pass per image and the backward pass ``vmap``-ed over
-the signals it needs (classes or units), and composes with ``jax.jit`` and ``jax.vmap``.
+(floating dtype, finite), runs one forward pass per image and the backward pass ``vmap``-ed
+over the signals it needs (classes or units), and composes with ``jax.jit`` and ``jax.vmap``.
 The maps are not additive: the map of a sum of signals is not the sum of their maps (the
 rules rectify the signal on the way down), so never build one by summing others.
+
+Arguments are checked by :mod:`saliency_jax._validate`, as for occlusion: ``apply_fn`` (and a
+callable ``layer``) must be hashable, since it keys the compilation cache. A map whose score
+(or unit activation) is not finite is NaN everywhere, never a clean-looking map.
 
 Example:
     >>> import jax, jax.numpy as jnp
@@ -23,7 +27,6 @@ Example:
 from __future__ import annotations
 
 import functools
-import numbers
 from typing import Any, Callable, NamedTuple, Sequence
 
 import flax.linen as nn
@@ -32,7 +35,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from saliency_jax.backprop import receptive_field as local, rules
+from saliency_jax import _validate
+from saliency_jax.backprop import receptive_field as field
+from saliency_jax.backprop import rules
 from saliency_jax.backprop.rewrite import with_rule
 
 __all__ = [
@@ -45,117 +50,36 @@ __all__ = [
     "layer_features",
     "TopActivations",
     "top_activations",
-    "top_grid",
-    "top_figure",
 ]
 
 
-# --------------------------------------------------------------------------------------------
-# validation (at the Python boundary, before the heavy tracing)
+def _check_flags(**flags) -> None:
+    for name, value in flags.items():
+        _validate.boolean(name, value)
 
 
-def _check_apply(apply_fn):
-    if not callable(apply_fn):
-        raise TypeError(f"`apply_fn` (={apply_fn!r}) must be callable as apply_fn(params, batch) -> (B, K) logits")
-
-
-def _check_image(image):
-    if not hasattr(image, "shape") or not hasattr(image, "dtype"):
-        try:
-            image = jnp.asarray(image)
-        except TypeError:
-            raise TypeError(f"`image` must be an array (H, W, C) or (N, H, W, C), got {type(image).__name__}") from None
-    if image.ndim not in (3, 4):
-        raise ValueError(f"`image` (shape {tuple(image.shape)}) must have shape (H, W, C) or (N, H, W, C)")
-    if not jnp.issubdtype(image.dtype, jnp.floating):
-        raise TypeError(f"`image` (dtype {image.dtype}) must have a floating dtype, e.g. float32")
-    if 0 in image.shape:
-        raise ValueError(f"`image` (shape {tuple(image.shape)}) must not be empty")
-    batched = image.ndim == 4
-    return (image if batched else image[None]), batched
-
-
-def _check_bool(name, value):
-    if not isinstance(value, bool):
-        raise TypeError(f"`{name}` (={value!r}) must be a bool")
-
-
-def _num_classes(apply_fn, params, x) -> int:
-    spec = jax.ShapeDtypeStruct((1,) + tuple(x.shape[1:]), x.dtype)
-    out = jax.eval_shape(apply_fn, params, spec)
-    shape = getattr(out, "shape", None)
-    if shape is None or len(shape) != 2 or shape[0] != 1:
-        raise ValueError(f"`apply_fn` must map a batch (B, H, W, C) to logits (B, K); for B=1 it returned "
-                         f"{shape if shape is not None else type(out).__name__}")
-    return int(shape[1])
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-
-def _check_target(target, n: int, num_classes: int, batched: bool):
-    """``(mode, targets)``: mode in {'given', 'predicted', 'all'}; targets ``(N,)`` int32 or None."""
-    accepted = ("None (the predicted class), 'all', an int class index, or one int per image "
-                f"(length {n}), each in [0, {num_classes})")
-    if target is None:
-        return "predicted", None
-    if isinstance(target, str):
-        if target != "all":
-            raise ValueError(f"`target` (={target!r}) must be {accepted}")
-        return "all", None
-    if _is_int(target):
-        if not 0 <= int(target) < num_classes:
-            raise ValueError(f"`target` (={target!r}) must be {accepted}")
-        return "given", jnp.full((n,), int(target), jnp.int32)
-    if isinstance(target, jax.core.Tracer):
-        t = target
-        if t.ndim == 0:
-            t = jnp.broadcast_to(t, (n,))
-        if t.shape != (n,) or not jnp.issubdtype(t.dtype, jnp.integer):
-            raise ValueError(f"`target` (traced, shape {t.shape}, dtype {t.dtype}) must be {accepted}")
-        return "given", t.astype(jnp.int32)
-    try:
-        t = np.asarray(target)
-    except Exception:  # noqa: BLE001
-        raise TypeError(f"`target` (={target!r}) must be {accepted}") from None
-    if not np.issubdtype(t.dtype, np.integer) or t.dtype == np.bool_:
-        raise TypeError(f"`target` (={target!r}) must be {accepted}")
-    if t.ndim == 0:
-        t = np.full((n,), int(t))
-    if t.shape != (n,) or (not batched and t.ndim != 1):
-        raise ValueError(f"`target` (={target!r}, shape {t.shape}) must be {accepted}")
-    if t.size and (t.min() < 0 or t.max() >= num_classes):
-        raise ValueError(f"`target` (={target!r}) must be {accepted}")
-    return "given", jnp.asarray(t, jnp.int32)
-
-
-def _hashable(fn) -> bool:
-    try:
-        hash(fn)
-        return True
-    except TypeError:
-        return False
+def _finite_or_nan(maps, scores):
+    """``maps`` (``scores.shape + map shape``) where the score explained is finite, NaN where it is not."""
+    ok = jnp.isfinite(scores).reshape(jnp.shape(scores) + (1,) * (maps.ndim - jnp.ndim(scores)))
+    return jnp.where(ok, maps, jnp.asarray(jnp.nan, maps.dtype))
 
 
 # --------------------------------------------------------------------------------------------
 # class maps
 
 
-def _maps_impl(apply_fn, rule, mode, strict, switches, bare_max, params, x, targets):
+def _maps_impl(apply_fn, rule, kind, strict, switches, bare_max, params, x, targets):
     ruled = with_rule(lambda p, xi: apply_fn(p, xi[None])[0], rule, strict=strict, switches=switches,
                       bare_max=bare_max, data_argnums=1)
 
     def one(xi, ti):
         logits, vjp = jax.vjp(lambda v: ruled(params, v), xi)
         k = logits.shape[-1]
-        if mode == "all":
-            return jax.vmap(lambda c: vjp(c)[0])(jnp.eye(k, dtype=logits.dtype))
-        t = jnp.argmax(logits) if mode == "predicted" else ti
-        return vjp(jax.nn.one_hot(t, k, dtype=logits.dtype))[0]
+        if kind == "all":
+            return _finite_or_nan(jax.vmap(lambda c: vjp(c)[0])(jnp.eye(k, dtype=logits.dtype)), logits)
+        t = jnp.argmax(logits) if kind == "predicted" else ti
+        return _finite_or_nan(vjp(jax.nn.one_hot(t, k, dtype=logits.dtype))[0], logits[t])
 
-    if targets is None:
-        targets = jnp.zeros((x.shape[0],), jnp.int32)
     return jax.vmap(one)(x, targets)
 
 
@@ -168,9 +92,10 @@ def saliency_maps(apply_fn: Callable, params: Any, image, target=None, *, rule: 
 
     Args:
         apply_fn: ``apply_fn(params, batch (B, H, W, C)) -> (B, K)`` logits, e.g. a linen
-            ``model.apply``; it must treat images independently (no batch statistics).
+            ``model.apply``; it must treat images independently (no batch statistics), and be
+            hashable (it keys the compilation cache).
         params: its parameters (any pytree, e.g. the linen variables dict).
-        image: ``(H, W, C)`` or ``(N, H, W, C)``, floating dtype.
+        image: ``(H, W, C)`` or ``(N, H, W, C)``, floating dtype; concrete pixels must be finite.
         target: ``None`` (each image's predicted class, the argmax of its logits), an int class
             index, one int per image (``(N,)``), or ``"all"`` (every class: one forward pass,
             the backward pass vmapped over classes).
@@ -179,17 +104,20 @@ def saliency_maps(apply_fn: Callable, params: Any, image, target=None, *, rule: 
 
     Returns:
         ``image``'s dtype; shape ``(H, W, C)`` / ``(N, H, W, C)``, or with ``target="all"``
-        ``(K, H, W, C)`` / ``(N, K, H, W, C)``.
+        ``(K, H, W, C)`` / ``(N, K, H, W, C)``. A map whose target logit is not finite is NaN.
+
+    Raises:
+        TypeError, ValueError: for arguments :mod:`saliency_jax._validate` refuses (non-finite
+            pixels, an unhashable ``apply_fn``, a target out of range …) and for a ``rule``
+            not in :data:`~saliency_jax.backprop.rules.RULES`.
     """
-    _check_apply(apply_fn)
-    rules._check_rule(rule)
-    for name, val in (("strict", strict), ("switches", switches), ("bare_max", bare_max)):
-        _check_bool(name, val)
-    x, batched = _check_image(image)
-    k = _num_classes(apply_fn, params, x)
-    mode, targets = _check_target(target, x.shape[0], k, batched)
-    impl = _maps_jit if _hashable(apply_fn) else _maps_impl
-    out = impl(apply_fn, rule, mode, strict, switches, bare_max, params, x, targets)
+    _validate.apply_fn(apply_fn)
+    rules.check_rule(rule)
+    _check_flags(strict=strict, switches=switches, bare_max=bare_max)
+    x, batched = _validate.image(image)
+    k = _validate.num_classes(apply_fn, params, x)
+    kind, targets = _validate.target(target, n=x.shape[0], num_classes=k)
+    out = _maps_jit(apply_fn, rule, kind, strict, switches, bare_max, params, x, targets)
     return out if batched else out[0]
 
 
@@ -297,33 +225,40 @@ class UnitProjections(NamedTuple):
     units: jax.Array
 
 
-def _project_impl(features, rule, strict, switches, bare_max, k, params, x, units, receptive_field=False):
-    layer_fn = lambda p, xi: features(p, xi[None])[0]  # noqa: E731
-    ruled = with_rule(layer_fn, rule, strict=strict, switches=switches, bare_max=bare_max, data_argnums=1)
+def _layer_fn(features):
+    """One image ``(H, W, C)`` to its activation (no batch axis)."""
+    return lambda p, xi: features(p, xi[None])[0]
 
-    def one(xi, ui):
-        if receptive_field:
-            act, local_back = local.vjp(layer_fn, params, xi, rule=rule, switches=switches, strict=strict,
-                                        bare_max=bare_max)
+
+def _project_one(features, rule, strict, switches, bare_max, k, params, xi, ui, rf):
+    """Maps, values and coordinates of one image's units (``ui`` flat indices, or the ``k`` strongest)."""
+    layer_fn = _layer_fn(features)
+    if rf:
+        act, field_back = field.vjp(layer_fn, params, xi, rule=rule, switches=switches, strict=strict,
+                                    bare_max=bare_max)
+    else:
+        ruled = with_rule(layer_fn, rule, strict=strict, switches=switches, bare_max=bare_max, data_argnums=1)
+        act, vjp = jax.vjp(lambda v: ruled(params, v), xi)
+    flat = act.reshape(-1)
+    if ui is None:
+        vals, idx = lax.top_k(flat, k)
+    else:
+        idx = ui
+        vals = flat[idx]
+    coords = jnp.stack(jnp.unravel_index(idx, act.shape), axis=-1).astype(jnp.int32)
+
+    def back(i, c, v):
+        if rf:
+            m = field_back(field.unit_seed(act, c, v))
         else:
-            act, vjp = jax.vjp(lambda v: ruled(params, v), xi)
-        flat = act.reshape(-1)
-        if ui is None:
-            vals, idx = lax.top_k(flat, k)
-        else:
-            idx = ui
-            vals = flat[idx]
-        coords = jnp.stack(jnp.unravel_index(idx, act.shape), axis=-1).astype(jnp.int32)
+            m = vjp(jnp.zeros_like(flat).at[i].set(v).reshape(act.shape))[0]
+        return _finite_or_nan(m, v)
 
-        def back(i, c, v):
-            if receptive_field:
-                return local_back(local.unit_seed(act, c, v))
-            cot = jnp.zeros_like(flat).at[i].set(v).reshape(act.shape)
-            return vjp(cot)[0]
+    return jax.vmap(back)(idx, coords, vals), vals, coords
 
-        maps = jax.vmap(back)(idx, coords, vals)
-        return maps, vals, coords
 
+def _project_impl(features, rule, strict, switches, bare_max, k, params, x, units, rf):
+    one = functools.partial(_project_one, features, rule, strict, switches, bare_max, k, params, rf=rf)
     if units is None:
         return jax.vmap(lambda xi: one(xi, None))(x)
     return jax.vmap(one)(x, units)
@@ -332,12 +267,36 @@ def _project_impl(features, rule, strict, switches, bare_max, k, params, x, unit
 _project_jit = jax.jit(_project_impl, static_argnums=(0, 1, 2, 3, 4, 5, 9))
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5, 6, 10))
+def _project_named_jit(apply_fn, layer, rule, strict, switches, bare_max, k, params, x, units, rf):
+    # keyed by (apply_fn, layer): layer_features builds a new closure on every call
+    return _project_impl(layer_features(apply_fn, layer), rule, strict, switches, bare_max, k, params, x, units, rf)
+
+
+def _check_layer(layer):
+    """A callable ``layer`` must be hashable too: it keys the compilation cache like ``apply_fn``."""
+    if callable(layer):
+        try:
+            hash(layer)
+        except TypeError:
+            raise TypeError(f"`layer` (={layer!r}) must be hashable (it keys the compilation cache); pass a "
+                            "plain function or a functools.partial over hashable arguments") from None
+    return layer
+
+
+def _activation_shape(features, params, x, layer) -> tuple[int, ...]:
+    """One image's activation shape at ``layer`` (abstract evaluation on a batch of one)."""
+    act = jax.eval_shape(features, params, jax.ShapeDtypeStruct((1,) + tuple(x.shape[1:]), x.dtype))
+    if not hasattr(act, "shape") or len(act.shape) < 1 or act.shape[0] != 1:
+        raise ValueError(f"`layer` (={layer!r}) must give activations with a leading batch axis, got {act}")
+    return tuple(act.shape[1:])
+
+
 def _check_units(units, top_k, act_shape, n):
+    """``None`` (take the ``top_k`` strongest) or the flat unit indices ``(n, U)`` int32."""
     size = int(np.prod(act_shape))
     if units is None:
-        if not _is_int(top_k) or not 1 <= top_k <= size:
-            raise ValueError(f"`top_k` (={top_k!r}) must be an int in [1, {size}] (the layer has {size} units "
-                             f"of shape {act_shape})")
+        _validate.integer("top_k", top_k, lo=1, hi=size)
         return None
     u = np.asarray(units)
     if not np.issubdtype(u.dtype, np.integer):
@@ -365,12 +324,12 @@ def project_units(apply_fn: Callable, params: Any, image, layer="conv5", *, unit
     layer; one forward pass per image, the backward pass vmapped over units.
 
     Args:
-        apply_fn: calls linen modules (``model.apply``) when ``layer`` is a name.
+        apply_fn: calls linen modules (``model.apply``) when ``layer`` is a name; hashable.
         params: the parameters.
-        image: ``(H, W, C)`` or ``(N, H, W, C)``, floating dtype.
+        image: ``(H, W, C)`` or ``(N, H, W, C)``, floating dtype; concrete pixels must be finite.
         layer: a submodule name (``"conv1"`` … ``"conv5"``, the module's output, i.e. before the
             ReLU that follows it; the strongest activations are positive, where the ReLU is
-            the identity) or a callable ``(params, batch) -> activations``.
+            the identity) or a hashable callable ``(params, batch) -> activations``.
         units: which units: flat indices ``(U,)`` or coordinates ``(U, R)`` into one image's
             activation (e.g. ``(row, col, channel)``); default the ``top_k`` strongest.
         top_k: number of strongest activations (per image) when ``units`` is None.
@@ -381,7 +340,8 @@ def project_units(apply_fn: Callable, params: Any, image, layer="conv5", *, unit
             for deep layers; ``False`` runs ``jax.vjp`` over the full feature maps.
 
     Returns:
-        :class:`UnitProjections` (with a leading ``N`` axis for a batch).
+        :class:`UnitProjections` (with a leading ``N`` axis for a batch). The map of a unit
+        whose activation is not finite is NaN.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -393,35 +353,20 @@ def project_units(apply_fn: Callable, params: Any, image, layer="conv5", *, unit
         >>> p.maps.shape, p.values.shape, p.units.shape
         ((4, 128, 128, 3), (4,), (4, 3))
     """
-    _check_apply(apply_fn)
-    rules._check_rule(rule)
-    for name, val in (("strict", strict), ("switches", switches), ("bare_max", bare_max),
-                      ("receptive_field", receptive_field)):
-        _check_bool(name, val)
-    x, batched = _check_image(image)
-    features = layer_features(apply_fn, layer)
-    act = jax.eval_shape(features, params, jax.ShapeDtypeStruct((1,) + tuple(x.shape[1:]), x.dtype))
-    if not hasattr(act, "shape") or len(act.shape) < 1 or act.shape[0] != 1:
-        raise ValueError(f"`layer` (={layer!r}) must give activations with a leading batch axis, got {act}")
-    act_shape = tuple(act.shape[1:])
-    u = _check_units(units, top_k, act_shape, x.shape[0])
+    _validate.apply_fn(apply_fn)
+    rules.check_rule(rule)
+    _check_flags(strict=strict, switches=switches, bare_max=bare_max, receptive_field=receptive_field)
+    x, batched = _validate.image(image)
+    features = layer_features(apply_fn, _check_layer(layer))
+    u = _check_units(units, top_k, _activation_shape(features, params, x, layer), x.shape[0])
     k = None if u is not None else int(top_k)
-    rf = receptive_field
+    opts = (rule, strict, switches, bare_max, k, params, x, u, receptive_field)
     if isinstance(layer, str):
-        if _hashable(apply_fn):
-            out = _project_named_jit(apply_fn, layer, rule, strict, switches, bare_max, k, params, x, u, rf)
-        else:
-            out = _project_impl(features, rule, strict, switches, bare_max, k, params, x, u, rf)
+        out = _project_named_jit(apply_fn, layer, *opts)
     else:
-        impl = _project_jit if _hashable(layer) else _project_impl
-        out = impl(features, rule, strict, switches, bare_max, k, params, x, u, rf)
+        out = _project_jit(features, *opts)
     out = UnitProjections(*out)
     return out if batched else UnitProjections(*(a[0] for a in out))
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5, 6, 10))
-def _project_named_jit(apply_fn, layer, rule, strict, switches, bare_max, k, params, x, u, rf):
-    return _project_impl(layer_features(apply_fn, layer), rule, strict, switches, bare_max, k, params, x, u, rf)
 
 
 # --------------------------------------------------------------------------------------------
@@ -456,7 +401,7 @@ class TopActivations(NamedTuple):
 
 def _footprint_box(features, params, x, flat_idx):
     """Bounding box (top, left, bottom, right) of the pixels that can influence unit ``flat_idx``."""
-    ruled = with_rule(lambda p, xi: features(p, xi[None])[0], rules._FOOTPRINT, strict=False, switches=True)
+    ruled = with_rule(_layer_fn(features), rules.FOOTPRINT, strict=False, switches=True)
     act, vjp = jax.vjp(lambda v: ruled(params, v), x)
     cot = jnp.zeros((act.size,), act.dtype).at[flat_idx].set(1.0).reshape(act.shape)
     support = jnp.any(vjp(cot)[0] != 0, axis=-1)  # (H, W)
@@ -474,6 +419,59 @@ def _footprint_box(features, params, x, flat_idx):
     return jnp.stack([top, left, bottom, right]).astype(jnp.int32)
 
 
+def _check_channels(channels, num_channels: int) -> jax.Array:
+    ch = np.asarray(channels)
+    if ch.ndim != 1 or ch.size == 0 or not np.issubdtype(ch.dtype, np.integer) or (ch < 0).any() \
+            or (ch >= num_channels).any():
+        raise ValueError(f"`channels` (={channels!r}) must be a non-empty sequence of ints in [0, {num_channels})")
+    return jnp.asarray(ch, jnp.int32)
+
+
+def _strongest(features, params, x, ch, batch_size):
+    """Per image and chosen channel, the strongest activation and its spatial index: two ``(N, F)``."""
+
+    @jax.jit
+    def batch(p, xb):
+        a = features(p, xb)[..., ch]  # (B, h, w, F)
+        flat = a.reshape(a.shape[0], -1, a.shape[-1])
+        return jnp.max(flat, axis=1), jnp.argmax(flat, axis=1).astype(jnp.int32)  # (B, F)
+
+    parts = [batch(params, x[start:start + batch_size]) for start in range(0, x.shape[0], batch_size)]
+    return jnp.concatenate([v for v, _ in parts]), jnp.concatenate([q for _, q in parts])
+
+
+def _project_top(features, params, x, img_idx, unit, rule, strict, batch_size):
+    """Each ``(image, flat unit)``'s projection (its receptive field only) and receptive-field box."""
+
+    @jax.jit
+    def project(p, xs, img_idx, unit):
+        def one(i, u):
+            xi = xs[i]
+            a, back = field.vjp(_layer_fn(features), p, xi, rule=rule, strict=strict)
+            coords = jnp.stack(jnp.unravel_index(u, a.shape)).astype(jnp.int32)
+            return back(field.unit_seed(a, coords, a.reshape(-1)[u])), _footprint_box(features, p, xi, u)
+
+        return lax.map(lambda iu: one(*iu), (img_idx, unit), batch_size=batch_size)
+
+    return project(params, x, img_idx, unit)
+
+
+def _field_size(features, params, image, act_shape) -> tuple[int, int]:
+    """The full receptive field ``(rh, rw)``: the box of the unit at the centre of the layer."""
+    centre = (act_shape[0] // 2 * act_shape[1] + act_shape[1] // 2) * act_shape[-1]
+    box = jax.jit(_footprint_box, static_argnums=0)(features, params, image, jnp.int32(centre))
+    return int(box[2] - box[0]), int(box[3] - box[1])
+
+
+def _cut(img, box, rh, rw):
+    """The ``(rh, rw)`` window of ``img`` at ``box`` (a box clipped at the top/left edge is extended
+    outwards, into zeros, so that the patch keeps the unit where the full field would put it)."""
+    top = jnp.where((box[0] == 0) & (box[2] - box[0] < rh), box[2] - rh, box[0])
+    left = jnp.where((box[1] == 0) & (box[3] - box[1] < rw), box[3] - rw, box[1])
+    padded = jnp.pad(img, ((rh, rh), (rw, rw), (0, 0)))
+    return lax.dynamic_slice(padded, (top + rh, left + rw, 0), (rh, rw, img.shape[-1]))
+
+
 def top_activations(apply_fn: Callable, params: Any, images, layer, channels: Sequence[int], *, k: int = 9,
                     rule: str = "deconvnet", batch_size: int = 16, strict: bool = True) -> TopActivations:
     """Zeiler & Fergus's "top 9": the strongest activations of feature maps over a set of images.
@@ -488,8 +486,8 @@ def top_activations(apply_fn: Callable, params: Any, images, layer, channels: Se
 
     Args:
         apply_fn, params: the model (``layer`` as for :func:`project_units`).
-        images: ``(N, H, W, C)`` floating, ``N >= k``.
-        layer: a submodule name or a callable ``(params, batch) -> (B, h, w, c)``.
+        images: ``(N, H, W, C)`` floating, finite, ``N >= k``.
+        layer: a submodule name or a hashable callable ``(params, batch) -> (B, h, w, c)``.
         channels: the feature maps (indices into the last axis of the activation).
         k: how many per feature map.
         rule: ``"deconvnet"`` (the paper), ``"guided"`` or ``"gradient"``.
@@ -497,126 +495,37 @@ def top_activations(apply_fn: Callable, params: Any, images, layer, channels: Se
         strict: see :func:`saliency_jax.backprop.with_rule`.
 
     Returns:
-        :class:`TopActivations`; :func:`top_grid` lays it out as the paper's figures.
+        :class:`TopActivations`; :func:`saliency_jax.backprop.display.top_figure` lays it out
+        as the paper's figures.
     """
-    _check_apply(apply_fn)
-    rules._check_rule(rule)
-    _check_bool("strict", strict)
+    _validate.apply_fn(apply_fn)
+    rules.check_rule(rule)
+    _check_flags(strict=strict)
     if not hasattr(images, "ndim") or images.ndim != 4:
         raise ValueError(f"`images` (shape {getattr(images, 'shape', None)}) must be a batch (N, H, W, C)")
-    x, _ = _check_image(images)
-    n = x.shape[0]
-    if not _is_int(k) or not 1 <= k <= n:
-        raise ValueError(f"`k` (={k!r}) must be an int in [1, N={n}]")
-    if not _is_int(batch_size) or batch_size < 1:
-        raise ValueError(f"`batch_size` (={batch_size!r}) must be a positive int")
-    features = layer_features(apply_fn, layer)
-    act = jax.eval_shape(features, params, jax.ShapeDtypeStruct((1,) + tuple(x.shape[1:]), x.dtype))
-    if len(act.shape) != 4:
-        raise ValueError(f"`layer` (={layer!r}) must give (B, h, w, c) activations, got shape {act.shape}")
-    act_shape = tuple(act.shape[1:])
-    ch = np.asarray(channels)
-    if ch.ndim != 1 or ch.size == 0 or not np.issubdtype(ch.dtype, np.integer) or (ch < 0).any() \
-            or (ch >= act_shape[-1]).any():
-        raise ValueError(f"`channels` (={channels!r}) must be a non-empty sequence of ints in [0, {act_shape[-1]})")
-    ch = jnp.asarray(ch, jnp.int32)
+    x, _ = _validate.image(images)
+    k = _validate.integer("k", k, lo=1, hi=x.shape[0])
+    batch_size = _validate.integer("batch_size", batch_size, lo=1)
+    features = layer_features(apply_fn, _check_layer(layer))
+    act_shape = _activation_shape(features, params, x, layer)
+    if len(act_shape) != 3:
+        raise ValueError(f"`layer` (={layer!r}) must give (B, h, w, c) activations, got shape {(1,) + act_shape}")
+    ch = _check_channels(channels, act_shape[-1])
 
-    @jax.jit
-    def strongest(p, xb):
-        a = features(p, xb)[..., ch]  # (B, h, w, F)
-        flat = a.reshape(a.shape[0], -1, a.shape[-1])
-        return jnp.max(flat, axis=1), jnp.argmax(flat, axis=1).astype(jnp.int32)  # (B, F)
-
-    vals, pos = [], []
-    for start in range(0, n, batch_size):
-        v, q = strongest(params, x[start:start + batch_size])
-        vals.append(v)
-        pos.append(q)
-    vals, pos = jnp.concatenate(vals), jnp.concatenate(pos)  # (N, F)
+    vals, pos = _strongest(features, params, x, ch, batch_size)  # (N, F)
     top_vals, top_img = lax.top_k(vals.T, k)  # (F, k)
     top_pos = jnp.take_along_axis(pos.T, top_img, axis=1)  # spatial index in (h, w)
-    num_ch = act_shape[-1]
-    flat_unit = top_pos * num_ch + ch[:, None]  # (F, k) flat index into (h, w, c)
-
-    @jax.jit
-    def project(p, xs, img_idx, unit):
-        def one(i, u):
-            xi = xs[i]
-            # the unit's backward pass over its receptive field only (backprop.local)
-            a, back = local.vjp(lambda pp, v: features(pp, v[None])[0], p, xi, rule=rule, strict=strict)
-            coords = jnp.stack(jnp.unravel_index(u, a.shape)).astype(jnp.int32)
-            return back(local.unit_seed(a, coords, a.reshape(-1)[u])), _footprint_box(features, p, xi, u)
-
-        return lax.map(lambda iu: one(*iu), (img_idx, unit), batch_size=batch_size)
-
-    f_, k_ = flat_unit.shape
-    maps, boxes = project(params, x, top_img.reshape(-1), flat_unit.reshape(-1))
-    # Full receptive-field size: the box of the unit at the centre of the layer.
-    centre = (act_shape[0] // 2 * act_shape[1] + act_shape[1] // 2) * num_ch
-    cbox = jax.jit(_footprint_box, static_argnums=0)(features, params, x[0], jnp.int32(centre))
-    rh, rw = int(cbox[2] - cbox[0]), int(cbox[3] - cbox[1])
-
-    def cut(img, box):
-        top = jnp.where((box[0] == 0) & (box[2] - box[0] < rh), box[2] - rh, box[0])
-        left = jnp.where((box[1] == 0) & (box[3] - box[1] < rw), box[3] - rw, box[1])
-        padded = jnp.pad(img, ((rh, rh), (rw, rw), (0, 0)))
-        return lax.dynamic_slice(padded, (top + rh, left + rw, 0), (rh, rw, img.shape[-1]))
-
-    patches = jax.vmap(cut)(x[top_img.reshape(-1)], boxes)
-    proj_patches = jax.vmap(cut)(maps, boxes)
-    coords = jnp.stack(jnp.unravel_index(flat_unit, act_shape), axis=-1).astype(jnp.int32)
+    flat_unit = top_pos * act_shape[-1] + ch[:, None]  # (F, k) flat index into (h, w, c)
+    maps, boxes = _project_top(features, params, x, top_img.reshape(-1), flat_unit.reshape(-1), rule, strict,
+                               batch_size)
+    rh, rw = _field_size(features, params, x[0], act_shape)
+    patches = jax.vmap(lambda img, box: _cut(img, box, rh, rw))(x[top_img.reshape(-1)], boxes)
+    proj_patches = jax.vmap(lambda img, box: _cut(img, box, rh, rw))(maps, boxes)
+    lead = flat_unit.shape
     return TopActivations(
-        values=top_vals, image_index=top_img.astype(jnp.int32), units=coords,
-        projections=maps.reshape((f_, k_) + maps.shape[1:]), boxes=boxes.reshape(f_, k_, 4),
-        patches=patches.reshape((f_, k_) + patches.shape[1:]),
-        projection_patches=proj_patches.reshape((f_, k_) + proj_patches.shape[1:]),
+        values=top_vals, image_index=top_img.astype(jnp.int32),
+        units=jnp.stack(jnp.unravel_index(flat_unit, act_shape), axis=-1).astype(jnp.int32),
+        projections=maps.reshape(lead + maps.shape[1:]), boxes=boxes.reshape(lead + (4,)),
+        patches=patches.reshape(lead + patches.shape[1:]),
+        projection_patches=proj_patches.reshape(lead + proj_patches.shape[1:]),
     )
-
-
-def top_grid(tiles, rows: int = 3, gap: int = 1, fill: float = 1.0):
-    """Lay out ``(..., k, h, w, C)`` tiles as ``rows``-row grids ``(..., R·h + (R-1)·gap, Q·w + …, C)``.
-
-    With ``k = 9`` and ``rows = 3`` this is the 3 × 3 block of one feature map in Zeiler &
-    Fergus's Fig. 2 (tiles in reading order, strongest first; missing cells get ``fill``).
-    Apply :func:`saliency_jax.app.render.normalize_map` to projections first.
-    """
-    tiles = jnp.asarray(tiles)
-    if tiles.ndim < 4:
-        raise ValueError(f"`tiles` (shape {tiles.shape}) must be (..., k, h, w, C)")
-    if not _is_int(rows) or rows < 1 or not _is_int(gap) or gap < 0:
-        raise ValueError(f"`rows` (={rows!r}) must be a positive int and `gap` (={gap!r}) a non-negative int")
-    *lead, k, h, w, c = tiles.shape
-    cols = -(-k // rows)
-    pad = rows * cols - k
-    if pad:
-        filler = jnp.full((*lead, pad, h, w, c), fill, tiles.dtype)
-        tiles = jnp.concatenate([tiles, filler], axis=-4)
-    cells = jnp.pad(tiles, [(0, 0)] * (len(lead) + 1) + [(0, gap), (0, gap), (0, 0)], constant_values=fill)
-    cells = cells.reshape(*lead, rows, cols, h + gap, w + gap, c)
-    nl = len(lead)
-    perm = tuple(range(nl)) + (nl, nl + 2, nl + 1, nl + 3, nl + 4)
-    grid = cells.transpose(perm).reshape(*lead, rows * (h + gap), cols * (w + gap), c)
-    return grid[..., : rows * (h + gap) - gap, : cols * (w + gap) - gap, :]
-
-
-def top_figure(top: TopActivations, rows: int = 3, gap: int = 2, percentile: float = 99.5):
-    """Zeiler & Fergus's figure block per feature map: projections (left) beside image patches (right).
-
-    Args:
-        top: from :func:`top_activations`.
-        rows: grid rows (3 for the paper's 3 × 3 blocks of the top 9).
-        gap: pixels between tiles and between the two grids (filled with 1.0, white).
-        percentile: display scaling of each projection patch (see
-            :func:`saliency_jax.app.render.normalize_map`, ``"signed"``).
-
-    Returns:
-        ``(F, R·rh + (R−1)·gap, 2·(Q·rw + (Q−1)·gap) + gap, C)`` float32 in ``[0, 1]`` for display
-        (image patches are shown as they are; give images in ``[0, 1]``).
-    """
-    from saliency_jax.app.render import normalize_map  # local: render is display-only
-
-    proj = normalize_map(top.projection_patches, method="signed", percentile=percentile)
-    left = top_grid(proj, rows=rows, gap=gap)
-    right = top_grid(top.patches.astype(jnp.float32), rows=rows, gap=gap)
-    sep = jnp.ones(left.shape[:-2] + (gap, left.shape[-1]), jnp.float32)
-    return jnp.concatenate([left, sep, right], axis=-2)

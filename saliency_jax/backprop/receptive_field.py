@@ -6,9 +6,10 @@ everywhere else the signal, and the unit's map in pixel space, is exactly zero. 
 backward pass (``jax.vjp`` of the whole function, ``vmap``-ed over units) still runs every
 transposed convolution over the full feature maps. This module runs it over the boxes only.
 
-:func:`vjp` evaluates the function's jaxpr once (with the ReLU ``rule`` and the switch
-pools of :func:`saliency_jax.backprop.with_rule`, through the shared interpreter
-:mod:`saliency_jax.jaxpr`) and records what each equation's backward pass needs. Its
+:func:`vjp` evaluates the function's jaxpr once through the shared interpreter
+:mod:`saliency_jax.jaxpr`, with a handler that wraps the rewrite's
+(:class:`saliency_jax.backprop.rewrite.RuleHandler`: the ReLU ``rule`` and the switch pools of
+:func:`saliency_jax.backprop.with_rule`) and records what each equation's backward pass needs. Its
 backward function walks the recorded equations in reverse, carrying each signal as a *patch*:
 a box of static size (the largest any unit can need) at a dynamic position along the spatial
 axes, full along the others:
@@ -33,12 +34,12 @@ every position the signal can reach.
 
 Example:
     >>> import jax, jax.numpy as jnp
-    >>> from saliency_jax.backprop import receptive_field as local
+    >>> from saliency_jax.backprop import receptive_field
     >>> w = jnp.ones((3, 3, 1, 1))
     >>> f = lambda x: jax.nn.relu(jax.lax.conv_general_dilated(x[None], w, (1, 1), "SAME",
     ...     dimension_numbers=("NHWC", "HWIO", "NHWC"))[0])
-    >>> out, back = local.vjp(f, jnp.ones((8, 8, 1)), rule="deconvnet")
-    >>> m = back(local.unit_seed(out, jnp.array([0, 0, 0]), 1.0))
+    >>> out, back = receptive_field.vjp(f, jnp.ones((8, 8, 1)), rule="deconvnet")
+    >>> m = back(receptive_field.unit_seed(out, jnp.array([0, 0, 0]), 1.0))
     >>> m.shape, int((m != 0).sum())   # a corner unit reads a 2 × 2 box
     ((8, 8, 1), 4)
 """
@@ -54,9 +55,10 @@ import numpy as np
 from jax import lax
 from jax.extend import core as jcore
 
+from saliency_jax import _validate
 from saliency_jax import jaxpr as jx
 from saliency_jax.backprop import rules
-from saliency_jax.backprop import rewrite as tf
+from saliency_jax.backprop import rewrite
 
 __all__ = ["Patch", "vjp", "unit_seed"]
 
@@ -158,78 +160,66 @@ class _Entry:
 
 
 class _Recorder:
+    """The jaxpr handler of :func:`vjp`: evaluates as :class:`~saliency_jax.backprop.rewrite.RuleHandler`
+    does and records on ``tape`` what the backward pass of each data-dependent equation needs.
+
+    Which values carry the backward signal is kept per jaxpr variable (``nodes``: a node id,
+    ``None`` for values that do not depend on the data). Calls (``jit``, and custom-derivative
+    calls the rule handler inlines) are entered, so that the equations inside are recorded
+    one by one; every other equation is recorded whole.
+    """
+
     def __init__(self, rule, switches, bare_max):
-        self.rule, self.switches, self.bare_max = rule, switches, bare_max
-        self.handler = tf._make_handler(rule, switches, bare_max)
-        self.relu = rules.relu_rule(rule)
+        self.switches = switches
+        self.rules = rewrite.RuleHandler(rule, switches=switches, bare_max=bare_max)
         self.tape: list[_Entry] = []
+        self.nodes: dict = {}
         self._count = 0
-        self._contains: dict = {}
 
     def node(self):
         self._count += 1
         return self._count
 
-    def _contains_targets(self, eqn) -> bool:
-        key = id(eqn)
-        if key not in self._contains:
-            r = tf._analyse(jx.sub_jaxprs(eqn)[0], None, self.bare_max)
-            self._contains[key] = bool(r.relus or (self.switches and r.pools))
-        return self._contains[key]
+    def node_of(self, v):
+        return None if isinstance(v, jcore.Literal) else self.nodes.get(v)
 
     def default(self, eqn, invals):
-        outs = self.handler(eqn, invals)
-        return list(outs) if outs is not None else jx.eval_eqn(eqn, invals, handler=self.handler)
+        """``eqn`` evaluated by the rule handler (no recording inside)."""
+        outs = self.rules(eqn, invals)
+        return list(outs) if outs is not None else jx.eval_eqn(eqn, invals, handler=self.rules)
 
-    def run(self, jaxpr, consts, args, arg_nodes):
-        env: dict = {}
-        nodes: dict = {}
+    def evaluate(self, jaxpr, args, arg_nodes):
+        """Evaluate ``jaxpr`` (closed) through this handler: ``(outputs, their nodes)``."""
+        for v, n in zip(jaxpr.jaxpr.invars, arg_nodes):
+            self.nodes[v] = n
+        outs = jx.eval_jaxpr(jaxpr, args, handler=self)
+        return outs, [self.node_of(v) for v in jaxpr.jaxpr.outvars]
 
-        def read(v):
-            return (v.val, None) if isinstance(v, jcore.Literal) else (env[v], nodes.get(v))
-
-        for v, x in zip(jaxpr.constvars, consts):
-            env[v] = x
-        for v, x, n in zip(jaxpr.invars, args, arg_nodes):
-            env[v], nodes[v] = x, n
-        for eqn in jaxpr.eqns:
-            invals, in_nodes = zip(*(read(v) for v in eqn.invars)) if eqn.invars else ((), ())
-            invals, in_nodes = list(invals), list(in_nodes)
-            if all(n is None for n in in_nodes):
-                outs, out_nodes = self.default(eqn, invals), [None] * len(eqn.outvars)
-            else:
-                outs, out_nodes = self.record(eqn, invals, in_nodes)
-            for v, x, n in zip(eqn.outvars, outs, out_nodes):
-                if not isinstance(v, jcore.DropVar):
-                    env[v], nodes[v] = x, n
-        return [read(v) for v in jaxpr.outvars]
+    def __call__(self, eqn, invals):
+        in_nodes = [self.node_of(v) for v in eqn.invars]
+        if all(n is None for n in in_nodes):
+            outs, out_nodes = self.default(eqn, invals), [None] * len(eqn.outvars)
+        else:
+            outs, out_nodes = self.record(eqn, invals, in_nodes)
+        for v, n in zip(eqn.outvars, out_nodes):
+            if not isinstance(v, jcore.DropVar):
+                self.nodes[v] = n
+        return outs
 
     def record(self, eqn, invals, in_nodes):
         name = eqn.primitive.name
-        if name in jx.CALL_PRIMITIVES or (name in jx.CUSTOM_CALL_PRIMITIVES and not tf._is_relu_call(eqn)
-                                          and self._contains_targets(eqn)):
+        if name in jx.CALL_PRIMITIVES or self.rules.inlines(eqn):
             body = jx.sub_jaxprs(eqn)[0]
             if len(body.jaxpr.invars) == len(invals):
-                res = self.run(body.jaxpr, body.consts, invals, in_nodes)
-                return [r[0] for r in res], [r[1] for r in res]
+                return self.evaluate(body, invals, in_nodes)
         out_nodes = [self.node() if _float(v.aval) else None for v in eqn.outvars]
         entry = _Entry("generic", eqn, invals, in_nodes, out_nodes)
-        relu_pos = 0 if tf._is_relu_call(eqn) else (tf._max_zero_operand(eqn) if self.bare_max else None)
+        relu_pos = self.rules.relu_operand(eqn)
         if relu_pos is not None:
-            entry.kind, entry.fn = "elementwise", (lambda *v, p=relu_pos: [self.relu(v[p])])
+            entry.kind, entry.fn = "elementwise", (lambda *v, p=relu_pos: [self.rules.relu(v[p])])
             outs = entry.fn(*invals)
-        elif name == "reduce_window_max" and not isinstance(tf._pool_config(eqn), str) \
-                and in_nodes[0] is not None:
-            window, strides, padding = tf._pool_config(eqn)
-            x = invals[0]
-            if self.switches:
-                y, sw = rules._pool_fwd_impl(x, window, strides, padding)
-                entry.extra = (window, strides, padding, True, sw)
-            else:
-                y = jx.bind(eqn, invals)[0]
-                xp = lax.pad(x, jnp.array(-jnp.inf, x.dtype), [(lo, hi, 0) for lo, hi in padding])
-                entry.extra = (window, strides, padding, False, xp)
-            entry.kind, outs = "pool", [y]
+        elif name == "reduce_window_max" and not isinstance(rewrite.pool_config(eqn), str) and in_nodes[0] is not None:
+            entry.kind, outs = "pool", [self.pool(entry)]
         elif name == "conv_general_dilated" and in_nodes[0] is not None and in_nodes[1] is None \
                 and eqn.params["batch_group_count"] == 1 and all(d == 1 for d in eqn.params["lhs_dilation"]) \
                 and all(lo >= 0 and hi >= 0 for lo, hi in eqn.params["padding"]):
@@ -243,6 +233,19 @@ class _Recorder:
             outs = self.default(eqn, invals)
         self.tape.append(entry)
         return outs, out_nodes
+
+    def pool(self, entry):
+        """A max pool's output; keeps on ``entry`` the switches (or the padded input) its backward pass reads."""
+        window, strides, padding = rewrite.pool_config(entry.eqn)
+        x = entry.invals[0]
+        if self.switches:
+            y, sw = rules.pool_with_switches(x, window, strides, padding)
+            entry.extra = (window, strides, padding, True, sw)
+        else:
+            y = jx.bind(entry.eqn, entry.invals)[0]
+            xp = lax.pad(x, jnp.array(-jnp.inf, x.dtype), [(lo, hi, 0) for lo, hi in padding])
+            entry.extra = (window, strides, padding, False, xp)
+        return y
 
 
 def _unit_axes_map(eqn):
@@ -384,7 +387,7 @@ def _back_pool(e: _Entry, g):
     if not isinstance(g, Patch) or not g.axes:
         full = _full(g)
         if switched:
-            return [rules._unpool_impl(full, saved, in_shape, window, strides, padding)]
+            return [rules.unpool(full, saved, in_shape, window, strides, padding)]
         valid = tuple((0, 0) for _ in window)
         _, f = jax.vjp(lambda x: lax.reduce_window(x, np.array(-np.inf, x.dtype), lax.max, window, strides,
                                                    valid), saved)
@@ -398,7 +401,7 @@ def _back_pool(e: _Entry, g):
         region_shape[a], region_pad[a] = r, pd
     if switched:
         sw = _slice_box(saved, axes, g.starts, g.sizes)
-        region = rules._unpool_impl(g.value, sw, tuple(region_shape), window, strides, tuple(region_pad))
+        region = rules.unpool(g.value, sw, tuple(region_shape), window, strides, tuple(region_pad))
     else:
         # `saved` is the input padded on every axis: read the region (and its padding) from it
         begin = [jnp.zeros((), jnp.int32)] * len(in_shape)
@@ -559,23 +562,22 @@ def vjp(fn: Callable, *primals, rule: str = "deconvnet", switches: bool = True, 
     if not callable(fn):
         raise TypeError(f"`fn` (={fn!r}) must be callable")
     if not primals:
-        raise TypeError("local.vjp needs at least one primal (the data, last)")
-    rules._check_rule(rule, allow_private=True)
+        raise TypeError("receptive_field.vjp needs at least one primal (the data, last)")
+    rules.check_rule(rule, footprint=True)
     for name, val in (("switches", switches), ("strict", strict), ("bare_max", bare_max)):
-        if not isinstance(val, bool):
-            raise TypeError(f"`{name}` (={val!r}) must be a bool")
+        _validate.boolean(name, val)
     traced = jx.trace(fn, *primals)
     data_argnums = (len(primals) - 1,)
     if strict:
-        tf._check_strict(traced, fn, rule, primals, data_argnums, bare_max)
+        rewrite.check_strict(traced, fn, rule, primals, data_argnums, bare_max)
     flat = jax.tree_util.tree_leaves(primals)
-    flags = tf._data_flags(traced, primals, data_argnums)
+    flags = rewrite.data_flags(traced, primals, data_argnums)
     rec = _Recorder(rule, switches, bare_max)
     arg_nodes = [rec.node() if f and _float(v.aval) else None for f, v in zip(flags, traced.jaxpr.jaxpr.invars)]
-    outs = rec.run(traced.jaxpr.jaxpr, traced.jaxpr.consts, flat, arg_nodes)
+    outs, out_nodes = rec.evaluate(traced.jaxpr, flat, arg_nodes)
     if len(outs) != 1 or not _float(traced.jaxpr.jaxpr.outvars[0].aval):
-        raise ValueError(f"`fn` must return a single floating array for local.vjp, got {len(outs)} outputs")
-    (out, out_node), = outs
+        raise ValueError(f"`fn` must return a single floating array for receptive_field.vjp, got {len(outs)} outputs")
+    (out,), (out_node,) = outs, out_nodes
     data_leaves = jax.tree_util.tree_leaves(primals[-1])
     data_tree = jax.tree_util.tree_structure(primals[-1])
     data_nodes = arg_nodes[len(flat) - len(data_leaves):]

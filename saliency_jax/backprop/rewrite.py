@@ -1,4 +1,4 @@
-"""Give any JAX function a ReLU backward rule and switch pooling, by rewriting its jaxpr.
+"""Rewrite: give any JAX function a ReLU backward rule and switch pooling, by rewriting its jaxpr.
 
 :func:`with_rule` traces the function (a Flax linen ``apply``, an NNX model called through
 ``nnx.split``/``nnx.merge``, plain ``jax.numpy``/``lax`` code) and re-evaluates its jaxpr
@@ -23,6 +23,10 @@ so it checks nothing. :func:`report` lists what was found without raising.
 
 Forward-mode differentiation (``jax.jvp``, ``jax.jacfwd``) of the result raises ``TypeError``:
 the rules define a backward pass only.
+
+The rewrite itself is one :mod:`saliency_jax.jaxpr` handler, :class:`RuleHandler`; the
+receptive-field backward pass (:mod:`saliency_jax.backprop.receptive_field`) evaluates with the
+same handler and records what it needs on the way.
 """
 
 from __future__ import annotations
@@ -37,10 +41,21 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jcore
 
+from saliency_jax import _validate
 from saliency_jax import jaxpr as jx
 from saliency_jax.backprop import rules
 
-__all__ = ["UNCOVERED", "Finding", "Report", "report", "with_rule"]
+__all__ = [
+    "UNCOVERED",
+    "Finding",
+    "Report",
+    "report",
+    "pool_config",
+    "data_flags",
+    "check_strict",
+    "RuleHandler",
+    "with_rule",
+]
 
 #: Primitives treated as activations the ReLU rules do not cover, when applied to data.
 UNCOVERED = frozenset({
@@ -184,8 +199,17 @@ def _is_relu_call(eqn) -> bool:
             and _is_float(eqn.outvars[0].aval) and _is_relu_body(jx.sub_jaxprs(eqn)[0]))
 
 
-def _pool_config(eqn):
-    """``(window, strides, padding)`` of a supported float ``reduce_window_max``, or a reason string."""
+def pool_config(eqn) -> tuple | str:
+    """``(window, strides, padding)`` of a ``reduce_window_max`` equation the switch pool supports.
+
+    Args:
+        eqn: a ``reduce_window_max`` equation of a jaxpr.
+
+    Returns:
+        ``(window, strides, padding)`` as tuples of ints (``padding`` one ``(lo, hi)`` pair per
+        dimension), or a string saying why the configuration is not supported (integer dtype,
+        dilation, negative padding).
+    """
     p = eqn.params
     if not _is_float(eqn.outvars[0].aval):
         return "integer max pool (no gradient)"
@@ -216,7 +240,7 @@ def _analyse(closed_jaxpr, flags, bare_max: bool) -> Report:
             add("relu" if bare_max else "bare_max", "jnp.maximum(x, 0)")
             return False
         if name == "reduce_window_max":
-            cfg = _pool_config(eqn)
+            cfg = pool_config(eqn)
             if isinstance(cfg, str):
                 if data:
                     add("unsupported_pool", cfg)
@@ -255,7 +279,14 @@ def _analyse(closed_jaxpr, flags, bare_max: bool) -> Report:
     return Report(tuple(findings))
 
 
-def _data_flags(traced: jx.Traced, args, data_argnums) -> list[bool]:
+def data_flags(traced: jx.Traced, args, data_argnums) -> list[bool]:
+    """One flag per invar of ``traced``: whether it is a leaf of a positional argument in ``data_argnums``.
+
+    Args:
+        traced: from :func:`saliency_jax.jaxpr.trace` on ``args``.
+        args: the positional arguments, as traced.
+        data_argnums: a tuple of positions, or ``None`` (every input is data).
+    """
     n_leaves = len(traced.jaxpr.jaxpr.invars)
     if data_argnums is None:
         return [True] * n_leaves
@@ -270,12 +301,12 @@ def _data_flags(traced: jx.Traced, args, data_argnums) -> list[bool]:
 def _check_data_argnums(data_argnums):
     if data_argnums is None:
         return None
-    if isinstance(data_argnums, int) and not isinstance(data_argnums, bool):
+    if _validate.is_int(data_argnums):
         data_argnums = (data_argnums,)
     if (not isinstance(data_argnums, (tuple, list))
-            or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in data_argnums)):
+            or not all(_validate.is_int(i) and i >= 0 for i in data_argnums)):
         raise TypeError(f"`data_argnums` (={data_argnums!r}) must be None, a non-negative int or a tuple of them")
-    return tuple(data_argnums)
+    return tuple(int(i) for i in data_argnums)
 
 
 def report(fn: Callable, *args, bare_max: bool = False, data_argnums=None, **kwargs) -> Report:
@@ -300,51 +331,85 @@ def report(fn: Callable, *args, bare_max: bool = False, data_argnums=None, **kwa
     """
     data_argnums = _check_data_argnums(data_argnums)
     traced = jx.trace(fn, *args, **kwargs)
-    return _analyse(traced.jaxpr, _data_flags(traced, args, data_argnums), bool(bare_max))
+    return _analyse(traced.jaxpr, data_flags(traced, args, data_argnums), _validate.boolean("bare_max", bare_max))
 
 
 # --------------------------------------------------------------------------------------------
 # the rewrite
 
 
-def _make_handler(rule: str, switches: bool, bare_max: bool):
-    relu = rules.relu_rule(rule)
-    footprint = rule == rules._FOOTPRINT
-    contains_cache: dict[int, bool] = {}
+class RuleHandler:
+    """The :mod:`saliency_jax.jaxpr` handler that swaps a jaxpr's ReLU and max-pool rules.
 
-    def contains_targets(eqn) -> bool:
-        key = id(eqn)
-        if key not in contains_cache:
-            r = _analyse(jx.sub_jaxprs(eqn)[0], None, bare_max)
-            contains_cache[key] = bool(r.relus or (switches and r.pools))
-        return contains_cache[key]
+    ``handler(eqn, invals)`` returns the outputs of a ReLU (``rule``'s custom VJP), of a
+    supported max pool (:func:`~saliency_jax.backprop.rules.max_pool_switched`, or
+    :func:`~saliency_jax.backprop.rules.max_pool_spread` for the footprint rule), or of a
+    custom-derivative call whose body holds either (evaluated inline, through the handler);
+    ``None`` for every other equation (the interpreter's default).
 
-    def handler(eqn, invals):
-        name = eqn.primitive.name
+    Args:
+        rule: one of :data:`~saliency_jax.backprop.rules.RULES` or
+            :data:`~saliency_jax.backprop.rules.FOOTPRINT`.
+        switches: replace max pools by the switch pool.
+        bare_max: also treat ``jnp.maximum(x, 0)`` (a literal zero) as a ReLU.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from saliency_jax import jaxpr as jx
+        >>> t = jx.trace(lambda x: jnp.sum(jax.nn.relu(x) * jnp.array([1.0, -1.0])), jnp.ones(2))
+        >>> jax.grad(lambda x: t.call(x, handler=RuleHandler("deconvnet")))(jnp.ones(2))
+        Array([1., 0.], dtype=float32)
+    """
+
+    def __init__(self, rule: str, *, switches: bool = True, bare_max: bool = False):
+        self.rule = rules.check_rule(rule, footprint=True)
+        self.switches = _validate.boolean("switches", switches)
+        self.bare_max = _validate.boolean("bare_max", bare_max)
+        self.relu = rules.relu_rule(rule)
+        if rule == rules.FOOTPRINT:
+            self._pool = rules.max_pool_spread
+        else:
+            self._pool = rules.max_pool_switched if switches else None
+        self._inlines: dict[int, bool] = {}
+
+    def relu_operand(self, eqn) -> int | None:
+        """The position of the ReLU's input if ``eqn`` is a ReLU this handler replaces, else ``None``."""
         if _is_relu_call(eqn):
-            return [relu(invals[0])]
-        if bare_max:
-            pos = _max_zero_operand(eqn)
-            if pos is not None:
-                return [relu(invals[pos])]
-        if name == "reduce_window_max" and (switches or footprint):
-            cfg = _pool_config(eqn)
-            if not isinstance(cfg, str):
-                window, strides, padding = cfg
-                return [rules.max_pool_switched(invals[0], window, strides, padding, _spread=footprint)]
-            return None
-        if name in jx.CUSTOM_CALL_PRIMITIVES and contains_targets(eqn):
-            return jx.eval_call_body(eqn, invals, handler=handler)
+            return 0
+        return _max_zero_operand(eqn) if self.bare_max else None
+
+    def inlines(self, eqn) -> bool:
+        """Whether ``eqn`` is a custom-derivative call (not a ReLU) whose body holds ReLUs or, with
+        ``switches``, max pools: the handler evaluates its body inline, dropping its custom rule."""
+        if eqn.primitive.name not in jx.CUSTOM_CALL_PRIMITIVES or _is_relu_call(eqn):
+            return False
+        key = id(eqn)
+        if key not in self._inlines:
+            r = _analyse(jx.sub_jaxprs(eqn)[0], None, self.bare_max)
+            self._inlines[key] = bool(r.relus or (self.switches and r.pools))
+        return self._inlines[key]
+
+    def __call__(self, eqn, invals):
+        pos = self.relu_operand(eqn)
+        if pos is not None:
+            return [self.relu(invals[pos])]
+        if eqn.primitive.name == "reduce_window_max" and self._pool is not None:
+            cfg = pool_config(eqn)
+            return None if isinstance(cfg, str) else [self._pool(invals[0], *cfg)]
+        if self.inlines(eqn):
+            return jx.eval_call_body(eqn, invals, handler=self)
         return None
 
-    return handler
 
+def check_strict(traced: jx.Traced, fn: Callable, rule: str, args, data_argnums, bare_max: bool) -> None:
+    """Raise ``ValueError`` when strict mode refuses ``rule`` for the traced function.
 
-def _check_strict(traced, fn, rule, args, data_argnums, bare_max):
-    """Raise ``ValueError`` when strict mode refuses ``rule`` for the traced function."""
+    Only ``deconvnet`` and ``guided`` are checked (see :meth:`Report.problems`); ``fn`` names
+    the function in the message; ``args`` and ``data_argnums`` are as for :func:`data_flags`.
+    """
     if rule not in ("deconvnet", "guided"):
         return
-    rep = _analyse(traced.jaxpr, _data_flags(traced, args, data_argnums), bare_max)
+    rep = _analyse(traced.jaxpr, data_flags(traced, args, data_argnums), bare_max)
     problems = rep.problems(rule)
     if problems:
         name = getattr(fn, "__qualname__", getattr(fn, "__name__", repr(fn)))
@@ -366,7 +431,9 @@ def with_rule(fn: Callable, rule: str = "deconvnet", *, switches: bool = True, s
     Args:
         fn: any JAX function of pytrees of floating arrays (e.g. a linen ``model.apply``).
         rule: ``"gradient"`` (``g·[x>0]``: the exact gradient), ``"deconvnet"`` (``relu(g)``)
-            or ``"guided"`` (``relu(g)·[x>0]``).
+            or ``"guided"`` (``relu(g)·[x>0]``); also
+            :data:`~saliency_jax.backprop.rules.FOOTPRINT` (``|g|``, pools spread: finds
+            receptive fields).
         switches: pool with :func:`~saliency_jax.backprop.rules.max_pool_switched` (same
             VJP as the default, less memory, faster repeated backward passes).
         strict: for ``deconvnet``/``guided``, raise ``ValueError`` at trace time when no ReLU
@@ -388,20 +455,19 @@ def with_rule(fn: Callable, rule: str = "deconvnet", *, switches: bool = True, s
     """
     if not callable(fn):
         raise TypeError(f"`fn` (={fn!r}) must be callable")
-    rules._check_rule(rule, allow_private=True)
+    rules.check_rule(rule, footprint=True)
     for name, val in (("switches", switches), ("strict", strict), ("bare_max", bare_max)):
-        if not isinstance(val, bool):
-            raise TypeError(f"`{name}` (={val!r}) must be a bool")
+        _validate.boolean(name, val)
     data_argnums = _check_data_argnums(data_argnums)
 
     @functools.wraps(fn)
     def wrapped(*args, **kwargs):
         traced = jx.trace(fn, *args, **kwargs)
         if strict:
-            _check_strict(traced, fn, rule, args, data_argnums, bare_max)
+            check_strict(traced, fn, rule, args, data_argnums, bare_max)
         flat = jax.tree_util.tree_leaves((args, kwargs))
         try:
-            outs = jx.eval_jaxpr(traced.jaxpr, flat, handler=_make_handler(rule, switches, bare_max))
+            outs = jx.eval_jaxpr(traced.jaxpr, flat, handler=RuleHandler(rule, switches=switches, bare_max=bare_max))
         except TypeError as e:
             if "forward-mode" in str(e):
                 raise TypeError(_JVP_MESSAGE.format(rule=rule)) from e

@@ -35,19 +35,37 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
-__all__ = ["RULES", "relu_rule", "pool_with_switches", "unpool", "max_pool_switched", "normalize_padding"]
+__all__ = [
+    "RULES",
+    "FOOTPRINT",
+    "check_rule",
+    "relu_rule",
+    "pool_with_switches",
+    "unpool",
+    "max_pool_switched",
+    "max_pool_spread",
+    "normalize_padding",
+]
 
 #: The ReLU backward rules, by name.
 RULES: tuple[str, ...] = ("gradient", "deconvnet", "guided")
-# Private rule used to find a unit's receptive field: every path counts, with a positive sign.
-_FOOTPRINT = "footprint"
+#: The rule that finds a unit's receptive field rather than explaining it: every path counts,
+#: with a positive sign (ReLU backward ``|g|``, max pools spread ``|g|`` over every window
+#: position, see :func:`max_pool_spread`). Accepted by :func:`relu_rule` and
+#: :func:`saliency_jax.backprop.with_rule`, not by the saliency methods.
+FOOTPRINT = "footprint"
 
 
-def _check_rule(rule, allow_private=False):
-    accepted = RULES + ((_FOOTPRINT,) if allow_private else ())
+def check_rule(rule, *, footprint: bool = False) -> str:
+    """``rule`` if it is one of :data:`RULES` (or :data:`FOOTPRINT` when ``footprint``); else ``ValueError``.
+
+    Example:
+        >>> check_rule("guided")
+        'guided'
+    """
+    accepted = RULES + ((FOOTPRINT,) if footprint else ())
     if not isinstance(rule, str) or rule not in accepted:
         raise ValueError(f"`rule` (={rule!r}) must be one of {RULES}")
     return rule
@@ -74,7 +92,9 @@ def _relu(rule: str):
             return _relu_fwd_value(x), x > 0
 
         def bwd(mask, g):
-            return (jnp.where(mask & (g > 0), g, jnp.zeros((), g.dtype)),)
+            # `~(g <= 0)`, not `g > 0`: a NaN signal passes where the unit is open (as with the
+            # other rules) instead of vanishing into a clean-looking map
+            return (jnp.where(mask & ~(g <= 0), g, jnp.zeros((), g.dtype)),)
     elif rule == "deconvnet":
         def fwd(x):
             return _relu_fwd_value(x), None
@@ -97,7 +117,7 @@ def relu_rule(rule: str):
     """The ReLU whose backward pass follows ``rule``.
 
     Args:
-        rule: ``"gradient"``, ``"deconvnet"`` or ``"guided"``.
+        rule: ``"gradient"``, ``"deconvnet"`` or ``"guided"`` (or :data:`FOOTPRINT`: ``|g|``).
 
     Returns:
         A function ``x -> relu(x)`` (any shape, floating dtype, dtype kept) whose VJP is
@@ -110,7 +130,7 @@ def relu_rule(rule: str):
         >>> g(jnp.array([2.0, -2.0, 2.0]))[0]
         Array([2., 0., 0.], dtype=float32)
     """
-    return _relu(_check_rule(rule, allow_private=True))
+    return _relu(check_rule(rule, footprint=True))
 
 
 # --------------------------------------------------------------------------------------------
@@ -194,10 +214,7 @@ def pool_with_switches(x, window: Sequence[int], strides: Sequence[int], padding
         >>> y, s
         (Array([[3., 3.]], dtype=float32), Array([[1, 0]], dtype=int8))
     """
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(f"`x` must have a floating dtype, got {x.dtype}")
-    window, strides, padding = _validate_pool(x.shape, window, strides, padding)
+    x, window, strides, padding = _check_pool_input(x, window, strides, padding)
     return _pool_fwd_impl(x, window, strides, padding)
 
 
@@ -286,7 +303,14 @@ def _switched_pool(input_shape, window, strides, padding, spread):
     return pool
 
 
-def max_pool_switched(x, window: Sequence[int], strides: Sequence[int], padding="VALID", *, _spread=False):
+def _check_pool_input(x, window, strides, padding):
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"`x` must have a floating dtype, got {x.dtype}")
+    return (x,) + _validate_pool(x.shape, window, strides, padding)
+
+
+def max_pool_switched(x, window: Sequence[int], strides: Sequence[int], padding="VALID"):
     """Max pooling whose VJP unpools through switches recorded in the forward pass.
 
     Same value and same VJP as ``lax.reduce_window(x, -inf, lax.max, window, strides,
@@ -306,8 +330,29 @@ def max_pool_switched(x, window: Sequence[int], strides: Sequence[int], padding=
         >>> jax.grad(lambda v: max_pool_switched(v, (1, 3), (1, 2)).sum())(x)
         Array([[0., 1., 1., 0., 0.]], dtype=float32)
     """
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(f"`x` must have a floating dtype, got {x.dtype}")
-    window, strides, padding = _validate_pool(x.shape, window, strides, padding)
-    return _switched_pool(tuple(x.shape), window, strides, padding, bool(_spread))(x)
+    x, window, strides, padding = _check_pool_input(x, window, strides, padding)
+    return _switched_pool(tuple(x.shape), window, strides, padding, False)(x)
+
+
+def max_pool_spread(x, window: Sequence[int], strides: Sequence[int], padding="VALID"):
+    """Max pooling whose VJP sends ``|g|`` to every position of each window (the :data:`FOOTPRINT` rule).
+
+    The forward value is the max pool's; the backward pass is the transpose of a sum pool of
+    ``|g|`` (:func:`unpool` with ``spread=True``), so every input position a pooled unit can
+    read receives a positive signal: what finds a unit's receptive field, not a saliency map.
+
+    Args:
+        x: floating array of any rank.
+        window, strides, padding: per dimension of ``x``, as for :func:`pool_with_switches`.
+
+    Returns:
+        The pooled array.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> x = jnp.array([[0.0, 2.0, 2.0, 1.0, 0.0]])
+        >>> jax.grad(lambda v: max_pool_spread(v, (1, 3), (1, 2)).sum())(x)
+        Array([[1., 1., 2., 1., 1.]], dtype=float32)
+    """
+    x, window, strides, padding = _check_pool_input(x, window, strides, padding)
+    return _switched_pool(tuple(x.shape), window, strides, padding, True)(x)

@@ -87,3 +87,39 @@ def test_walk_propagates_data_dependence_by_hand():
     assert out == [True]
     out_w = jx.walk(t.jaxpr, visit, [True, False])
     assert flags == {"tanh": True, "exp": False} and out_w == [True]
+
+
+def test_a_handler_can_follow_values_through_shared_call_bodies():
+    """The handler is the observation hook: it sees each equation's Vars, keeps state per Var, and
+    enters calls itself. The same jitted function called twice shares one body jaxpr; the state
+    must follow each call's own inputs (what the receptive-field recorder relies on)."""
+    sin = jax.jit(jnp.sin)
+
+    def f(x, y):
+        return sin(x) * 2.0, sin(y) + 1.0
+
+    t = jx.trace(f, X, X)
+    tainted: dict = {}
+    seen = []
+
+    def taint_of(v):
+        return False if isinstance(v, jax.extend.core.Literal) else tainted.get(v, False)
+
+    def handler(eqn, invals):
+        flags = [taint_of(v) for v in eqn.invars]
+        if eqn.primitive.name in jx.CALL_PRIMITIVES:
+            (body,) = jx.sub_jaxprs(eqn)
+            tainted.update(zip(body.jaxpr.invars, flags))
+            outs = jx.eval_jaxpr(body, invals, handler=handler)
+            out_flags = [taint_of(v) for v in body.jaxpr.outvars]
+        else:
+            outs, out_flags = jx.bind(eqn, invals), [any(flags)] * len(eqn.outvars)
+            seen.append((eqn.primitive.name, any(flags)))
+        tainted.update(zip(eqn.outvars, out_flags))
+        return outs
+
+    tainted.update(zip(t.jaxpr.jaxpr.invars, [True, False]))  # only x is followed
+    outs = jx.eval_jaxpr(t.jaxpr, [X, X], handler=handler)
+    np.testing.assert_array_equal(np.asarray(outs[0]), np.asarray(jnp.sin(X) * 2.0))
+    assert [taint_of(v) for v in t.jaxpr.jaxpr.outvars] == [True, False]
+    assert seen == [("sin", True), ("mul", True), ("sin", False), ("add", False)]

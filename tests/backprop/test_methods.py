@@ -1,4 +1,4 @@
-"""deconvnet / guided_backprop / gradient, unit projections, the dataset "top 9", display scaling."""
+"""deconvnet / guided_backprop / gradient, unit projections, the dataset "top 9"; their argument checks."""
 
 import functools
 
@@ -9,7 +9,6 @@ import pytest
 
 from saliency_jax import backprop
 from saliency_jax.model.architectures import get_model
-from saliency_jax.app.render import normalize_map
 from tests.weights import np_init
 
 
@@ -25,6 +24,7 @@ def _grad_ref(apply, params, x, t):
     return jax.grad(lambda v: apply(params, v[None])[0, t])(x)
 
 
+@pytest.mark.slow
 def test_gradient_method_equals_jax_grad_for_each_target_kind():
     model, params, x = small()
     logits = np.asarray(model.apply(params, x))
@@ -87,13 +87,13 @@ def test_bad_input_is_refused_with_a_clear_message():
         backprop.deconvnet(model.apply, params, x, target=[0, 1])
     with pytest.raises(TypeError, match="`target`"):
         backprop.deconvnet(model.apply, params, x, target=1.5)
-    with pytest.raises(ValueError, match=r"`image` \(shape \(32, 32\)\)"):
+    with pytest.raises(ValueError, match=r"`image` \(shape=\(32, 32\)\)"):
         backprop.deconvnet(model.apply, params, x[0, ..., 0])
     with pytest.raises(TypeError, match="floating"):
         backprop.deconvnet(model.apply, params, x.astype(jnp.int32))
     with pytest.raises(TypeError, match="`apply_fn`"):
         backprop.deconvnet(None, params, x)
-    with pytest.raises(ValueError, match="logits"):
+    with pytest.raises(ValueError, match=r"scores \(B, K\)"):
         backprop.deconvnet(lambda p, v: v, params, x)
     with pytest.raises(ValueError, match=r"`rule` \(='lrp'\)"):
         backprop.saliency_maps(model.apply, params, x, rule="lrp")
@@ -101,6 +101,99 @@ def test_bad_input_is_refused_with_a_clear_message():
         backprop.project_units(model.apply, params, x, layer="conv9")
     with pytest.raises(ValueError, match=r"`top_k` \(=0\)"):
         backprop.project_units(model.apply, params, x, layer="conv2", top_k=0)
+
+
+def _entry_points(model, params):
+    """Every backprop entry point, as ``f(apply_fn, images (N, H, W, C))``."""
+    return {
+        "saliency_maps": lambda a, v: backprop.saliency_maps(a, params, v, target=0),
+        "deconvnet": lambda a, v: backprop.deconvnet(a, params, v),
+        "guided_backprop": lambda a, v: backprop.guided_backprop(a, params, v, target="all"),
+        "gradient": lambda a, v: backprop.gradient(a, params, v[0]),
+        "project_units": lambda a, v: backprop.project_units(a, params, v, layer="conv2", top_k=1),
+        "top_activations": lambda a, v: backprop.top_activations(a, params, v, "conv2", [0], k=1),
+    }
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_pixels_are_refused_by_every_entry_point(bad):
+    model, params, x = small()
+    images = np.array(x)
+    images[1, 5, 7, 2] = bad  # one pixel (in the image the single-image entry point does not read, too)
+    images[0, 0, 0, 0] = bad
+    messages = set()
+    for name, call in _entry_points(model, params).items():
+        with pytest.raises(ValueError, match=r"`image` contains non-finite values") as err:
+            call(model.apply, jnp.asarray(images))
+        messages.add(str(err.value))
+    assert len(messages) == 1, messages  # the same words from every entry point
+
+
+class _Unhashable:
+    """A callable model that defines __eq__ without __hash__ (as dataclasses with eq=True do)."""
+
+    def __init__(self, apply):
+        self.apply = apply
+
+    def __eq__(self, other):
+        return isinstance(other, _Unhashable) and other.apply is self.apply
+
+    def __call__(self, params, batch, **kw):
+        return self.apply(params, batch, **kw)
+
+
+def test_unhashable_apply_fn_and_layer_are_refused():
+    model, params, x = small()
+    for name, call in _entry_points(model, params).items():
+        with pytest.raises(TypeError, match=r"`apply_fn` \(=.*\) must be hashable"):
+            call(_Unhashable(model.apply), x)
+    feats = backprop.layer_features(model.apply, "conv2")
+    with pytest.raises(TypeError, match=r"`layer` \(=.*\) must be hashable"):
+        backprop.project_units(model.apply, params, x, layer=_Unhashable(feats))
+    with pytest.raises(TypeError, match=r"`layer` \(=.*\) must be hashable"):
+        backprop.top_activations(model.apply, params, x, _Unhashable(feats), [0], k=1)
+
+
+@functools.lru_cache(maxsize=None)
+def _nan_at(cls):
+    """A model whose logit ``cls`` is NaN: added after the network, so the backward signal itself is clean."""
+    model, _, _ = small()
+    return lambda p, v: model.apply(p, v) + jnp.where(jnp.arange(3) == cls, jnp.nan, 0.0)[None]
+
+
+@pytest.mark.parametrize("rule", backprop.RULES)
+def test_a_nan_score_gives_a_nan_map_for_every_rule(rule):
+    model, params, x = small()
+    broken = _nan_at(1)
+    clean = np.asarray(backprop.saliency_maps(model.apply, params, x, target="all", rule=rule))
+    every = np.asarray(backprop.saliency_maps(broken, params, x, target="all", rule=rule))
+    assert np.isnan(every[:, 1]).all()
+    np.testing.assert_array_equal(every[:, [0, 2]], clean[:, [0, 2]])  # finite scores: untouched maps
+    one = np.asarray(backprop.saliency_maps(broken, params, x[0], target=1, rule=rule))
+    assert np.isnan(one).all()
+    predicted = np.asarray(backprop.saliency_maps(broken, params, x, rule=rule))  # argmax picks the NaN
+    assert np.isnan(predicted).all()
+
+
+def test_a_nan_inside_the_network_reaches_every_map():
+    """A NaN weight in the last layer: the signal entering the ReLUs is NaN, and guided backprop used to
+    drop it (``NaN > 0`` is False) and return a finite map. Every rule now gives a non-finite one."""
+    model, params, x = small()
+    params = jax.tree.map(jnp.asarray, params)  # a copy
+    params["params"]["logits"]["kernel"] = params["params"]["logits"]["kernel"].at[0, 1].set(jnp.nan)
+    for method in (backprop.deconvnet, backprop.guided_backprop, backprop.gradient):
+        assert not np.isfinite(np.asarray(method(model.apply, params, x[0], target=1))).all(), method.__name__
+
+
+def test_a_nan_activation_gives_a_nan_unit_map():
+    model, params, x = small()
+    feats = backprop.layer_features(model.apply, "conv2")
+    poisoned = lambda p, v: feats(p, v).at[:, 1, 2, 3].set(jnp.nan)  # noqa: E731
+    units = np.array([[1, 2, 3], [0, 0, 0]])
+    out = backprop.project_units(model.apply, params, x[0], layer=poisoned, units=units)
+    ref = backprop.project_units(model.apply, params, x[0], layer=feats, units=units)
+    assert np.isnan(np.asarray(out.maps[0])).all()
+    np.testing.assert_array_equal(np.asarray(out.maps[1]), np.asarray(ref.maps[1]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -156,6 +249,7 @@ def test_project_units_explicit_units_and_callable_layer():
 # dataset-level top 9
 
 
+@pytest.mark.slow
 def test_top_activations_images_values_and_receptive_fields():
     model, params, _ = small()
     images = jax.random.normal(jax.random.key(4), (7, 32, 32, 3))
@@ -194,25 +288,6 @@ def test_top_activations_images_values_and_receptive_fields():
     assert fig.shape == (2, 17, 2 * (3 * 17 + 2 * 2) + 2, 3)
     np.testing.assert_array_equal(np.asarray(fig[:, :, -17:]), np.asarray(res.patches[:, 2]))
     np.testing.assert_array_equal(np.asarray(fig[:, :, 17:19]), 1.0)
-
-
-def test_top_grid_layout_by_hand():
-    tiles = jnp.arange(4, dtype=jnp.float32).reshape(4, 1, 1, 1) + 1  # four 1×1 tiles 1..4
-    grid = backprop.top_grid(tiles, rows=2, gap=1, fill=0.0)[..., 0]
-    np.testing.assert_array_equal(np.asarray(grid), [[1, 0, 2], [0, 0, 0], [3, 0, 4]])
-    nine = backprop.top_grid(jnp.ones((2, 9, 5, 4, 3)))
-    assert nine.shape == (2, 17, 14, 3)
-
-
-def test_normalize_map_by_hand():
-    m = jnp.array([[[1.0, -4.0], [2.0, 0.0]]])  # (1, 2, 2): H=1, W=2, C=2
-    signed = normalize_map(m, percentile=100.0)
-    np.testing.assert_allclose(np.asarray(signed), [[[0.625, 0.0], [0.75, 0.5]]])
-    heat = normalize_map(m, method="abs", percentile=100.0)
-    np.testing.assert_allclose(np.asarray(heat), [[1.0, 0.5]])
-    np.testing.assert_array_equal(np.asarray(normalize_map(jnp.zeros((2, 3, 3, 3)))), 0.5)
-    with pytest.raises(ValueError, match="`method`"):
-        normalize_map(m, method="log")
 
 
 def test_one_forward_pass_whatever_the_number_of_signals():

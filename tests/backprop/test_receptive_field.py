@@ -14,7 +14,7 @@ import pytest
 from jax import lax
 
 from saliency_jax import backprop
-from saliency_jax.backprop import receptive_field as local
+from saliency_jax.backprop import receptive_field as field
 from saliency_jax.model.architectures import get_model
 from tests.weights import KEY, np_init
 
@@ -79,8 +79,8 @@ def _reference(fn, params, x, rule, switches, units, values, shape):
 
 
 def _restricted(fn, params, x, rule, switches, units, values):
-    out, back = local.vjp(fn, params, x, rule=rule, switches=switches)
-    return jax.vmap(lambda u, v: back(local.unit_seed(out, u, v)))(units, values)
+    out, back = field.vjp(fn, params, x, rule=rule, switches=switches)
+    return jax.vmap(lambda u, v: back(field.unit_seed(out, u, v)))(units, values)
 
 
 def _border_units(shape):
@@ -110,8 +110,17 @@ def _setup(name, layer, size):
     return (lambda p, v: features(p, v[None])[0]), params, xs[0]
 
 
-@pytest.mark.parametrize("rule", backprop.RULES)
-@pytest.mark.parametrize("case", _cases(), ids=lambda c: f"{c[0]}-{c[1]}-{c[2]}")
+# the combinations that take over ~4 s (compiling both passes); the fast subset runs the others
+_SLOW = {("lax", "gradient"), ("wrapped", "gradient"), ("wrapped", "deconvnet")}
+
+
+def _case_params():
+    return [pytest.param(case, rule, id=f"{case[0]}-{case[1]}-{case[2]}-{rule}",
+                         marks=[pytest.mark.slow] if (case[0], rule) in _SLOW else [])
+            for case in _cases() for rule in backprop.RULES]
+
+
+@pytest.mark.parametrize("case, rule", _case_params())
 def test_restricted_projection_equals_full_vjp_at_every_border(case, rule):
     fn, params, x = _setup(*case)
     shape = jax.eval_shape(fn, params, x).shape
@@ -129,17 +138,18 @@ def test_restricted_projection_equals_full_vjp_at_every_border(case, rule):
         assert (got[ref == 0] == 0).all()
 
 
+@pytest.mark.slow
 def test_full_cotangents_and_dense_layers_fall_back_to_the_ordinary_vjp():
     apply, params, xs = _model("small", 32)
     x = xs[0]
     logits = lambda p, v: apply(p, v[None])[0]  # noqa: E731
-    out, back = local.vjp(logits, params, x, rule="guided")
+    out, back = field.vjp(logits, params, x, rule="guided")
     ruled = backprop.with_rule(logits, "guided", data_argnums=1)
     _, vjp = jax.vjp(lambda v: ruled(params, v), x)
     for k in range(3):
         cot = jnp.eye(3)[k] * 2.0
         np.testing.assert_allclose(np.asarray(back(cot)), np.asarray(vjp(cot)[0]), rtol=1e-5, atol=1e-7)
-        np.testing.assert_allclose(np.asarray(back(local.unit_seed(out, jnp.array([k]), 2.0))),
+        np.testing.assert_allclose(np.asarray(back(field.unit_seed(out, jnp.array([k]), 2.0))),
                                    np.asarray(vjp(cot)[0]), rtol=1e-5, atol=1e-7)
 
 
@@ -182,10 +192,10 @@ def test_strict_mode_and_rules_carry_over():
     w = jnp.ones((3, 3, 1, 1))
     f = lambda x: jnp.tanh(lax.conv_general_dilated(x[None], w, (1, 1), "SAME", dimension_numbers=DN)[0])  # noqa: E731
     with pytest.raises(ValueError, match="strict"):
-        local.vjp(f, jnp.ones((5, 5, 1)), rule="deconvnet")
-    out, back = local.vjp(f, jnp.ones((5, 5, 1)), rule="gradient")
+        field.vjp(f, jnp.ones((5, 5, 1)), rule="deconvnet")
+    out, back = field.vjp(f, jnp.ones((5, 5, 1)), rule="gradient")
     ref = jax.vjp(f, jnp.ones((5, 5, 1)))[1](jnp.zeros((5, 5, 1)).at[2, 2, 0].set(1.0))[0]
-    np.testing.assert_allclose(np.asarray(back(local.unit_seed(out, jnp.array([2, 2, 0]), 1.0))),
+    np.testing.assert_allclose(np.asarray(back(field.unit_seed(out, jnp.array([2, 2, 0]), 1.0))),
                                np.asarray(ref), rtol=1e-6)
 
 
@@ -205,10 +215,11 @@ def test_subpixel_transpose_equals_the_linear_transpose(kernel, strides, padding
     eqn = next(e for e in jax.make_jaxpr(conv)(x).jaxpr.eqns if e.primitive.name == "conv_general_dilated")
     g = jax.random.normal(jax.random.key(5), jax.eval_shape(conv, x).shape)
     ref = jax.linear_transpose(conv, jax.ShapeDtypeStruct(x_shape, jnp.float32))(g)[0]
-    got = local._transpose_conv(eqn, w, g, x_shape, eqn.params["padding"])
+    got = field._transpose_conv(eqn, w, g, x_shape, eqn.params["padding"])
     np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_top_activations_projections_equal_the_full_backward_pass():
     apply, params, _ = _model("zf", 64)
     images = jax.random.normal(jax.random.key(6), (4, 64, 64, 3))
@@ -227,10 +238,10 @@ def test_top_activations_projections_equal_the_full_backward_pass():
 def test_bad_arguments_name_themselves():
     x = jnp.ones((4, 4, 1))
     with pytest.raises(TypeError, match="`fn`"):
-        local.vjp(3, x)
+        field.vjp(3, x)
     with pytest.raises(TypeError, match="`switches`"):
-        local.vjp(jax.nn.relu, x, switches=1)
+        field.vjp(jax.nn.relu, x, switches=1)
     with pytest.raises(ValueError, match="`rule`"):
-        local.vjp(jax.nn.relu, x, rule="lrp")
+        field.vjp(jax.nn.relu, x, rule="lrp")
     with pytest.raises(ValueError, match="`fn`"):
-        local.vjp(lambda v: (jax.nn.relu(v), v), x, rule="gradient")
+        field.vjp(lambda v: (jax.nn.relu(v), v), x, rule="gradient")

@@ -265,6 +265,7 @@ def test_argument_validation():
         backprop.with_rule(lambda v: v, "deconvnet", data_argnums="x")
 
 
+@pytest.mark.slow
 def test_jit_vmap_over_images_and_cotangents_agree():
     apply, params, x = _small(size=32)
     f = backprop.with_rule(apply, "guided", data_argnums=1)
@@ -288,6 +289,7 @@ def test_jit_vmap_over_images_and_cotangents_agree():
                                    rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_maps_are_not_additive():
     """The projection of a + b is not the sum of the projections, for deconvnet and guided.
 

@@ -48,6 +48,25 @@ def test_rules_keep_dtype_and_forbid_forward_mode():
 def test_unknown_rule_is_refused():
     with pytest.raises(ValueError, match=r"`rule` \(='lrp'\)"):
         rules.relu_rule("lrp")
+    with pytest.raises(ValueError, match=r"`rule` \(='footprint'\)"):
+        rules.check_rule(rules.FOOTPRINT)  # the saliency methods do not take the footprint rule
+    assert rules.check_rule(rules.FOOTPRINT, footprint=True) == "footprint"
+
+
+@pytest.mark.parametrize("rule, expected", [
+    # x = [1, -1]: the first unit is open. A NaN signal must survive where the rule lets the
+    # signal through (so a NaN score never turns into a clean-looking map) and vanish only
+    # where the rule blocks it whatever the signal (a closed unit, as jax.grad of relu does).
+    ("gradient", [np.nan, 0.0]),
+    ("deconvnet", [np.nan, np.nan]),
+    ("guided", [np.nan, 0.0]),
+])
+def test_relu_rules_propagate_nan_signals(rule, expected):
+    vjp = jax.vjp(rules.relu_rule(rule), jnp.array([1.0, -1.0]))[1]
+    np.testing.assert_array_equal(np.asarray(vjp(jnp.array([np.nan, np.nan]))[0]), expected)
+    if rule == "gradient":  # the exact gradient: as jax.nn.relu's own
+        ref = jax.vjp(jax.nn.relu, jnp.array([1.0, -1.0]))[1](jnp.array([np.nan, np.nan]))[0]
+        np.testing.assert_array_equal(np.asarray(ref), expected)
 
 
 # --------------------------------------------------------------------------------------------
@@ -77,6 +96,8 @@ CONFIGS = [  # window, strides, padding (flax style, spatial dims only)
     ((3, 3), (1, 1), "SAME"),
     ((3, 2), (2, 1), ((1, 2), (0, 1))),
 ]
+# the first three compile the longest (several seconds each); the fast subset keeps the last two
+SLOW_CONFIGS = [pytest.param(*c, marks=pytest.mark.slow) if i < 3 else c for i, c in enumerate(CONFIGS)]
 
 
 def _inputs():
@@ -87,7 +108,7 @@ def _inputs():
     return {"normal": normal, "ties": ties, "relu_zeros": relu_zeros, "negative": -jnp.abs(normal) - 1.0}
 
 
-@pytest.mark.parametrize("window, strides, padding", CONFIGS)
+@pytest.mark.parametrize("window, strides, padding", SLOW_CONFIGS)
 def test_switch_pool_equals_default_vjp(window, strides, padding):
     ref_fn = lambda v: nn.max_pool(v, window, strides=strides, padding=padding)  # noqa: E731
     pads = padding if isinstance(padding, str) else ((0, 0),) + tuple(padding) + ((0, 0),)
@@ -148,3 +169,13 @@ def test_pool_validation():
         rules.max_pool_switched(jnp.ones((4, 4)), (5, 2), (1, 1))
     with pytest.raises(ValueError, match="padding"):
         rules.max_pool_switched(jnp.ones((4, 4)), (2, 2), (1, 1), "FULL")
+
+
+def test_max_pool_spread_sends_the_signal_to_every_window_position():
+    x = jnp.array([[0.0, 2.0, 2.0, 1.0, 0.0]])
+    g = jnp.array([[2.0, -3.0]])  # windows [0, 3) and [2, 5): position 2 is in both
+    y, vjp = jax.vjp(lambda v: rules.max_pool_spread(v, (1, 3), (1, 2)), x)
+    np.testing.assert_array_equal(np.asarray(y), np.asarray(rules.max_pool_switched(x, (1, 3), (1, 2))))
+    np.testing.assert_array_equal(np.asarray(vjp(g)[0]), [[2.0, 2.0, 5.0, 3.0, 3.0]])  # |g| summed per position
+    with pytest.raises(TypeError):
+        rules.max_pool_switched(x, (1, 3), (1, 2), _spread=True)  # no private keyword on the public function
