@@ -32,6 +32,7 @@ __all__ = [
     "boolean",
     "pair",
     "choice",
+    "hashable",
     "apply_fn",
     "image",
     "target",
@@ -86,18 +87,23 @@ def choice(name: str, value, allowed: tuple) -> Any:
     return value
 
 
-def apply_fn(fn) -> Callable:
-    """``fn`` if it is callable and hashable (it keys the compilation cache of every method)."""
-    if not callable(fn):
-        raise TypeError(f"`apply_fn` (={fn!r}) must be callable as apply_fn(params, images (B, H, W, C)) -> (B, K)")
+def hashable(name: str, fn: Callable) -> Callable:
+    """``fn`` if it is hashable: a function passed to a method keys its compilation cache."""
     try:
         hash(fn)
     except TypeError:
         raise TypeError(
-            f"`apply_fn` (={fn!r}) must be hashable (it keys the compilation cache); pass a plain function "
+            f"`{name}` (={fn!r}) must be hashable (it keys the compilation cache); pass a plain function "
             "or a functools.partial over hashable arguments, and the arrays as `params`"
         ) from None
     return fn
+
+
+def apply_fn(fn) -> Callable:
+    """``fn`` if it is callable and hashable (it keys the compilation cache of every method)."""
+    if not callable(fn):
+        raise TypeError(f"`apply_fn` (={fn!r}) must be callable as apply_fn(params, images (B, H, W, C)) -> (B, K)")
+    return hashable("apply_fn", fn)
 
 
 def image(value) -> tuple[jax.Array, bool]:

@@ -275,13 +275,7 @@ def _project_named_jit(apply_fn, layer, rule, strict, switches, bare_max, k, par
 
 def _check_layer(layer):
     """A callable ``layer`` must be hashable too: it keys the compilation cache like ``apply_fn``."""
-    if callable(layer):
-        try:
-            hash(layer)
-        except TypeError:
-            raise TypeError(f"`layer` (={layer!r}) must be hashable (it keys the compilation cache); pass a "
-                            "plain function or a functools.partial over hashable arguments") from None
-    return layer
+    return _validate.hashable("layer", layer) if callable(layer) else layer
 
 
 def _activation_shape(features, params, x, layer) -> tuple[int, ...]:
