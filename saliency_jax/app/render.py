@@ -1,20 +1,10 @@
-"""Rendering: display normalisation of saliency maps, colour maps, overlays and panels.
+"""Rendering: colour maps, overlays and panels for saliency maps.
 
-Zeiler & Fergus (2014) show their projections without saying how they were scaled. We
-choose, and document, two normalisations; both are per map, robust to a few extreme
-pixels, and send an all-zero map to a constant image instead of dividing by zero:
-
-* ``"signed"`` (for deconvnet / guided / gradient maps shown as images, the paper's look):
-  ``0.5 + 0.5 · m / s`` clipped to ``[0, 1]``, where ``s`` is the ``percentile``-th percentile
-  of ``|m|`` over the whole map (all pixels and channels). Zero is mid-grey, the sign and the
-  colour of the signal are kept, and one scale is shared by the channels so hues are not
-  distorted.
-* ``"abs"`` (a heat map, as in Simonyan et al.'s saliency maps): ``max_c |m|`` divided by
-  the ``percentile``-th percentile of that ``(H, W)`` map, clipped to ``[0, 1]``.
-
-The maps of one figure are normalised independently (each map's own scale), since their
-magnitudes differ by orders of magnitude between layers and units; compare magnitudes
-with the raw maps, not the rendered ones.
+The display normalisation of backprop maps (:func:`normalize_map`, ``"signed"`` or ``"abs"``)
+lives with the maps it scales, in :mod:`saliency_jax.backprop.display`, and is re-exported here
+as ``sj.render.normalize_map``. The maps of one figure are normalised independently (each map's
+own scale), since their magnitudes differ by orders of magnitude between layers and units;
+compare magnitudes with the raw maps, not the rendered ones.
 """
 
 from __future__ import annotations
