@@ -1,11 +1,13 @@
 """Occlusion sensitivity: the window grid, the engine, exact incremental re-inference.
 
-* :mod:`~saliency_jax.occlude.windows` — window grid geometry and per-pixel coverage;
+* :mod:`~saliency_jax.occlude.windows` — window grid geometry, per-pixel coverage and the per-pixel
+  mean / sum of window scores (shared by every engine);
 * :mod:`~saliency_jax.occlude.engine` — ``occlusion``: every window at once with ``vmap``, the
   jitted model over fixed-size chunks (``lax.map``), sharded over local devices;
 * :mod:`~saliency_jax.occlude.incremental` — exact incremental re-inference (only the region a
-  window changes is recomputed) and its FLOP report;
-* :mod:`~saliency_jax.occlude.compile` — the CPU compile options the engine uses.
+  window changes is recomputed), its FLOP report, and the approximate capped mode;
+* :mod:`~saliency_jax.occlude.compile` — how the engines compile and run: the CPU compile
+  options, the one jit policy, fixed-size chunks.
 
 Example:
     >>> import jax.numpy as jnp

@@ -1,12 +1,12 @@
-"""XLA compile options for the occlusion engines on CPU.
+"""How the occlusion engines compile and run: CPU compile options, one jit policy, fixed-size chunks.
 
-On jaxlib 0.10 XLA:CPU hands convolutions and matrix products to YNNPACK ("ynn fusions") by
-default. Measured on a 2-core x86 CPU (``benchmarks/results/incremental.md``), YNNPACK's
-convolutions ran at 25-110 GFLOP/s depending on shape (a cliff from batch 12-16 of 14×14×512
-maps), against 150-177 GFLOP/s for XLA's own convolutions on the same shapes; full re-inference
-of the VGG16-style model, the ZF-style model and the shipped small model, and incremental
-re-inference of all three, were faster with YNNPACK off. :func:`cpu_compiler_options` returns the
-per-``jit`` option that turns it off, only where it applies:
+**Compile options.** On jaxlib 0.10 XLA:CPU hands convolutions and matrix products to YNNPACK
+("ynn fusions") by default. Measured on a 2-core x86 CPU (``benchmarks/results/incremental.md``),
+YNNPACK's convolutions ran at 25-110 GFLOP/s depending on shape (a cliff from batch 12-16 of
+14×14×512 maps), against 150-177 GFLOP/s for XLA's own convolutions on the same shapes; full
+re-inference of the VGG16-style model, the ZF-style model and the shipped small model, and
+incremental re-inference of all three, were faster with YNNPACK off. :func:`cpu_compiler_options`
+returns the per-``jit`` option that turns it off, only where it applies:
 
 * the default backend is the CPU;
 * the installed jaxlib accepts the option (checked once by compiling a trivial function);
@@ -14,17 +14,35 @@ per-``jit`` option that turns it off, only where it applies:
 
 Otherwise it returns ``{}`` and the library's defaults apply. The result is cached; it never runs
 at import time (it must not initialise the backend before a user's ``XLA_FLAGS`` are read).
+
+**The jit policy** (:func:`jit_with_policy`, the one place the engines are jitted): the options
+above on one device with concrete arguments; JAX's defaults when sharded over several devices
+(with YNNPACK off, full re-inference of the shipped model sharded over two host devices returned
+wrong maps: max error 2.95 on maps up to 10.3, ``tests/occlude/test_devices.py`` guards it) and
+inside a caller's ``jit``/``vmap`` (traced arguments: the caller's compilation decides).
+
+**Chunks** (:func:`chunk_indices`): the windows run through the model in chunks of one fixed
+size, the last one padded, so each shape is traced once.
+
+Example:
+    >>> from saliency_jax.occlude.compile import chunk_indices
+    >>> chunk_indices(7, 3).tolist()   # 3 chunks of 3; the padding repeats the last window
+    [[[0, 1, 2], [3, 4, 5], [6, 6, 6]]]
 """
 
 from __future__ import annotations
 
 import functools
 import os
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-__all__ = ["cpu_compiler_options"]
+from saliency_jax import _validate
+
+__all__ = ["cpu_compiler_options", "jit_with_policy", "chunk_indices", "signature"]
 
 _OPTION = "xla_cpu_experimental_ynn_fusion_type"
 
@@ -42,3 +60,69 @@ def cpu_compiler_options() -> dict:
     except Exception:  # an older/newer jaxlib without the option: keep its defaults
         return {}
     return options
+
+
+def jit_with_policy(fn: Callable, static_argnums: Sequence[int] = (), *, args: Any = (), n_devices: int = 1) -> Callable:
+    """``fn`` under ``jax.jit``, with :func:`cpu_compiler_options` where the policy applies them.
+
+    The options apply when ``n_devices == 1`` and no leaf of ``args`` (the call's array
+    arguments) is a tracer; otherwise, and wherever the options are ``{}``, this is the plain
+    ``jax.jit(fn, static_argnums=...)``. The jitted function is cached per ``(fn,
+    static_argnums, options applied)``, so repeated calls reuse its compilation cache.
+
+    Args:
+        fn: the function to jit (hashable).
+        static_argnums: as for ``jax.jit``.
+        args: the arguments the call will pass (any pytree); only inspected for tracers.
+        n_devices: how many devices the computation is sharded over.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from saliency_jax.occlude.compile import jit_with_policy
+        >>> double = lambda x: 2 * x
+        >>> float(jit_with_policy(double, args=(jnp.ones(()),))(jnp.ones(())))
+        2.0
+        >>> jit_with_policy(double, n_devices=2) is jit_with_policy(double, n_devices=3)
+        True
+    """
+    tuned = n_devices == 1 and all(_validate.is_concrete(x) for x in jax.tree.leaves(args))
+    return _jitted(fn, tuple(static_argnums), tuned and bool(cpu_compiler_options()))
+
+
+@functools.cache
+def _jitted(fn: Callable, static_argnums: tuple[int, ...], tuned: bool) -> Callable:
+    return jax.jit(fn, static_argnums=static_argnums, compiler_options=cpu_compiler_options() if tuned else None)
+
+
+def chunk_indices(total: int, chunk_size: int, n_groups: int = 1) -> jax.Array:
+    """Flat indices ``0 … total − 1`` in fixed-size chunks: int32 ``(n_groups, n_chunks, chunk)``.
+
+    ``n_chunks = ceil(total / (chunk_size · n_groups))`` chunks per group (a group is a device)
+    and ``chunk = ceil(total / (n_chunks · n_groups)) <= chunk_size``: as even as possible, at
+    most ``n_groups · n_chunks − 1`` padded entries. The padding repeats ``total − 1``; drop
+    the results past ``total`` (flat index ``t`` sits at ``.reshape(-1)[t]``).
+
+    Args:
+        total: how many indices (``>= 1``).
+        chunk_size: the largest chunk (``>= 1``).
+        n_groups: how many groups share the chunks (``>= 1``).
+    """
+    n_chunks = -(-total // (chunk_size * n_groups))
+    chunk = -(-total // (n_chunks * n_groups))
+    padded = n_groups * n_chunks * chunk
+    return jnp.minimum(jnp.arange(padded, dtype=jnp.int32), total - 1).reshape(n_groups, n_chunks, chunk)
+
+
+def signature(tree: Any) -> tuple:
+    """What a compiled function depends on in ``tree``: its structure and each leaf's shape and dtype.
+
+    Hashable; a cache key for per-model work (``tune_chunk_size``, ``flop_report``).
+
+    Example:
+        >>> import numpy as np
+        >>> from saliency_jax.occlude.compile import signature
+        >>> signature({"w": np.zeros((2, 3), np.float32)})[1]
+        (((2, 3), 'float32'),)
+    """
+    leaves, treedef = jax.tree.flatten(tree)
+    return (treedef, tuple((tuple(np.shape(x)), str(jnp.result_type(x))) for x in leaves))

@@ -30,22 +30,23 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
+from saliency_jax import _validate
 from saliency_jax.occlude import incremental
-from saliency_jax.occlude.compile import cpu_compiler_options
-from saliency_jax.occlude.windows import PLACEMENTS, as_pair, axis_masks, window_grid
+from saliency_jax.occlude.compile import chunk_indices, jit_with_policy, signature
+from saliency_jax.occlude.windows import COMBINES, accumulate, window_grid, window_mask
 
 __all__ = ["occlusion", "tune_chunk_size", "MODES", "SCORES", "COMBINES", "METHODS", "DEFAULT_CHUNK_SIZE"]
 
 MODES = ("occlude", "crop")
 SCORES = ("difference", "output")
-COMBINES = ("mean", "sum")
 METHODS = ("full", "incremental", "auto")
 _FILL_NAMES = ("mean", "blur")
 DEFAULT_CHUNK_SIZE = 16
-"""Variants per model call for ``method="full"`` when ``chunk_size`` is not given: on a quiet
-2-core CPU, 16 was the fastest for the ZF-style 224 model and within 5 % of the fastest (8) for the
-small 128 model (``benchmarks/results/occlusion.md``). Use ``chunk_size="auto"`` to measure per
-model and shape."""
+"""Variants per model call for ``method="full"`` when ``chunk_size`` is not given: on a 2-core CPU,
+of the chunk sizes 1, 2, 4, 8 and 16, 16 was the fastest for both the small 128 model (w32 s8:
+585.5 windows/s, next 4 at 560.7) and the ZF-style 224 model (w64 s8: 52.5 windows/s, next 8 at
+51.8) (``benchmarks/results/occlusion.md``). Use ``chunk_size="auto"`` to measure per model and
+shape."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,129 +65,6 @@ class _Config:
     chunk_size: int
     devices: tuple[Any, ...]
     method: str = "full"  # "full" or "incremental" (resolved from "auto" before tracing)
-
-
-# --------------------------------------------------------------------------------------------
-# Validation (Python boundary, before any tracing of the occlusion computation)
-# --------------------------------------------------------------------------------------------
-
-
-def _is_concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
-
-
-def _check_image(image) -> jax.Array:
-    if not hasattr(image, "shape") or not hasattr(image, "dtype"):
-        raise TypeError(f"`image` must be an array (H, W, C) or (N, H, W, C), got {type(image).__name__}")
-    if not jnp.issubdtype(image.dtype, jnp.floating):
-        raise TypeError(
-            f"`image` (dtype={image.dtype}) must be a floating-point array (float32); "
-            "convert integer pixels with the model's preprocessing first"
-        )
-    if image.ndim not in (3, 4):
-        raise ValueError(f"`image` (shape={tuple(image.shape)}) must have rank 3 (H, W, C) or 4 (N, H, W, C)")
-    if 0 in image.shape:
-        raise ValueError(f"`image` (shape={tuple(image.shape)}) must not have an empty axis")
-    if _is_concrete(image) and not np.isfinite(np.asarray(image)).all():
-        raise ValueError("`image` contains non-finite values (NaN or inf); only finite pixels are accepted")
-    return jnp.asarray(image)
-
-
-def _check_fill(fill, mode: str, images_shape) -> tuple[str, jax.Array]:
-    n, h, w, c = images_shape
-    if mode == "crop":
-        if fill is not None:
-            raise ValueError(f"`fill` (={fill!r}) has no effect with mode='crop' (only the window is kept); leave it None")
-        return "none", jnp.zeros((), jnp.float32)
-    if fill is None:
-        return "value", jnp.zeros((), jnp.float32)
-    if isinstance(fill, str):
-        if fill not in _FILL_NAMES:
-            raise ValueError(
-                f"`fill` (={fill!r}) must be a number, a per-channel vector (C,), a baseline image "
-                f"(H, W, C) or (N, H, W, C), or one of {_FILL_NAMES}"
-            )
-        return fill, jnp.zeros((), jnp.float32)
-    if isinstance(fill, bool) or not (isinstance(fill, numbers.Real) or hasattr(fill, "shape")):
-        raise TypeError(f"`fill` (={fill!r}) must be a number, an array or one of {_FILL_NAMES}")
-    arr = jnp.asarray(fill)
-    if not (jnp.issubdtype(arr.dtype, jnp.floating) or jnp.issubdtype(arr.dtype, jnp.integer)):
-        raise TypeError(f"`fill` (dtype={arr.dtype}) must be real-valued")
-    if _is_concrete(arr) and not np.isfinite(np.asarray(arr)).all():
-        raise ValueError("`fill` contains non-finite values; only finite fills are accepted")
-    arr = arr.astype(jnp.float32)
-    if arr.shape in ((), (c,)):
-        return "value", arr
-    if arr.shape == (h, w, c):
-        return "image", jnp.broadcast_to(arr, (n, h, w, c))
-    if arr.shape == (n, h, w, c):
-        return "image", arr
-    raise ValueError(
-        f"`fill` (shape={tuple(arr.shape)}) must be a scalar, a per-channel vector ({c},), or a baseline "
-        f"image ({h}, {w}, {c}) or ({n}, {h}, {w}, {c})"
-    )
-
-
-def _check_target(target, n: int, num_classes: int) -> tuple[str, jax.Array]:
-    if target is None:
-        return "predicted", jnp.zeros((n,), jnp.int32)
-    if isinstance(target, str):
-        if target != "all":
-            raise ValueError(f"`target` (={target!r}) must be an int, one int per image, 'all' or None (predicted)")
-        return "all", jnp.zeros((n,), jnp.int32)
-    if isinstance(target, bool):
-        raise TypeError(f"`target` (={target!r}) must be an int class index, not a bool")
-    if isinstance(target, numbers.Integral):
-        arr = jnp.full((n,), int(target), jnp.int32)
-    elif hasattr(target, "shape") or isinstance(target, (list, tuple)):
-        arr = jnp.asarray(target)
-        if not jnp.issubdtype(arr.dtype, jnp.integer):
-            raise TypeError(f"`target` (dtype={arr.dtype}) must hold integer class indices")
-        if arr.ndim == 0:
-            arr = jnp.full((n,), arr, jnp.int32)
-        elif arr.shape != (n,):
-            raise ValueError(
-                f"`target` (shape={tuple(arr.shape)}) must be an int or one int per image, shape ({n},)"
-            )
-        arr = arr.astype(jnp.int32)
-    else:
-        raise TypeError(f"`target` (={target!r}) must be an int, one int per image, 'all' or None (predicted)")
-    if _is_concrete(arr):
-        bad = np.asarray(arr)
-        if bad.min() < 0 or bad.max() >= num_classes:
-            raise ValueError(f"`target` (={np.asarray(target).tolist()!r}) must lie in [0, {num_classes}) (the model has K={num_classes} outputs)")
-    return "index", arr
-
-
-def _leaf_signature(tree) -> tuple:
-    leaves, treedef = jax.tree.flatten(tree)
-    return (treedef, tuple((tuple(np.shape(x)), str(getattr(x, "dtype", type(x)))) for x in leaves))
-
-
-@functools.lru_cache(maxsize=256)
-def _output_shape(apply_fn, params_signature, batch_shape, dtype) -> tuple[int, ...]:
-    treedef, leaves = params_signature
-    abstract = jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(s, d) for s, d in leaves])
-    out = jax.eval_shape(apply_fn, abstract, jax.ShapeDtypeStruct(batch_shape, dtype))
-    if not hasattr(out, "shape"):
-        raise ValueError(f"`apply_fn` must return one array of scores (B, K); it returned {type(out).__name__}")
-    return tuple(out.shape)
-
-
-def _num_classes(apply_fn, params, images) -> int:
-    try:
-        hash(apply_fn)
-    except TypeError as e:
-        raise TypeError(f"`apply_fn` (={apply_fn!r}) must be hashable (it keys the compilation cache)") from e
-    if not callable(apply_fn):
-        raise TypeError(f"`apply_fn` (={apply_fn!r}) must be callable as apply_fn(params, images)")
-    shape = _output_shape(apply_fn, _leaf_signature(params), tuple(images.shape), images.dtype)
-    if len(shape) != 2 or shape[0] != images.shape[0]:
-        raise ValueError(
-            f"`apply_fn` must map a batch (B, H, W, C) to scores (B, K); on a batch of shape "
-            f"{tuple(images.shape)} it returned shape {shape}"
-        )
-    return shape[1]
 
 
 # --------------------------------------------------------------------------------------------
@@ -282,9 +160,7 @@ def _sharded_scores(apply_fn, params, images, fill, targets, cfg: _Config) -> ja
         i, j = p // n_cols, p % n_cols
         if cfg.mode == "crop":
             return _crop_resize(images[img], oy[i], ox[j], ey[i], ex[j])
-        inside_y = (row_pos >= oy[i]) & (row_pos < oy[i] + ey[i])
-        inside_x = (col_pos >= ox[j]) & (col_pos < ox[j] + ex[j])
-        inside = inside_y[:, None, None] & inside_x[None, :, None]
+        inside = window_mask(grid, i, j, row_pos, col_pos)[:, :, None]
         return jnp.where(inside, fills[img], images[img])
 
     def select(scores, img):  # scores (B, K) → (B, K')
@@ -304,11 +180,8 @@ def _sharded_scores(apply_fn, params, images, fill, targets, cfg: _Config) -> ja
         return s
 
     n_dev = len(cfg.devices)
-    n_chunks = -(-total // (cfg.chunk_size * n_dev))
-    chunk = -(-total // (n_chunks * n_dev))  # as even as possible: at most n_dev * n_chunks - 1 padding
-    padded = n_dev * n_chunks * chunk
-    # Padding repeats the last real window; its results are dropped below.
-    flat = jnp.minimum(jnp.arange(padded, dtype=jnp.int32), total - 1).reshape(n_dev, n_chunks, chunk)
+    # (n_dev, n_chunks, chunk), as even as possible; the padding's results are dropped by the caller
+    flat = chunk_indices(total, cfg.chunk_size, n_dev)
 
     def per_device(idx):  # idx: (1, n_chunks, chunk) on one device
         return jax.lax.map(run_chunk, idx[0])[None]
@@ -331,51 +204,17 @@ def _window_scores(apply_fn, params, images, fill, targets, cfg: _Config) -> jax
     return scores.reshape(-1, k_out)[: n * n_rows * n_cols].reshape(n, n_rows, n_cols, k_out)
 
 
-def _accumulate(scores: jax.Array, size, cfg: _Config) -> jax.Array:
-    """Per-pixel mean (or sum) of the scores of the windows covering it: ``(N, K', H, W)``."""
-    grid = window_grid(size, cfg.window, cfg.stride, cfg.placement)
-    rows, cols = axis_masks(grid, size)
-    count = np.outer(rows.sum(0), cols.sum(0))
-    total = jnp.einsum(
-        "iy,nijk,jx->nkyx",
-        jnp.asarray(rows, jnp.float32),
-        scores,
-        jnp.asarray(cols, jnp.float32),
-        precision=jax.lax.Precision.HIGHEST,
-    )
-    count = count[None, None]  # (1, 1, H, W)
-    if cfg.combine == "mean":
-        total = total / jnp.asarray(np.maximum(count, 1), jnp.float32)
-    return jnp.where(jnp.asarray(count > 0), total, jnp.nan)
-
-
 def _occlusion_fn(apply_fn, params, images, fill, targets, cfg: _Config) -> jax.Array:
+    """The whole computation: per-pixel map ``(N, K', H, W)``."""
     scores = _window_scores(apply_fn, params, images, fill, targets, cfg)
-    return _accumulate(scores, images.shape[1:3], cfg)
-
-
-_nested_jit = jax.jit(_occlusion_fn, static_argnums=(0, 5))
-
-
-@functools.cache
-def _single_device_jit():
-    """The engine jitted with :func:`saliency_jax.occlude.compile.cpu_compiler_options`, built on first use
-    (not at import, so that a user's ``XLA_FLAGS`` are read first); ``_nested_jit`` where the
-    options are empty."""
-    options = cpu_compiler_options()
-    return jax.jit(_occlusion_fn, static_argnums=(0, 5), compiler_options=options) if options else _nested_jit
+    grid = window_grid(images.shape[1:3], cfg.window, cfg.stride, cfg.placement)
+    return accumulate(scores, grid, images.shape[1:3], cfg.combine)
 
 
 def _engine(n_devices: int, *args):
-    """The jitted engine for one call. Inside a caller's ``jit``/``vmap`` (traced ``args``) the
-    caller's compilation decides: plain ``jit``.
-
-    Sharded over several devices the engine keeps the library's defaults: with YNNPACK off,
-    full re-inference of the shipped model sharded over two host devices returned wrong maps
-    (max error 2.95 on maps up to 10.3; ``tests/test_occlusion_devices.py`` guards it)."""
-    if n_devices > 1 or not all(_is_concrete(x) for x in jax.tree.leaves(args)):
-        return _nested_jit
-    return _single_device_jit()
+    """:func:`_occlusion_fn` jitted for one call under the compile policy of
+    :func:`saliency_jax.occlude.compile.jit_with_policy` (``args``: the call's array arguments)."""
+    return jit_with_policy(_occlusion_fn, (0, 5), args=args, n_devices=n_devices)
 
 
 _TUNED: dict = {}
@@ -406,14 +245,14 @@ def tune_chunk_size(
     Example:
         >>> best = sj.tune_chunk_size(model.apply, variables, (128, 128, 3))  # doctest: +SKIP
     """
-    if not candidates or any(isinstance(c, bool) or not isinstance(c, numbers.Integral) or c < 1 for c in candidates):
+    _validate.apply_fn(apply_fn)
+    if not candidates or any(not _validate.is_int(c) or c < 1 for c in candidates):
         raise ValueError(f"`candidates` (={candidates!r}) must be a non-empty sequence of positive ints")
-    if isinstance(repeats, bool) or not isinstance(repeats, numbers.Integral) or repeats < 1:
-        raise ValueError(f"`repeats` (={repeats!r}) must be a positive int")
+    repeats = _validate.integer("repeats", repeats, lo=1)
     shape = tuple(int(d) for d in image_shape)
-    key = (apply_fn, shape, _leaf_signature(params), tuple(candidates))
+    key = (apply_fn, shape, signature(params), tuple(candidates))
     if key not in _TUNED:
-        forward = jax.jit(apply_fn, compiler_options=cpu_compiler_options() or None)  # as the engine compiles
+        forward = jit_with_policy(apply_fn, args=params)  # as the engine compiles
         per_image = {}
         for batch in candidates:
             x = jnp.zeros((batch, *shape), jnp.float32)
@@ -512,60 +351,55 @@ def occlusion(
         >>> heat.shape
         (128, 128)
     """
-    images = _check_image(image)
-    single = images.ndim == 3
-    if single:
-        images = images[None]
+    cfg, images, fill_arr, targets, batched = _resolve(
+        apply_fn, params, image, window=window, stride=stride, target=target, mode=mode, fill=fill, score=score,
+        combine=combine, placement=placement, blur_sigma=blur_sigma, chunk_size=chunk_size, devices=devices,
+        method=method,
+    )
+    run = _engine(len(cfg.devices), params, images, fill_arr, targets)
+    heat = run(apply_fn, params, images, fill_arr, targets, cfg)  # (N, K', H, W)
+    if cfg.target_kind != "all":
+        heat = heat[:, 0]
+    return heat if batched else heat[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Validation and resolution of the options (Python boundary, before any tracing)
+# --------------------------------------------------------------------------------------------
+
+
+def _resolve(apply_fn, params, image, *, window, stride, target, mode, fill, score, combine, placement, blur_sigma,
+             chunk_size, devices, method):
+    """Check every argument of :func:`occlusion` and resolve its defaults.
+
+    Returns ``(cfg, images (N, H, W, C), fill, targets (N,) int32, batched)``. The model is
+    traced (abstractly) only after every other argument has passed, to count its classes.
+    """
+    _validate.apply_fn(apply_fn)
+    images, batched = _validate.image(image)
     n, h, w, _ = images.shape
-    if mode not in MODES:
-        raise ValueError(f"`mode` (={mode!r}) must be one of {MODES}")
-    if score is None:
-        score = "difference" if mode == "occlude" else "output"
-    if score not in SCORES:
-        raise ValueError(f"`score` (={score!r}) must be one of {SCORES}")
-    if combine not in COMBINES:
-        raise ValueError(f"`combine` (={combine!r}) must be one of {COMBINES}")
-    if not isinstance(method, str) or method not in METHODS:
-        raise ValueError(f"`method` (={method!r}) must be one of {METHODS}")
+    mode = _validate.choice("mode", mode, MODES)
+    score = _validate.choice("score", ("difference" if mode == "occlude" else "output") if score is None else score,
+                             SCORES)
+    combine = _validate.choice("combine", combine, COMBINES)
+    method = _validate.choice("method", method, METHODS)
     if method == "incremental" and mode != "occlude":
         raise ValueError(
             f"`method` (={method!r}) applies to mode='occlude' only (a crop changes every pixel); "
             f"with mode={mode!r} use method='full' or 'auto'"
         )
-    if placement not in PLACEMENTS:
-        raise ValueError(f"`placement` (={placement!r}) must be one of {PLACEMENTS}")
-    window_grid((h, w), window, stride, placement)  # validates window/stride against the image
-    window_yx = as_pair("window", window)
-    stride_yx = window_yx if stride is None else as_pair("stride", stride)
+    window_grid((h, w), window, stride, placement)  # validates window, stride and placement against the image
+    window_yx = _validate.pair("window", window)
+    stride_yx = window_yx if stride is None else _validate.pair("stride", stride)
     fill_kind, fill_arr = _check_fill(fill, mode, images.shape)
-    if blur_sigma is None:
-        blur_sigma = max(min(window_yx) / 4.0, 0.5)
-    elif isinstance(blur_sigma, bool) or not isinstance(blur_sigma, numbers.Real) or not blur_sigma > 0:
-        raise ValueError(f"`blur_sigma` (={blur_sigma!r}) must be a positive number of pixels")
-    if not (chunk_size is None or chunk_size == "auto") and (
-        isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1
-    ):
-        raise ValueError(f"`chunk_size` (={chunk_size!r}) must be a positive int, 'auto' or None")
+    blur_sigma = _check_blur_sigma(blur_sigma, window_yx)
+    _check_chunk_size(chunk_size)
     devices = tuple(jax.local_devices()) if devices is None else tuple(devices)
     if not devices:
         raise ValueError("`devices` (=()) must name at least one device")
-    num_classes = _num_classes(apply_fn, params, images)
-    target_kind, targets = _check_target(target, n, num_classes)
-    if method == "auto":  # counted FLOPs only: nothing is run
-        method = "full"
-        if mode == "occlude":
-            report = incremental.flop_report(
-                apply_fn, params, images.shape[1:], window=window_yx, stride=stride_yx, placement=placement
-            )
-            method = "incremental" if report.ratio >= incremental.AUTO_MIN_RATIO else "full"
-    if method == "incremental" and (chunk_size is None or chunk_size == "auto"):
-        chunk_size = incremental.DEFAULT_CHUNK_SIZE
-    elif chunk_size is None:
-        chunk_size = DEFAULT_CHUNK_SIZE
-    elif chunk_size == "auto":
-        traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(params))
-        chunk_size = DEFAULT_CHUNK_SIZE if traced else tune_chunk_size(apply_fn, params, images.shape[1:])
-
+    target_kind, targets = _validate.target(target, n=n, num_classes=_validate.num_classes(apply_fn, params, images))
+    if method == "auto":
+        method = _auto_method(apply_fn, params, images.shape[1:], mode, window_yx, stride_yx, placement)
     cfg = _Config(
         window=window_yx,
         stride=stride_yx,
@@ -574,13 +408,84 @@ def occlusion(
         score=score,
         combine=combine,
         fill_kind=fill_kind,
-        blur_sigma=float(blur_sigma),
+        blur_sigma=blur_sigma,
         target_kind=target_kind,
-        chunk_size=int(chunk_size),
+        chunk_size=_chunk_size(chunk_size, method, apply_fn, params, images.shape[1:]),
         devices=devices,
         method=method,
     )
-    heat = _engine(len(devices), params, images, fill_arr, targets)(apply_fn, params, images, fill_arr, targets, cfg)  # (N, K', H, W)
-    if target_kind != "all":
-        heat = heat[:, 0]
-    return heat[0] if single else heat
+    return cfg, images, fill_arr, targets, batched
+
+
+def _check_fill(fill, mode: str, images_shape) -> tuple[str, jax.Array]:
+    """``(fill_kind, fill)`` for :class:`_Config` (see its ``fill_kind``)."""
+    n, h, w, c = images_shape
+    if mode == "crop":
+        if fill is not None:
+            raise ValueError(f"`fill` (={fill!r}) has no effect with mode='crop' (only the window is kept); leave it None")
+        return "none", jnp.zeros((), jnp.float32)
+    if fill is None:
+        return "value", jnp.zeros((), jnp.float32)
+    if isinstance(fill, str):
+        if fill not in _FILL_NAMES:
+            raise ValueError(
+                f"`fill` (={fill!r}) must be a number, a per-channel vector (C,), a baseline image "
+                f"(H, W, C) or (N, H, W, C), or one of {_FILL_NAMES}"
+            )
+        return fill, jnp.zeros((), jnp.float32)
+    if isinstance(fill, bool) or not (isinstance(fill, numbers.Real) or hasattr(fill, "shape")):
+        raise TypeError(f"`fill` (={fill!r}) must be a number, an array or one of {_FILL_NAMES}")
+    arr = jnp.asarray(fill)
+    if not (jnp.issubdtype(arr.dtype, jnp.floating) or jnp.issubdtype(arr.dtype, jnp.integer)):
+        raise TypeError(f"`fill` (dtype={arr.dtype}) must be real-valued")
+    if _validate.is_concrete(arr) and not np.isfinite(np.asarray(arr)).all():
+        raise ValueError("`fill` contains non-finite values; only finite fills are accepted")
+    arr = arr.astype(jnp.float32)
+    if arr.shape in ((), (c,)):
+        return "value", arr
+    if arr.shape == (h, w, c):
+        return "image", jnp.broadcast_to(arr, (n, h, w, c))
+    if arr.shape == (n, h, w, c):
+        return "image", arr
+    raise ValueError(
+        f"`fill` (shape={tuple(arr.shape)}) must be a scalar, a per-channel vector ({c},), or a baseline "
+        f"image ({h}, {w}, {c}) or ({n}, {h}, {w}, {c})"
+    )
+
+
+def _check_blur_sigma(blur_sigma, window_yx) -> float:
+    """``blur_sigma`` in pixels; by default a quarter of the window's shorter side (at least 0.5)."""
+    if blur_sigma is None:
+        return max(min(window_yx) / 4.0, 0.5)
+    if isinstance(blur_sigma, bool) or not isinstance(blur_sigma, numbers.Real) or not blur_sigma > 0:
+        raise ValueError(f"`blur_sigma` (={blur_sigma!r}) must be a positive number of pixels")
+    return float(blur_sigma)
+
+
+def _check_chunk_size(chunk_size) -> None:
+    if chunk_size is None or isinstance(chunk_size, str):
+        if chunk_size not in (None, "auto"):
+            raise ValueError(f"`chunk_size` (={chunk_size!r}) must be a positive int, 'auto' or None")
+        return
+    _validate.integer("chunk_size", chunk_size, lo=1)
+
+
+def _auto_method(apply_fn, params, image_shape, mode, window_yx, stride_yx, placement) -> str:
+    """``method="auto"``: incremental where its counted FLOPs are low enough (nothing is run)."""
+    if mode != "occlude":
+        return "full"
+    report = incremental.flop_report(apply_fn, params, image_shape, window=window_yx, stride=stride_yx,
+                                     placement=placement)
+    return "incremental" if report.ratio >= incremental.AUTO_MIN_RATIO else "full"
+
+
+def _chunk_size(chunk_size, method: str, apply_fn, params, image_shape) -> int:
+    """The chunk size for ``method`` (already resolved from ``"auto"``)."""
+    if method == "incremental" and (chunk_size is None or chunk_size == "auto"):
+        return incremental.DEFAULT_CHUNK_SIZE
+    if chunk_size is None:
+        return DEFAULT_CHUNK_SIZE
+    if chunk_size == "auto":
+        traced = not all(_validate.is_concrete(x) for x in jax.tree.leaves(params))
+        return DEFAULT_CHUNK_SIZE if traced else tune_chunk_size(apply_fn, params, image_shape)
+    return int(chunk_size)

@@ -52,7 +52,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import numbers
 from typing import Any, Callable, Sequence
@@ -62,9 +61,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from saliency_jax import _validate
 from saliency_jax import jaxpr as jx
-from saliency_jax.occlude.compile import cpu_compiler_options
-from saliency_jax.occlude.windows import WindowGrid, as_pair, axis_masks, window_grid
+from saliency_jax.occlude.compile import chunk_indices, jit_with_policy, signature
+from saliency_jax.occlude.windows import WindowGrid, accumulate, window_grid, window_mask
 
 __all__ = [
     "FULL_LAYER_FRACTION",
@@ -222,7 +222,7 @@ class FlopReport:
 
 
 # --------------------------------------------------------------------------------------------
-# The interpreter (one handler class, two passes)
+# The interpreter: one handler, two passes; one function per primitive family
 # --------------------------------------------------------------------------------------------
 
 
@@ -256,7 +256,9 @@ class _Interpreter:
 
     ``cache`` pass: values are full (batch 1); records what the window pass will read.
     ``window`` pass: values are patches; reads the records (``caches``, leading axis = image)
-    at image ``img`` and grid position ``(iy, ix)``.
+    at image ``img`` and grid position ``(iy, ix)``. The primitive families are handled by
+    :func:`_elementwise`, :func:`_conv` and :func:`_pool` below; anything else materialises
+    its image-dependent inputs and runs in full.
     """
 
     def __init__(self, mode: str, caches: Sequence[Any] = (), img=None, iy=None, ix=None, cap=None):
@@ -265,41 +267,41 @@ class _Interpreter:
         self.records: list = []
         self._caches = list(caches)
         self._next = 0
-        self._img, self._iy, self._ix = img, iy, ix
+        self.img, self.iy, self.ix = img, iy, ix
         self._materialised: dict = {}
         self.savings: list[LayerCost] = []
 
-    # -- records -------------------------------------------------------------------------
-    def _record(self, value):
+    def record(self, value):
+        """Cache pass: keep ``value`` for the window pass."""
         self.records.append(value)
 
-    def _read(self):
+    def read(self):
+        """Window pass: the next recorded value (all images: leading axis ``N``)."""
         if self._next >= len(self._caches):
             raise RuntimeError("incremental occlusion: the window pass read more caches than were recorded")
         value = self._caches[self._next]
         self._next += 1
         return value
 
-    def _starts(self, x: _Spatial):
+    def starts(self, x: _Spatial):
+        """Window pass: where ``x``'s patch starts along its two spatial axes (int32 scalars)."""
         return (
-            jnp.asarray(x.geom[0].start, jnp.int32)[self._iy],
-            jnp.asarray(x.geom[1].start, jnp.int32)[self._ix],
+            jnp.asarray(x.geom[0].start, jnp.int32)[self.iy],
+            jnp.asarray(x.geom[1].start, jnp.int32)[self.ix],
         )
 
-    # -- fallbacks -----------------------------------------------------------------------
     def materialise(self, x: _Spatial):
         """The full value of ``x`` (cache pass: itself, recorded; window pass: patch spliced in)."""
         key = id(x)
         if key in self._materialised:
             return self._materialised[key][1]
         if self.mode == "cache":
-            self._record(x.value)
+            self.record(x.value)
             full = x.value
         else:
-            cache = self._read()
-            base = lax.dynamic_index_in_dim(cache, self._img, 0, keepdims=False)
+            base = lax.dynamic_index_in_dim(self.read(), self.img, 0, keepdims=False)
             zero = jnp.zeros((), jnp.int32)
-            full = _place(base, (zero, zero), x.value, self._starts(x), (x.geom[0].size, x.geom[1].size), x.axes)
+            full = _place(base, (zero, zero), x.value, self.starts(x), (x.geom[0].size, x.geom[1].size), x.axes)
         self._materialised[key] = (x, full)
         return full
 
@@ -316,11 +318,11 @@ class _Interpreter:
             return jx.eval_call_body(eqn, invals, handler=self)
         out = None
         if name == "conv_general_dilated" and tagged == [True, False]:
-            out = self._conv(eqn, invals)
+            out = _conv(self, eqn, invals)
         elif name in _POOLS and tagged == [True]:
-            out = self._pool(eqn, invals)
+            out = _pool(self, eqn, invals)
         elif name in _ELEMENTWISE and len(eqn.outvars) == 1:
-            out = self._elementwise(eqn, invals, tagged)
+            out = _elementwise(self, eqn, invals, tagged)
         if out is not None:
             return out
         full = [self.materialise(v) if t else v for v, t in zip(invals, tagged)]
@@ -328,125 +330,156 @@ class _Interpreter:
             return jx.eval_eqn(eqn, full, handler=self)
         return jx.bind(eqn, full)
 
-    # -- elementwise ---------------------------------------------------------------------
-    def _elementwise(self, eqn, invals, tagged):
-        spatial = [v for v, t in zip(invals, tagged) if t]
-        first = spatial[0]
-        out_shape = tuple(eqn.outvars[0].aval.shape)
-        if out_shape != first.shape:
+
+# -- elementwise -----------------------------------------------------------------------------
+
+
+def _elementwise_fits(eqn, invals, tagged) -> _Spatial | None:
+    """The changed region an elementwise equation keeps (its first image-dependent input), or
+    ``None`` where it cannot be computed on the region: a broadcast output, two different
+    regions meeting, or a plain operand that varies along the spatial axes in another shape."""
+    spatial = [v for v, t in zip(invals, tagged) if t]
+    first = spatial[0]
+    out_shape = tuple(eqn.outvars[0].aval.shape)
+    if out_shape != first.shape:
+        return None
+    for s in spatial[1:]:
+        if s.geom is not first.geom or s.axes != first.axes or s.shape != first.shape:
+            return None  # two different changed regions meet: compute in full from here
+    for v, t in zip(invals, tagged):
+        shp = tuple(np.shape(v))
+        if not t and shp and (len(shp) != len(out_shape) or any(shp[a] not in (1, out_shape[a]) for a in first.axes)):
             return None
-        for s in spatial[1:]:
-            if s.geom is not first.geom or s.axes != first.axes or s.shape != first.shape:
-                return None  # two different changed regions meet: compute in full from here
-        plain = [v for v, t in zip(invals, tagged) if not t]
-        for v in plain:
-            shp = tuple(np.shape(v))
-            if shp and (len(shp) != len(out_shape) or any(shp[a] not in (1, out_shape[a]) for a in first.axes)):
-                return None
-        if self.mode == "cache":
-            outs = jx.bind(eqn, [v.value if t else v for v, t in zip(invals, tagged)])
-            return [_Spatial(outs[0], first.axes, first.geom, out_shape)]
-        sizes = (first.geom[0].size, first.geom[1].size)
-        starts = self._starts(first)
-        args = []
-        for v, t in zip(invals, tagged):
-            if t:
-                args.append(v.value)
-                continue
-            shp = tuple(np.shape(v))
-            if shp and any(shp[a] != 1 for a in first.axes):
-                begin = [jnp.zeros((), jnp.int32)] * len(shp)
-                for a, s in zip(first.axes, starts):
-                    begin[a] = s
-                v = lax.dynamic_slice(v, begin, _shape_with(shp, first.axes, sizes))
-            args.append(v)
-        outs = jx.bind(eqn, args)
-        full = _eqn_flops(eqn)
-        win_shape = _shape_with(out_shape, first.axes, sizes)
-        self.savings.append(LayerCost(eqn.primitive.name, out_shape, win_shape, full, _eqn_flops(eqn, win_shape)))
+    return first
+
+
+def _elementwise(interp: _Interpreter, eqn, invals, tagged):
+    """An elementwise equation on the changed region: plain operands of the map's size are
+    sliced to the patch (window pass)."""
+    first = _elementwise_fits(eqn, invals, tagged)
+    if first is None:
+        return None
+    out_shape = first.shape
+    if interp.mode == "cache":
+        outs = jx.bind(eqn, [v.value if t else v for v, t in zip(invals, tagged)])
         return [_Spatial(outs[0], first.axes, first.geom, out_shape)]
+    sizes = (first.geom[0].size, first.geom[1].size)
+    starts = interp.starts(first)
+    args = []
+    for v, t in zip(invals, tagged):
+        shp = () if t else tuple(np.shape(v))
+        if t:
+            v = v.value
+        elif shp and any(shp[a] != 1 for a in first.axes):
+            begin = [jnp.zeros((), jnp.int32)] * len(shp)
+            for a, s in zip(first.axes, starts):
+                begin[a] = s
+            v = lax.dynamic_slice(v, begin, _shape_with(shp, first.axes, sizes))
+        args.append(v)
+    outs = jx.bind(eqn, args)
+    win_shape = _shape_with(out_shape, first.axes, sizes)
+    interp.savings.append(LayerCost(eqn.primitive.name, out_shape, win_shape, _eqn_flops(eqn), _eqn_flops(eqn, win_shape)))
+    return [_Spatial(outs[0], first.axes, first.geom, out_shape)]
 
-    # -- sliding windows (convolution, pooling) ------------------------------------------
-    def _windowed(self, eqn, x: _Spatial, other, *, k_eff, strides, pads, out_axes, pad_value, valid_params):
-        out_shape = tuple(eqn.outvars[0].aval.shape)
-        geom = tuple(
-            g.through(out_shape[oa], k, s, p[0], self.cap)
-            for g, oa, k, s, p in zip(x.geom, out_axes, k_eff, strides, pads)
-        )
-        sizes = (geom[0].size, geom[1].size)
-        full_area = out_shape[out_axes[0]] * out_shape[out_axes[1]]
-        if sizes[0] * sizes[1] >= FULL_LAYER_FRACTION * full_area:
-            return None  # nearly everything changes: this layer (and what follows) in full
-        win_shape = _shape_with(out_shape, out_axes, sizes)
-        if self.mode == "cache":
-            config = [(0, 0, 0)] * len(x.shape)
-            for a, p in zip(x.axes, pads):
-                config[a] = (p[0], p[1], 0)
-            self._record(lax.pad(x.value, jnp.asarray(pad_value, x.value.dtype), config))
-            outs = jx.bind(eqn, [x.value, *other])
-            return [_Spatial(outs[0], out_axes, geom, out_shape)]
-        padded = self._read()  # (N, *x.shape with spatial axes padded)
-        out_starts = (
-            jnp.asarray(geom[0].start, jnp.int32)[self._iy],
-            jnp.asarray(geom[1].start, jnp.int32)[self._ix],
-        )
-        read_sizes = tuple((r - 1) * s + k for r, s, k in zip(sizes, strides, k_eff))
-        begin = [jnp.zeros((), jnp.int32)] * len(x.shape)
-        for a, st, s in zip(x.axes, out_starts, strides):
-            begin[a] = st * s  # padded coordinates
-        region = lax.dynamic_slice(
-            padded, [self._img, *begin], (1, *_shape_with(x.shape, x.axes, read_sizes))
-        )[0]
-        origin = tuple(st * s - p[0] for st, s, p in zip(out_starts, strides, pads))
-        region = _place(region, origin, x.value, self._starts(x), (x.geom[0].size, x.geom[1].size), x.axes)
-        outs = jx.bind(eqn, [region, *other], **valid_params)
-        if tuple(outs[0].shape) != win_shape:
-            raise RuntimeError(f"incremental occlusion: region of {eqn.primitive.name} has shape "
-                               f"{tuple(outs[0].shape)}, expected {win_shape}")
-        self.savings.append(
-            LayerCost(eqn.primitive.name, out_shape, win_shape, _eqn_flops(eqn), _eqn_flops(eqn, win_shape))
-        )
-        return [_Spatial(outs[0], out_axes, geom, out_shape)]
 
-    def _conv(self, eqn, invals):
-        x, rhs = invals
-        p = eqn.params
-        dn = p["dimension_numbers"]
-        if len(dn.lhs_spec) != 4 or p["batch_group_count"] != 1 or any(d != 1 for d in p["lhs_dilation"]):
-            return None
-        if tuple(dn.lhs_spec[2:]) != x.axes:
-            return None
-        pads = tuple(tuple(int(v) for v in pr) for pr in p["padding"])
-        if any(v < 0 for pr in pads for v in pr):
-            return None
-        kernel = [eqn.invars[1].aval.shape[d] for d in dn.rhs_spec[2:]]
-        k_eff = tuple((k - 1) * d + 1 for k, d in zip(kernel, p["rhs_dilation"]))
-        return self._windowed(
-            eqn, x, [rhs], k_eff=k_eff, strides=tuple(p["window_strides"]), pads=pads,
-            out_axes=tuple(dn.out_spec[2:]), pad_value=0.0, valid_params={"padding": ((0, 0), (0, 0))},
-        )
+# -- sliding windows (convolution, pooling) --------------------------------------------------
 
-    def _pool(self, eqn, invals):
-        (x,) = invals
-        p = eqn.params
-        nd = len(x.shape)
-        wd, ws, pad = p["window_dimensions"], p["window_strides"], p["padding"]
-        bd, wdl = p["base_dilation"], p["window_dilation"]
-        for a in range(nd):
-            if a in x.axes:
-                if bd[a] != 1 or pad[a][0] < 0 or pad[a][1] < 0:
-                    return None
-            elif wd[a] != 1 or ws[a] != 1 or tuple(pad[a]) != (0, 0) or bd[a] != 1 or wdl[a] != 1:
+
+@dataclasses.dataclass(frozen=True)
+class _Sliding:
+    """A convolution's or pooling's window along the two spatial axes, and how to rerun it."""
+
+    k_eff: tuple[int, int]  # dilated window extent
+    strides: tuple[int, int]
+    pads: tuple[tuple[int, int], tuple[int, int]]
+    out_axes: tuple[int, int]
+    pad_value: float  # what the operation's padding holds (0 for a convolution, -inf for a max-pool)
+    valid_params: dict  # the eqn's parameters that rerun it without padding
+
+
+def _conv(interp: _Interpreter, eqn, invals):
+    """A 2-D convolution over the image's spatial axes (not transposed, no batch groups)."""
+    x, rhs = invals
+    p = eqn.params
+    dn = p["dimension_numbers"]
+    if len(dn.lhs_spec) != 4 or p["batch_group_count"] != 1 or any(d != 1 for d in p["lhs_dilation"]):
+        return None
+    if tuple(dn.lhs_spec[2:]) != x.axes:
+        return None
+    pads = tuple(tuple(int(v) for v in pr) for pr in p["padding"])
+    if any(v < 0 for pr in pads for v in pr):
+        return None
+    kernel = [eqn.invars[1].aval.shape[d] for d in dn.rhs_spec[2:]]
+    sliding = _Sliding(
+        k_eff=tuple((k - 1) * d + 1 for k, d in zip(kernel, p["rhs_dilation"])), strides=tuple(p["window_strides"]),
+        pads=pads, out_axes=tuple(dn.out_spec[2:]), pad_value=0.0, valid_params={"padding": ((0, 0), (0, 0))},
+    )
+    return _windowed(interp, eqn, x, [rhs], sliding)
+
+
+def _pool(interp: _Interpreter, eqn, invals):
+    """A ``reduce_window`` max / min / sum pool over the spatial axes only."""
+    (x,) = invals
+    p = eqn.params
+    nd = len(x.shape)
+    wd, ws, pad = p["window_dimensions"], p["window_strides"], p["padding"]
+    bd, wdl = p["base_dilation"], p["window_dilation"]
+    for a in range(nd):
+        if a in x.axes:
+            if bd[a] != 1 or pad[a][0] < 0 or pad[a][1] < 0:
                 return None
-        pad_value = _POOLS[eqn.primitive.name]
-        return self._windowed(
-            eqn, x, [],
-            k_eff=tuple((wd[a] - 1) * wdl[a] + 1 for a in x.axes),
-            strides=tuple(ws[a] for a in x.axes),
-            pads=tuple(tuple(int(v) for v in pad[a]) for a in x.axes),
-            out_axes=x.axes, pad_value=pad_value,
-            valid_params={"padding": tuple((0, 0) for _ in range(nd))},
-        )
+        elif wd[a] != 1 or ws[a] != 1 or tuple(pad[a]) != (0, 0) or bd[a] != 1 or wdl[a] != 1:
+            return None
+    sliding = _Sliding(
+        k_eff=tuple((wd[a] - 1) * wdl[a] + 1 for a in x.axes), strides=tuple(ws[a] for a in x.axes),
+        pads=tuple(tuple(int(v) for v in pad[a]) for a in x.axes), out_axes=x.axes,
+        pad_value=_POOLS[eqn.primitive.name], valid_params={"padding": tuple((0, 0) for _ in range(nd))},
+    )
+    return _windowed(interp, eqn, x, [], sliding)
+
+
+def _windowed(interp: _Interpreter, eqn, x: _Spatial, other, sw: _Sliding):
+    """A sliding-window equation on the changed region of its output (``None``: run it in full)."""
+    out_shape = tuple(eqn.outvars[0].aval.shape)
+    geom = tuple(
+        g.through(out_shape[oa], k, s, p[0], interp.cap)
+        for g, oa, k, s, p in zip(x.geom, sw.out_axes, sw.k_eff, sw.strides, sw.pads)
+    )
+    sizes = (geom[0].size, geom[1].size)
+    if sizes[0] * sizes[1] >= FULL_LAYER_FRACTION * out_shape[sw.out_axes[0]] * out_shape[sw.out_axes[1]]:
+        return None  # nearly everything changes: this layer (and what follows) in full
+    if interp.mode == "cache":
+        config = [(0, 0, 0)] * len(x.shape)
+        for a, p in zip(x.axes, sw.pads):
+            config[a] = (p[0], p[1], 0)
+        interp.record(lax.pad(x.value, jnp.asarray(sw.pad_value, x.value.dtype), config))
+        outs = jx.bind(eqn, [x.value, *other])
+        return [_Spatial(outs[0], sw.out_axes, geom, out_shape)]
+    win_shape = _shape_with(out_shape, sw.out_axes, sizes)
+    region = _input_region(interp, x, geom, sw)
+    outs = jx.bind(eqn, [region, *other], **sw.valid_params)
+    if tuple(outs[0].shape) != win_shape:
+        raise RuntimeError(f"incremental occlusion: region of {eqn.primitive.name} has shape "
+                           f"{tuple(outs[0].shape)}, expected {win_shape}")
+    interp.savings.append(
+        LayerCost(eqn.primitive.name, out_shape, win_shape, _eqn_flops(eqn), _eqn_flops(eqn, win_shape))
+    )
+    return [_Spatial(outs[0], sw.out_axes, geom, out_shape)]
+
+
+def _input_region(interp: _Interpreter, x: _Spatial, geom, sw: _Sliding):
+    """Window pass: the padded input region that the output region ``geom`` reads, read from the
+    cache with ``x``'s patch written in."""
+    padded = interp.read()  # (N, *x.shape with spatial axes padded)
+    sizes = (geom[0].size, geom[1].size)
+    out_starts = (jnp.asarray(geom[0].start, jnp.int32)[interp.iy], jnp.asarray(geom[1].start, jnp.int32)[interp.ix])
+    read_sizes = tuple((r - 1) * s + k for r, s, k in zip(sizes, sw.strides, sw.k_eff))
+    begin = [jnp.zeros((), jnp.int32)] * len(x.shape)
+    for a, st, s in zip(x.axes, out_starts, sw.strides):
+        begin[a] = st * s  # padded coordinates
+    region = lax.dynamic_slice(padded, [interp.img, *begin], (1, *_shape_with(x.shape, x.axes, read_sizes)))[0]
+    origin = tuple(st * s - p[0] for st, s, p in zip(out_starts, sw.strides, sw.pads))
+    return _place(region, origin, x.value, interp.starts(x), (x.geom[0].size, x.geom[1].size), x.axes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -489,41 +522,52 @@ def prepare(apply_fn: Callable, params: Any, images: jax.Array, grid: WindowGrid
     return jax.vmap(one)(images)
 
 
-def window_outputs(apply_fn, params, images, fills, grid: WindowGrid, caches, img, iy, ix, *, cap=None, _stats=None):
+def _window_pass(apply_fn, params, images, fills, grid: WindowGrid, caches, img, iy, ix, cap):
+    """:func:`window_outputs`, and the :class:`LayerCost` of each equation computed on a region."""
+    x = _input_value(images.shape, grid, None)
+    (gy, gx) = x.geom
+    sy = jnp.asarray(gy.start, jnp.int32)[iy]
+    sx = jnp.asarray(gx.start, jnp.int32)[ix]
+    size = (1, gy.size, gx.size, images.shape[3])
+    zero = jnp.zeros((), jnp.int32)
+    pixels = lax.dynamic_slice(images, (img, sy, sx, zero), size)
+    filled = lax.dynamic_slice(fills, (img, sy, sx, zero), size)
+    rows = sy + jnp.arange(gy.size, dtype=jnp.int32)
+    cols = sx + jnp.arange(gx.size, dtype=jnp.int32)
+    x.value = jnp.where(window_mask(grid, iy, ix, rows, cols)[None, :, :, None], filled, pixels)
+    traced = _traced(apply_fn, params, images.shape, images.dtype)
+    interp = _Interpreter("window", caches, img, iy, ix, cap=cap)
+    return _run(traced, params, x, interp), interp.savings
+
+
+def window_outputs(apply_fn, params, images, fills, grid: WindowGrid, caches, img, iy, ix, *, cap=None):
     """Model output ``(1, K)`` for window ``(iy, ix)`` of image ``img`` occluded with ``fills``.
 
     Per window (``vmap`` it over windows): the changed region of each layer is recomputed from
     ``caches`` (from :func:`prepare` on the same ``images`` and ``grid``).
 
     Args:
+        apply_fn, params: the model, as for :func:`saliency_jax.occlusion`.
         images, fills: ``(N, H, W, C)``: the images and what an occluded pixel becomes.
         grid: the window grid.
         caches: :func:`prepare`'s result.
         img, iy, ix: int32 scalars: image, window row, window column.
         cap: ``None`` (exact) or the projective-field cap of :func:`capped_occlusion`
             (APPROXIMATE); must be the one given to :func:`prepare`.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from saliency_jax.occlude import incremental, window_grid
+        >>> f = lambda p, x: jax.nn.relu(jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, 2, 2, 1), (1, 2, 2, 1),
+        ...                                                    "VALID")).sum(axis=(1, 2))   # (B, 4, 4, 1) -> (B, 1)
+        >>> images = jnp.ones((1, 4, 4, 1))
+        >>> grid = window_grid((4, 4), window=2)
+        >>> caches = incremental.prepare(f, None, images, grid)
+        >>> i = jnp.int32(0)
+        >>> incremental.window_outputs(f, None, images, jnp.zeros_like(images), grid, caches, i, i, i).tolist()
+        [[12.0]]
     """
-    n, h, w, c = images.shape
-    x = _input_value(images.shape, grid, None)
-    (gy, gx) = x.geom
-    sy = jnp.asarray(gy.start, jnp.int32)[iy]
-    sx = jnp.asarray(gx.start, jnp.int32)[ix]
-    size = (1, gy.size, gx.size, c)
-    zero = jnp.zeros((), jnp.int32)
-    pixels = lax.dynamic_slice(images, (img, sy, sx, zero), size)
-    filled = lax.dynamic_slice(fills, (img, sy, sx, zero), size)
-    oy, ey = jnp.asarray(grid.origins_y, jnp.int32)[iy], jnp.asarray(grid.extents_y, jnp.int32)[iy]
-    ox, ex = jnp.asarray(grid.origins_x, jnp.int32)[ix], jnp.asarray(grid.extents_x, jnp.int32)[ix]
-    rows = sy + jnp.arange(gy.size, dtype=jnp.int32)
-    cols = sx + jnp.arange(gx.size, dtype=jnp.int32)
-    inside = ((rows >= oy) & (rows < oy + ey))[None, :, None, None] & ((cols >= ox) & (cols < ox + ex))[None, None, :, None]
-    x.value = jnp.where(inside, filled, pixels)
-    traced = _traced(apply_fn, params, images.shape, images.dtype)
-    interp = _Interpreter("window", caches, img, iy, ix, cap=cap)
-    out = _run(traced, params, x, interp)
-    if _stats is not None:
-        _stats.extend(interp.savings)
-    return out
+    return _window_pass(apply_fn, params, images, fills, grid, caches, img, iy, ix, cap)[0]
 
 
 def _full_flops(apply_fn, params, image_shape) -> tuple[int, list]:
@@ -557,10 +601,8 @@ def flop_report(
     """
     h, w, c = (int(d) for d in image_shape)
     grid = window_grid((h, w), window, stride, placement)
-    leaves, treedef = jax.tree_util.tree_flatten(params)
-    signature = (treedef, tuple((tuple(np.shape(x)), str(jnp.result_type(x))) for x in leaves))
     try:
-        key = (apply_fn, signature, (h, w, c), tuple(map(tuple, grid)), FULL_LAYER_FRACTION, cap)
+        key = (apply_fn, signature(params), (h, w, c), tuple(map(tuple, grid)), FULL_LAYER_FRACTION, cap)
         hash(key)
     except TypeError:
         key = None
@@ -574,7 +616,9 @@ def flop_report(
     def run(p, imgs):
         caches = prepare(apply_fn, p, imgs, grid, cap=cap)
         zero = jnp.zeros((), jnp.int32)
-        return window_outputs(apply_fn, p, imgs, imgs, grid, caches, zero, zero, zero, cap=cap, _stats=stats)
+        out, savings = _window_pass(apply_fn, p, imgs, imgs, grid, caches, zero, zero, zero, cap)
+        stats.extend(savings)
+        return out
 
     jax.eval_shape(run, abstract_params, images)
     saved = sum(layer.full_flops - layer.window_flops for layer in stats)
@@ -592,41 +636,33 @@ _REPORTS: dict = {}
 # --------------------------------------------------------------------------------------------
 
 
-def _capped(apply_fn, params, image, fill, grid_key, cap, chunk):
-    h, w, _ = image.shape
+def _capped(apply_fn, params, images, fill, targets, grid_key, cap, chunk, target_kind):
+    """The capped map ``(N, K', H, W)`` (``K' = K`` for ``target_kind="all"``, else 1)."""
+    n, h, w, _ = images.shape
     grid = window_grid((h, w), *grid_key)
-    images = image[None]
-    fills = jnp.broadcast_to(fill.astype(image.dtype), images.shape)
+    fills = jnp.broadcast_to(fill.astype(images.dtype), images.shape)
     caches = prepare(apply_fn, params, images, grid, cap=cap)
-    n_cols, total = grid.shape[1], grid.size
-    padded = -(-total // chunk) * chunk
-    flat = jnp.minimum(jnp.arange(padded, dtype=jnp.int32), total - 1).reshape(-1, chunk)
-    zero = jnp.zeros((), jnp.int32)
+    n_cols, per_image = grid.shape[1], grid.size
+    total = n * per_image
 
     def one(t):
-        return window_outputs(apply_fn, params, images, fills, grid, caches, zero, t // n_cols, t % n_cols, cap=cap)[0]
+        img, p = t // per_image, t % per_image
+        return window_outputs(apply_fn, params, images, fills, grid, caches, img, p // n_cols, p % n_cols, cap=cap)[0]
 
-    outs = jax.lax.map(jax.vmap(one), flat).reshape(padded, -1)[:total].astype(jnp.float32)
-    base = apply_fn(params, images).astype(jnp.float32)[0]
-    drops = (base[None] - outs).reshape(*grid.shape, -1)  # (rows, cols, K)
-    rows, cols = axis_masks(grid, (h, w))
-    hi = lax.Precision.HIGHEST
-    total_map = jnp.einsum("iy,ijk,jx->kyx", jnp.asarray(rows, jnp.float32), drops, jnp.asarray(cols, jnp.float32),
-                           precision=hi)
-    count = np.outer(rows.sum(0), cols.sum(0))
-    return total_map / jnp.asarray(np.maximum(count, 1), jnp.float32)[None]
-
-
-@functools.cache
-def _capped_jit(nested: bool):
-    """:func:`_capped` jitted with the engine's compile options (decided on first use); none when
-    ``nested`` inside a caller's ``jit``/``vmap``, whose compilation decides."""
-    options = None if nested else (cpu_compiler_options() or None)
-    return jax.jit(_capped, static_argnums=(0, 4, 5, 6), compiler_options=options)
+    outs = lax.map(jax.vmap(one), chunk_indices(total, chunk)[0])
+    outs = outs.reshape(-1, outs.shape[-1])[:total].astype(jnp.float32)
+    base = apply_fn(params, images).astype(jnp.float32)  # (N, K)
+    drops = base[:, None] - outs.reshape(n, per_image, -1)
+    heat = accumulate(drops.reshape(n, *grid.shape, -1), grid, (h, w), "mean")  # (N, K, H, W)
+    if target_kind == "all":
+        return heat
+    if target_kind == "predicted":
+        targets = jnp.argmax(base, axis=-1).astype(jnp.int32)
+    return jnp.take_along_axis(heat, targets[:, None, None, None], axis=1)
 
 
 def capped_occlusion(
-    apply_fn: Callable, params: Any, image: jax.Array, *, window, stride=None, target: int, cap: float,
+    apply_fn: Callable, params: Any, image: jax.Array, *, window, stride=None, target, cap: float,
     fill: float = 0.0, chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> jax.Array:
     """APPROXIMATE occlusion map with a capped projective field (Krypton's threshold τ).
@@ -642,34 +678,50 @@ def capped_occlusion(
 
     Args:
         apply_fn, params: the model, as for :func:`saliency_jax.occlusion`.
-        image: ``(H, W, C)`` float32.
+        image: ``(H, W, C)`` or ``(N, H, W, C)``, floating point (float32), finite.
         window, stride: as for :func:`saliency_jax.occlusion`.
-        target: the class index scored.
+        target: as for :func:`saliency_jax.occlusion`: an int, one int per image, ``"all"`` or
+            ``None`` (each image's predicted class).
         cap: the fraction of each map's side a changed region may span, in ``(0, 1]``.
-        fill: the constant an occluded pixel becomes.
+        fill: the constant (finite) an occluded pixel becomes.
         chunk_size: windows per batched step.
 
     Returns:
-        float32 ``(H, W)``: the mean score drop of the windows covering each pixel.
+        float32 ``(H, W)`` for one image, ``(N, H, W)`` for a batch, with a class axis before
+        ``H`` for ``target="all"``: the mean score drop of the windows covering each pixel.
+
+    Raises:
+        TypeError, ValueError: for a malformed argument, before the model is traced.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> import saliency_jax as sj
+        >>> model = sj.get_model("small", width=0.25, fc=(8,))
+        >>> variables = model.init(jax.random.key(0), jnp.zeros((1, 128, 128, 3)))
+        >>> image = jax.random.normal(jax.random.key(1), (128, 128, 3))
+        >>> sj.incremental.capped_occlusion(model.apply, variables, image, window=32, stride=16, target=1,
+        ...                                 cap=0.5).shape
+        (128, 128)
     """
-    if not hasattr(image, "shape") or getattr(image, "ndim", None) != 3:
-        raise ValueError(f"`image` (shape={getattr(image, 'shape', None)}) must be one image (H, W, C)")
-    if isinstance(cap, bool) or not isinstance(cap, numbers.Real) or not 0 < cap <= 1:
+    _validate.apply_fn(apply_fn)
+    images, batched = _validate.image(image)
+    n, h, w, _ = images.shape
+    if isinstance(cap, bool) or not isinstance(cap, numbers.Real):
+        raise TypeError(f"`cap` (={cap!r}) must be a number in (0, 1]")
+    if not 0 < cap <= 1:
         raise ValueError(f"`cap` (={cap!r}) must be a number in (0, 1]")
-    if isinstance(target, bool) or not isinstance(target, numbers.Integral):
-        raise TypeError(f"`target` (={target!r}) must be an int class index")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
-        raise ValueError(f"`chunk_size` (={chunk_size!r}) must be a positive int")
     if isinstance(fill, bool) or not isinstance(fill, numbers.Real):
         raise TypeError(f"`fill` (={fill!r}) must be a number")
-    h, w, _ = image.shape
-    window_grid((h, w), window, stride, "clip")  # validates window and stride
-    k = jax.eval_shape(apply_fn, params, jax.ShapeDtypeStruct((1, *image.shape), jnp.float32)).shape[-1]
-    if not 0 <= target < k:
-        raise ValueError(f"`target` (={target!r}) must lie in [0, {k}) (the model has K={k} outputs)")
-    wy, wx = as_pair("window", window)
-    sy, sx = (wy, wx) if stride is None else as_pair("stride", stride)
-    nested = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((params, image)))
-    heat = _capped_jit(nested)(apply_fn, params, jnp.asarray(image, jnp.float32), jnp.asarray(fill, jnp.float32),
-                       ((wy, wx), (sy, sx)), float(cap), int(chunk_size))
-    return heat[target]
+    if not math.isfinite(fill):
+        raise ValueError(f"`fill` (={fill!r}) must be finite")
+    chunk_size = _validate.integer("chunk_size", chunk_size, lo=1)
+    window_grid((h, w), window, stride, "clip")  # validates window and stride against the image
+    window_yx = _validate.pair("window", window)
+    stride_yx = window_yx if stride is None else _validate.pair("stride", stride)
+    kind, targets = _validate.target(target, n=n, num_classes=_validate.num_classes(apply_fn, params, images))
+    fill_arr = jnp.asarray(fill, jnp.float32)
+    run = jit_with_policy(_capped, (0, 5, 6, 7, 8), args=(params, images, targets))
+    heat = run(apply_fn, params, images, fill_arr, targets, (window_yx, stride_yx), float(cap), chunk_size, kind)
+    if kind != "all":
+        heat = heat[:, 0]
+    return heat if batched else heat[0]

@@ -1,4 +1,4 @@
-"""Window grid geometry for occlusion: origins, clipped extents, coverage.
+"""Window grid geometry for occlusion: origins, clipped extents, coverage, per-pixel accumulation.
 
 Windows are placed independently along each spatial axis; the grid is their product.
 Two placements are offered:
@@ -9,7 +9,10 @@ Two placements are offered:
 * ``"valid"``: full windows only, origins ``0, s, …, floor((D − w) / s) · s``; pixels past the
   last full window are covered by no window.
 
-Everything here is static geometry computed with numpy at trace time.
+The grid is static geometry computed with numpy at trace time; two traced steps use it and
+live here too, so that every engine shares them: :func:`window_mask` (the pixels one window
+covers, for a traced window index) and :func:`accumulate` (each pixel's mean or sum over the
+windows covering it, counted by :func:`coverage`).
 
 Example:
     >>> from saliency_jax.occlude.windows import window_grid
@@ -23,36 +26,18 @@ Example:
 from __future__ import annotations
 
 import math
-import numbers
 from typing import NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["PLACEMENTS", "WindowGrid", "as_pair", "window_grid", "coverage"]
+from saliency_jax import _validate
+
+__all__ = ["PLACEMENTS", "COMBINES", "WindowGrid", "window_grid", "axis_masks", "coverage", "window_mask", "accumulate"]
 
 PLACEMENTS = ("clip", "valid")
-
-
-def as_pair(name: str, value) -> tuple[int, int]:
-    """Return ``value`` as a ``(rows, cols)`` pair of positive ints; an int means both.
-
-    Raises:
-        TypeError: ``value`` is not an int or a pair of ints.
-        ValueError: an entry is not positive.
-    """
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        pair = (int(value), int(value))
-    elif (
-        isinstance(value, (tuple, list))
-        and len(value) == 2
-        and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value)
-    ):
-        pair = (int(value[0]), int(value[1]))
-    else:
-        raise TypeError(f"`{name}` (={value!r}) must be an int or a pair of ints (rows, cols)")
-    if min(pair) <= 0:
-        raise ValueError(f"`{name}` (={value!r}) must be positive along both axes")
-    return pair
+COMBINES = ("mean", "sum")
 
 
 class WindowGrid(NamedTuple):
@@ -105,9 +90,9 @@ def window_grid(size, window, stride=None, placement: str = "clip") -> WindowGri
     Raises:
         TypeError, ValueError: for a malformed or out-of-range argument, naming it.
     """
-    height, width = as_pair("size", size)
-    wy, wx = as_pair("window", window)
-    sy, sx = (wy, wx) if stride is None else as_pair("stride", stride)
+    height, width = _validate.pair("size", size)
+    wy, wx = _validate.pair("window", window)
+    sy, sx = (wy, wx) if stride is None else _validate.pair("stride", stride)
     if wy > height or wx > width:
         raise ValueError(f"`window` (={window!r}) must fit inside the image (H={height}, W={width})")
     if sy > wy or sx > wx:
@@ -115,8 +100,7 @@ def window_grid(size, window, stride=None, placement: str = "clip") -> WindowGri
             f"`stride` (={stride!r}) must not exceed `window` (={window!r}) along either axis: "
             "pixels between windows would never be occluded"
         )
-    if placement not in PLACEMENTS:
-        raise ValueError(f"`placement` (={placement!r}) must be one of {PLACEMENTS}")
+    _validate.choice("placement", placement, PLACEMENTS)
     oy, ey = _axis(height, wy, sy, placement)
     ox, ex = _axis(width, wx, sx, placement)
     return WindowGrid(oy, ox, ey, ex)
@@ -137,6 +121,59 @@ def axis_masks(grid: WindowGrid, size) -> tuple[np.ndarray, np.ndarray]:
 
 
 def coverage(grid: WindowGrid, size) -> np.ndarray:
-    """How many windows cover each pixel: ``(H, W) int64`` (zero only with ``placement="valid"``)."""
+    """How many windows cover each pixel: ``(H, W) int64`` (zero only with ``placement="valid"``).
+
+    Example:
+        >>> from saliency_jax.occlude.windows import coverage, window_grid
+        >>> coverage(window_grid((1, 5), window=(1, 3), stride=(1, 2)), (1, 5)).tolist()
+        [[1, 1, 2, 1, 1]]
+    """
     rows, cols = axis_masks(grid, size)
     return np.outer(rows.sum(0), cols.sum(0))
+
+
+def window_mask(grid: WindowGrid, iy, ix, rows, cols) -> jax.Array:
+    """Which of the pixels ``rows × cols`` window ``(iy, ix)`` covers: bool ``(len(rows), len(cols))``.
+
+    Args:
+        grid: the window grid.
+        iy, ix: the window's row and column in the grid (int scalars, traced or not).
+        rows, cols: int pixel positions ``(R,)`` and ``(C,)`` (e.g. ``arange(H)``), traced or not.
+    """
+    oy, ey = jnp.asarray(grid.origins_y, jnp.int32)[iy], jnp.asarray(grid.extents_y, jnp.int32)[iy]
+    ox, ex = jnp.asarray(grid.origins_x, jnp.int32)[ix], jnp.asarray(grid.extents_x, jnp.int32)[ix]
+    return ((rows >= oy) & (rows < oy + ey))[:, None] & ((cols >= ox) & (cols < ox + ex))[None, :]
+
+
+def accumulate(scores: jax.Array, grid: WindowGrid, size, combine: str = "mean") -> jax.Array:
+    """Each pixel's mean (or sum) of the scores of the windows covering it.
+
+    Args:
+        scores: ``(N, n_rows, n_cols, K)`` float32: one score per image, window and class.
+        grid: the window grid (``grid.shape == (n_rows, n_cols)``).
+        size: ``(H, W)`` of the image.
+        combine: ``"mean"`` over the covering windows (Captum, xaitk) or ``"sum"`` (PAIR, xplique).
+
+    Returns:
+        float32 ``(N, K, H, W)``; NaN where no window covers the pixel (``placement="valid"``).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from saliency_jax.occlude.windows import accumulate, window_grid
+        >>> grid = window_grid((1, 3), window=(1, 2), stride=1)          # windows [0, 1] and [1, 2]
+        >>> accumulate(jnp.asarray([3.0, 5.0]).reshape(1, 1, 2, 1), grid, (1, 3))[0, 0].tolist()
+        [[3.0, 4.0, 5.0]]
+    """
+    _validate.choice("combine", combine, COMBINES)
+    rows, cols = axis_masks(grid, size)
+    total = jnp.einsum(
+        "iy,nijk,jx->nkyx",
+        jnp.asarray(rows, jnp.float32),
+        scores,
+        jnp.asarray(cols, jnp.float32),
+        precision=jax.lax.Precision.HIGHEST,
+    )
+    count = coverage(grid, size)[None, None]  # (1, 1, H, W)
+    if combine == "mean":
+        total = total / jnp.asarray(np.maximum(count, 1), jnp.float32)
+    return jnp.where(jnp.asarray(count > 0), total, jnp.nan)

@@ -9,6 +9,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 SCRIPT = r"""
 import json
 import jax, jax.numpy as jnp, numpy as np
@@ -90,6 +92,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_the_shipped_convnet_sharded_over_two_host_devices_equals_one_device():
     """The convnet the CLI runs, on the two host devices the CLI makes: both methods.
 

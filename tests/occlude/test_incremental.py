@@ -12,9 +12,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from saliency_jax.occlude import incremental as inc
 from saliency_jax.model.architectures import get_model
-from saliency_jax.occlude.engine import occlusion
+from saliency_jax.occlude import compile as occlude_compile
+from saliency_jax.occlude import incremental as inc
+from saliency_jax.occlude import occlusion
 from tests import reference
 from tests.occlude.test_engine import assert_maps_equal, mlp_apply, mlp_params, rand_image
 
@@ -95,16 +96,16 @@ def assert_close(incr, full):
 @pytest.mark.parametrize(
     "name, window, stride, placement, score",
     [
-        ("small", 32, 8, "clip", "difference"),
+        pytest.param("small", 32, 8, "clip", "difference", marks=pytest.mark.slow),
         ("small", 24, 10, "clip", "output"),  # last window clipped at the border
-        ("small", (16, 40), (12, 20), "valid", "difference"),
-        ("small", 9, 9, "clip", "difference"),  # 15 rows: last window of 2 pixels
-        ("zf", 16, 4, "clip", "difference"),
+        pytest.param("small", (16, 40), (12, 20), "valid", "difference", marks=pytest.mark.slow),
+        pytest.param("small", 9, 9, "clip", "difference", marks=pytest.mark.slow),  # 15 rows: last window of 2 pixels
+        pytest.param("zf", 16, 4, "clip", "difference", marks=pytest.mark.slow),
         ("zf", (40, 24), (13, 24), "clip", "output"),
-        ("awkward", 7, 3, "clip", "difference"),
+        pytest.param("awkward", 7, 3, "clip", "difference", marks=pytest.mark.slow),
         ("awkward", (5, 11), (4, 6), "valid", "output"),
         ("awkward", 1, 1, "clip", "difference"),  # one-pixel windows
-        ("residual", 4, 3, "clip", "difference"),
+        pytest.param("residual", 4, 3, "clip", "difference", marks=pytest.mark.slow),
     ],
 )
 def test_incremental_equals_full(name, window, stride, placement, score):
@@ -112,7 +113,7 @@ def test_incremental_equals_full(name, window, stride, placement, score):
     assert_close(incr, full)
 
 
-@pytest.mark.parametrize("fill", [0.5, "mean", "blur", "baseline"])
+@pytest.mark.parametrize("fill", [0.5, *(pytest.param(f, marks=pytest.mark.slow) for f in ("mean", "blur", "baseline"))])
 def test_fills_targets_and_batches(fill):
     apply_fn, variables, image = build("awkward")
     images = np.stack([image, rand_image(image.shape, seed=11)])
@@ -223,6 +224,7 @@ def test_auto_picks_incremental_when_cheaper(monkeypatch):
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_capped_projective_field_is_exact_at_one_and_cheaper_and_wrong_below():
     apply_fn, variables, image = build("small")
     kw = dict(window=16, stride=8, target=1)
@@ -237,11 +239,48 @@ def test_capped_projective_field_is_exact_at_one_and_cheaper_and_wrong_below():
     assert ratio_capped > ratio_exact
 
 
-@pytest.mark.parametrize("cap", [0, 1.5, "half", True])
-def test_capped_rejects_bad_cap(cap):
+@pytest.mark.slow
+def test_capped_batches_and_every_target_form_at_cap_one_equal_full():
+    """A batch, one target per image, "all" and the predicted class: at cap 1 each is the exact map."""
+    apply_fn, variables, image = build("awkward")
+    images = np.stack([image, rand_image(image.shape, seed=11)])
+    kw = dict(window=(6, 5), stride=(4, 3), fill=0.25)
+    every = np.asarray(occlusion(apply_fn, variables, images, method="full", target="all", **kw), np.float64)
+    predicted = np.argmax(np.asarray(apply_fn(variables, jnp.asarray(images))), axis=-1)
+    for target, expected in [
+        ("all", every),
+        ([2, 0], every[[0, 1], [2, 0]]),
+        (1, every[:, 1]),
+        (None, every[[0, 1], predicted]),
+    ]:
+        capped = inc.capped_occlusion(apply_fn, variables, images, target=target, cap=1.0, chunk_size=7, **kw)
+        assert capped.shape == expected.shape and capped.dtype == jnp.float32
+        assert_close(np.asarray(capped, np.float64), expected)
+    single = inc.capped_occlusion(apply_fn, variables, images[1], target=0, cap=1.0, **kw)
+    assert_close(np.asarray(single, np.float64), every[1, 0])
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, fragment",
+    [
+        (dict(cap=0), ValueError, "`cap` (=0) must be a number in (0, 1]"),
+        (dict(cap=1.5), ValueError, "`cap` (=1.5) must be a number in (0, 1]"),
+        (dict(cap="half"), TypeError, "`cap` (='half') must be a number in (0, 1]"),
+        (dict(cap=True), TypeError, "`cap` (=True) must be a number in (0, 1]"),
+        (dict(fill="mean"), TypeError, "`fill` (='mean') must be a number"),
+        (dict(fill=float("nan")), ValueError, "`fill` (=nan) must be finite"),
+        (dict(chunk_size=0), ValueError, "`chunk_size` (=0) must be >= 1"),
+        (dict(window=(4, 40)), ValueError, "`window` (=(4, 40)) must fit inside the image (H=20, W=18)"),
+        (dict(stride=5), ValueError, "`stride` (=5) must not exceed `window` (=4)"),
+        (dict(target=2), ValueError, "each in [0, 2)"),
+    ],
+)
+def test_capped_rejects_bad_arguments(kwargs, error, fragment):
     apply_fn, variables, image = build("residual")
-    with pytest.raises(ValueError, match="`cap`"):
-        inc.capped_occlusion(apply_fn, variables, image, window=4, stride=4, target=0, cap=cap)
+    args = {**dict(window=4, stride=4, target=0, cap=0.5), **kwargs}
+    with pytest.raises(error) as info:
+        inc.capped_occlusion(apply_fn, variables, image, **args)
+    assert fragment in str(info.value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,35 +303,37 @@ def test_bad_method_is_rejected(kwargs, error, fragment):
     assert fragment in str(info.value)
 
 
+def _model_forward(p, x):  # module level: jit_with_policy caches per function
+    return get_model("small", width=0.25, fc=(8,)).apply(p, x)
+
+
+@pytest.mark.slow
 def test_engine_compile_options_turn_off_ynnpack_and_respect_xla_flags(monkeypatch):
-    """On the CPU the engine compiles with XLA's own convolutions (no YNNPACK fusion in the HLO),
-    the map is the same as with jaxlib's defaults, and a user's own XLA_FLAGS setting wins."""
-    import importlib
-
-    from saliency_jax.occlude import compile as _xla
-
-    occ_mod = importlib.import_module("saliency_jax.occlude.engine")  # the module; sj.occlusion is the function
-
-    options = _xla.cpu_compiler_options()
+    """On the CPU one device compiles with XLA's own convolutions (no YNNPACK fusion in the HLO),
+    several devices and a caller's jit keep jaxlib's defaults, the map is the same either way,
+    and a user's own XLA_FLAGS setting wins."""
+    options = occlude_compile.cpu_compiler_options()
     if jax.default_backend() != "cpu" or not options:
         pytest.skip("jaxlib without the YNNPACK option, or not a CPU backend")
     model = get_model("small", width=0.25, fc=(8,))
     image = rand_image((32, 32, 3))
     params = model.init(jax.random.key(0), image[None])
-    conv = jax.jit(lambda p, x: model.apply(p, x), compiler_options=options)
-    assert "__ynn_fusion" not in conv.lower(params, image[None]).compile().as_text()
-    kw = dict(window=8, stride=4, target=0)
-    heat = occlusion(model.apply, params, image, method="incremental", **kw)
-    # one device: the engine compiled with the options; sharded: jaxlib's defaults
-    assert occ_mod._engine(1, image) is occ_mod._single_device_jit() is not occ_mod._nested_jit
-    assert occ_mod._engine(2, image) is occ_mod._nested_jit
-    defaults = jax.jit(occ_mod._occlusion_fn, static_argnums=(0, 5))
-    monkeypatch.setattr(occ_mod, "_engine", lambda *args: defaults)
-    np.testing.assert_allclose(occlusion(model.apply, params, image, method="incremental", **kw), heat,
-                               rtol=1e-5, atol=1e-6)
-    _xla.cpu_compiler_options.cache_clear()
+    policy = functools.partial(occlude_compile.jit_with_policy, _model_forward, args=(params, image))
+    one, many = policy(n_devices=1), policy(n_devices=2)
+    plain = jax.jit(_model_forward)
+    assert "__ynn_fusion" not in one.lower(params, image[None]).compile().as_text()
+    assert many is policy(n_devices=4) is not one
+    assert many.lower(params, image[None]).compile().as_text() == plain.lower(params, image[None]).compile().as_text()
+    traced = []
+    jax.jit(lambda p: traced.append(occlude_compile.jit_with_policy(_model_forward, args=p)) or 0)(params)
+    assert traced == [many]  # inside a caller's jit: the caller's compilation decides
+    kw = dict(window=8, stride=4, target=0, method="incremental")
+    heat = occlusion(model.apply, params, image, **kw)  # one device: compiled with the options
+    inside_jit = jax.jit(lambda p, x: occlusion(model.apply, p, x, **kw))(params, image)  # jaxlib's defaults
+    np.testing.assert_allclose(inside_jit, heat, rtol=1e-5, atol=1e-6)
+    occlude_compile.cpu_compiler_options.cache_clear()
     try:
         monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT")
-        assert _xla.cpu_compiler_options() == {}
+        assert occlude_compile.cpu_compiler_options() == {}
     finally:
-        _xla.cpu_compiler_options.cache_clear()
+        occlude_compile.cpu_compiler_options.cache_clear()

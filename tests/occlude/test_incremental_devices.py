@@ -8,6 +8,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 SCRIPT = r"""
 import jax, jax.numpy as jnp, numpy as np
 import saliency_jax as sj
@@ -30,6 +32,7 @@ print("ok")
 """
 
 
+@pytest.mark.slow
 def test_four_devices_incremental_agrees_with_one_and_with_full():
     root = pathlib.Path(__file__).resolve().parents[2]
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
