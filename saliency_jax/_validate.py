@@ -37,6 +37,7 @@ __all__ = [
     "image",
     "target",
     "num_classes",
+    "signature",
 ]
 
 
@@ -163,7 +164,18 @@ def target(value, *, n: int, num_classes: int) -> tuple[str, jax.Array]:
     return "index", arr
 
 
-def _leaf_signature(tree) -> tuple:
+def signature(tree: Any) -> tuple:
+    """What a compiled function depends on in ``tree``: its structure and each leaf's shape and dtype.
+
+    Hashable; a cache key for per-model work (output shapes here, ``tune_chunk_size``,
+    ``flop_report``). A leaf without a dtype (a Python scalar, a string) counts by its type.
+
+    Example:
+        >>> import numpy as np
+        >>> from saliency_jax._validate import signature
+        >>> signature({"w": np.zeros((2, 3), np.float32)})[1]
+        (((2, 3), 'float32'),)
+    """
     leaves, treedef = jax.tree.flatten(tree)
     return (treedef, tuple((tuple(np.shape(x)), str(getattr(x, "dtype", type(x)))) for x in leaves))
 
@@ -180,7 +192,7 @@ def _output_shape(fn, params_signature, batch_shape, dtype) -> tuple[int, ...]:
 
 def num_classes(fn, params, images) -> int:
     """K, from ``fn(params, images (B, H, W, C)) -> (B, K)`` traced abstractly (cached per shape)."""
-    shape = _output_shape(fn, _leaf_signature(params), tuple(images.shape), images.dtype)
+    shape = _output_shape(fn, signature(params), tuple(images.shape), images.dtype)
     if len(shape) != 2 or shape[0] != images.shape[0]:
         raise ValueError(
             f"`apply_fn` must map a batch (B, H, W, C) to scores (B, K); on a batch of shape "

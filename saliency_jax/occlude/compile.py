@@ -38,11 +38,10 @@ from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from saliency_jax import _validate
 
-__all__ = ["cpu_compiler_options", "jit_with_policy", "chunk_indices", "signature"]
+__all__ = ["cpu_compiler_options", "jit_with_policy", "chunk_indices"]
 
 _OPTION = "xla_cpu_experimental_ynn_fusion_type"
 
@@ -111,18 +110,3 @@ def chunk_indices(total: int, chunk_size: int, n_groups: int = 1) -> jax.Array:
     chunk = -(-total // (n_chunks * n_groups))
     padded = n_groups * n_chunks * chunk
     return jnp.minimum(jnp.arange(padded, dtype=jnp.int32), total - 1).reshape(n_groups, n_chunks, chunk)
-
-
-def signature(tree: Any) -> tuple:
-    """What a compiled function depends on in ``tree``: its structure and each leaf's shape and dtype.
-
-    Hashable; a cache key for per-model work (``tune_chunk_size``, ``flop_report``).
-
-    Example:
-        >>> import numpy as np
-        >>> from saliency_jax.occlude.compile import signature
-        >>> signature({"w": np.zeros((2, 3), np.float32)})[1]
-        (((2, 3), 'float32'),)
-    """
-    leaves, treedef = jax.tree.flatten(tree)
-    return (treedef, tuple((tuple(np.shape(x)), str(jnp.result_type(x))) for x in leaves))

@@ -32,7 +32,7 @@ from jax.sharding import Mesh, PartitionSpec
 
 from saliency_jax import _validate
 from saliency_jax.occlude import incremental
-from saliency_jax.occlude.compile import chunk_indices, jit_with_policy, signature
+from saliency_jax.occlude.compile import chunk_indices, jit_with_policy
 from saliency_jax.occlude.windows import COMBINES, accumulate, window_grid, window_mask
 
 __all__ = ["occlusion", "tune_chunk_size", "MODES", "SCORES", "COMBINES", "METHODS", "DEFAULT_CHUNK_SIZE"]
@@ -250,7 +250,7 @@ def tune_chunk_size(
         raise ValueError(f"`candidates` (={candidates!r}) must be a non-empty sequence of positive ints")
     repeats = _validate.integer("repeats", repeats, lo=1)
     shape = tuple(int(d) for d in image_shape)
-    key = (apply_fn, shape, signature(params), tuple(candidates))
+    key = (apply_fn, shape, _validate.signature(params), tuple(candidates))
     if key not in _TUNED:
         forward = jit_with_policy(apply_fn, args=params)  # as the engine compiles
         per_image = {}

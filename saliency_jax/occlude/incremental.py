@@ -63,7 +63,7 @@ from jax import lax
 
 from saliency_jax import _validate
 from saliency_jax import jaxpr as jx
-from saliency_jax.occlude.compile import chunk_indices, jit_with_policy, signature
+from saliency_jax.occlude.compile import chunk_indices, jit_with_policy
 from saliency_jax.occlude.windows import WindowGrid, accumulate, window_grid, window_mask
 
 __all__ = [
@@ -602,7 +602,7 @@ def flop_report(
     h, w, c = (int(d) for d in image_shape)
     grid = window_grid((h, w), window, stride, placement)
     try:
-        key = (apply_fn, signature(params), (h, w, c), tuple(map(tuple, grid)), FULL_LAYER_FRACTION, cap)
+        key = (apply_fn, _validate.signature(params), (h, w, c), tuple(map(tuple, grid)), FULL_LAYER_FRACTION, cap)
         hash(key)
     except TypeError:
         key = None

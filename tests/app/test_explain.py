@@ -89,10 +89,10 @@ def test_explain_cli_writes_maps_equal_to_the_library(folder, model, tmp_path, c
         side = json.loads((out / f"{name}.json").read_text())
         assert side["prediction"]["class"] == model.classes[pred[k]]
         assert side["explained"] == [model.classes[pred[k]]]
-        for method, maps in expected.items():
+        for method, want in expected.items():
             raw = np.load(out / f"{name}.{method}.npy")
-            assert raw.dtype == np.float32 and raw.shape == maps.shape[1:]
-            np.testing.assert_allclose(raw, np.asarray(maps[k]), rtol=1e-5, atol=1e-5)
+            assert raw.dtype == np.float32 and raw.shape == want.shape[1:]
+            np.testing.assert_allclose(raw, np.asarray(want[k]), rtol=1e-5, atol=1e-5)
             with Image.open(out / f"{name}.{method}.png") as im:
                 im.load()
                 assert im.size[0] == 128 + 2 * 6 and im.size[1] >= 128

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import saliency_jax as sj
-from saliency_jax.occlude.compile import chunk_indices, signature
+from saliency_jax._validate import signature
+from saliency_jax.occlude.compile import chunk_indices
 from saliency_jax.occlude.windows import accumulate, window_mask
 
 GRIDS = [
