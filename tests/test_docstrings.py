@@ -19,7 +19,12 @@ def test_the_package_has_examples():
     assert examples >= 30
 
 
-@pytest.mark.parametrize("name", ["saliency_jax", *MODULES])
+# Examples that compile a model take seconds; the fast subset (-m "not slow") skips these.
+SLOW_EXAMPLES = {"saliency_jax.backprop.methods", "saliency_jax.occlude.engine", "saliency_jax.occlude.incremental"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_EXAMPLES else n
+                                  for n in ["saliency_jax", *MODULES]])
 def test_docstring_examples(name):
     module = importlib.import_module(name)  # the module, even where the package re-exports a function of that name
     with jax.numpy_rank_promotion("allow"):  # examples show user code under JAX's defaults, not conftest's strict mode

@@ -97,7 +97,7 @@ def assert_close(incr, full):
     "name, window, stride, placement, score",
     [
         pytest.param("small", 32, 8, "clip", "difference", marks=pytest.mark.slow),
-        ("small", 24, 10, "clip", "output"),  # last window clipped at the border
+        pytest.param("small", 24, 10, "clip", "output", marks=pytest.mark.slow),  # last window clipped at the border
         pytest.param("small", (16, 40), (12, 20), "valid", "difference", marks=pytest.mark.slow),
         pytest.param("small", 9, 9, "clip", "difference", marks=pytest.mark.slow),  # 15 rows: last window of 2 pixels
         pytest.param("zf", 16, 4, "clip", "difference", marks=pytest.mark.slow),
@@ -146,6 +146,7 @@ def test_every_layer_full_or_every_layer_incremental(monkeypatch, fraction):
     assert_close(incr, full)
 
 
+@pytest.mark.slow
 def test_a_region_one_row_too_small_breaks_the_map(monkeypatch):
     """The tests can fail: shrink every changed output region by one row and the map differs."""
     through = inc._Axis.through
