@@ -26,7 +26,7 @@ SLOW_EXAMPLES = {"saliency_jax.backprop.methods", "saliency_jax.occlude.engine",
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_EXAMPLES else n
                                   for n in ["saliency_jax", *MODULES]])
 def test_docstring_examples(name):
-    module = importlib.import_module(name)  # the module, even where the package re-exports a function of that name
+    module = importlib.import_module(name)
     with jax.numpy_rank_promotion("allow"):  # examples show user code under JAX's defaults, not conftest's strict mode
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False)
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {name} (printed above)"
