@@ -26,21 +26,9 @@ from tests.fixtures.captum_cases import (
     BACKPROP_METHODS,
     BACKPROP_MODEL,
     BACKPROP_TARGETS,
-    build_model,
-    init_weights,
-    load,
-    weights_digest,
 )
-
-try:  # the live tests need torch and captum; the fixture tests do not
-    import torch
-
-    from tests.fixtures import record_captum
-    from tests.torch_port import port
-except ImportError:
-    torch = record_captum = port = None
-
-needs_peers = pytest.mark.skipif(record_captum is None, reason="torch and captum are not installed")
+from tests.fixtures.peers import (assert_logits, assert_recorded_with, needs_peers, port, rebuild,
+                                   record_captum)
 
 ATOL_PER_SCALE = 1e-5  # see the module docstring
 OURS = {"deconvnet": sj.deconvnet, "guided_backprop": sj.guided_backprop, "gradient": sj.gradient}
@@ -48,9 +36,7 @@ OURS = {"deconvnet": sj.deconvnet, "guided_backprop": sj.guided_backprop, "gradi
 
 @pytest.fixture(scope="module")
 def recorded():
-    meta, arrays = load("backprop")
-    model = build_model(BACKPROP_MODEL)
-    return meta, arrays, model, init_weights(model, BACKPROP_MODEL)
+    return rebuild("backprop", BACKPROP_MODEL)
 
 
 def _ours(name, model, variables, images):
@@ -65,16 +51,12 @@ def _assert_parity(ours, captum_map):
 
 def test_fixture_was_recorded_on_these_cases(recorded):
     meta, _, _, variables = recorded
-    rerun = "the fixture is stale: rerun `python -m tests.fixtures.record_captum`"
-    assert meta["model"] == BACKPROP_MODEL.to_json(), rerun
-    assert meta["methods"] == BACKPROP_METHODS and meta["targets"] == BACKPROP_TARGETS, rerun
-    assert meta["weights_sha256"] == weights_digest(variables), "the rebuilt weights differ from the recorded ones"
+    assert_recorded_with(meta, BACKPROP_MODEL, variables, methods=BACKPROP_METHODS, targets=BACKPROP_TARGETS)
 
 
 def test_logits_match_the_recorded_torch_logits(recorded):
     _, arrays, model, variables = recorded
-    ours = np.asarray(model.apply(variables, arrays["images"]))
-    np.testing.assert_allclose(ours, arrays["logits"], rtol=0, atol=1e-5 * np.abs(arrays["logits"]).max())
+    assert_logits(model.apply(variables, arrays["images"]), arrays["logits"])
 
 
 @pytest.mark.parametrize("name", list(BACKPROP_METHODS))
@@ -100,7 +82,7 @@ def test_recorder_reproduces_the_fixture(recorded):
     assert {**live_meta, "versions": None} == {**meta, "versions": None}
     assert sorted(live_arrays) == sorted(arrays)
     np.testing.assert_array_equal(live_arrays["images"], arrays["images"])
-    np.testing.assert_allclose(live_arrays["logits"], arrays["logits"], rtol=0, atol=1e-5 * np.abs(arrays["logits"]).max())
+    assert_logits(live_arrays["logits"], arrays["logits"])
     for name in BACKPROP_METHODS:  # torch's thread count may change its summation order
         _assert_parity(live_arrays[name], arrays[name])
 

@@ -21,31 +21,17 @@ import saliency_jax as sj
 from tests.fixtures.captum_cases import (
     OCCLUSION_CASES,
     OCCLUSION_MODEL,
-    build_model,
     fill_value,
-    init_weights,
-    load,
-    weights_digest,
 )
-
-try:  # the live tests need torch and captum; the fixture tests do not
-    import torch
-
-    from tests.fixtures import record_captum
-    from tests.torch_port import port
-except ImportError:
-    torch = record_captum = port = None
-
-needs_peers = pytest.mark.skipif(record_captum is None, reason="torch and captum are not installed")
+from tests.fixtures.peers import (assert_logits, assert_recorded_with, needs_peers, port, rebuild,
+                                   record_captum, torch)
 
 RTOL, ATOL_PER_SCALE = 1e-4, 2e-5  # see the module docstring
 
 
 @pytest.fixture(scope="module")
 def recorded():
-    meta, arrays = load("occlusion")
-    model = build_model(OCCLUSION_MODEL)
-    return meta, arrays, model, init_weights(model, OCCLUSION_MODEL)
+    return rebuild("occlusion", OCCLUSION_MODEL)
 
 
 def _ours(model, variables, images, case, method="auto"):
@@ -62,17 +48,12 @@ def _assert_parity(ours, captum_map):
 
 def test_fixture_was_recorded_on_these_cases(recorded):
     meta, _, _, variables = recorded
-    rerun = "the fixture is stale: rerun `python -m tests.fixtures.record_captum`"
-    assert meta["model"] == OCCLUSION_MODEL.to_json(), rerun
-    assert meta["cases"] == OCCLUSION_CASES, rerun
-    assert meta["weights_sha256"] == weights_digest(variables), "the rebuilt weights differ from the recorded ones"
+    assert_recorded_with(meta, OCCLUSION_MODEL, variables, cases=OCCLUSION_CASES)
 
 
 def test_logits_match_the_recorded_torch_logits(recorded):
     _, arrays, model, variables = recorded
-    ours = np.asarray(model.apply(variables, arrays["images"]))
-    scale = np.abs(arrays["logits"]).max()
-    np.testing.assert_allclose(ours, arrays["logits"], rtol=0, atol=1e-5 * scale)
+    assert_logits(model.apply(variables, arrays["images"]), arrays["logits"])
 
 
 # Each engine on two cases (tests/occlude/test_incremental.py checks the engines agree on many more).
@@ -92,7 +73,7 @@ def test_recorder_reproduces_the_fixture(recorded):
     assert {**live_meta, "versions": None} == {**meta, "versions": None}
     assert sorted(live_arrays) == sorted(arrays)
     np.testing.assert_array_equal(live_arrays["images"], arrays["images"])
-    np.testing.assert_allclose(live_arrays["logits"], arrays["logits"], rtol=0, atol=1e-5 * np.abs(arrays["logits"]).max())
+    assert_logits(live_arrays["logits"], arrays["logits"])
     for case in OCCLUSION_CASES:  # torch's thread count may change its summation order
         _assert_parity(live_arrays[case], arrays[case])
 
@@ -104,7 +85,7 @@ def test_ported_model_agrees(recorded):
     ours = np.asarray(model.apply(variables, arrays["images"]))
     with torch.no_grad():
         theirs = port(model, variables)(record_captum.nchw(arrays["images"])).numpy()
-    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-5 * np.abs(theirs).max())
+    assert_logits(ours, theirs)
 
 
 @pytest.mark.peers
