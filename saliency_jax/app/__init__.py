@@ -17,8 +17,8 @@
 
 Example:
     >>> from saliency_jax import app
-    >>> sorted(app.__all__)[:2]
-    ['ExplainResult', 'cli']
+    >>> app.render.to_uint8([[0.0, 0.5, 1.0]]).tolist()    # names load on first use
+    [[0, 128, 255]]
 """
 
 from saliency_jax._lazy import lazy_exports
