@@ -1,3 +1,27 @@
-"""Faithfulness metrics: how well a saliency map points at what matters (issue 12)."""
+"""Faithfulness metrics: how well a saliency map points at what matters (issue 12).
 
-__all__: list[str] = []
+Map-against-mask metrics (no model): :func:`pointing_game` (tolerant), :func:`energy_pointing_game`,
+:func:`relevance_rank`, :func:`pixel_auc`. Model-calling metrics: :func:`deletion_curve`,
+:func:`insertion_curve`. Baseline maps that any method should beat: :func:`random_map`,
+:func:`centre_prior`, :func:`colour_edge_saliency`.
+
+Maps are ``(N, H, W)`` (signed, used as they are) or ``(N, H, W, C)`` (reduced to ``max_c |m|``);
+NaN pixels rank lowest (:mod:`saliency_jax.metrics.inputs`). Masks are ``(N, H, W)`` bool.
+
+Example:
+    >>> import numpy as np
+    >>> from saliency_jax import metrics
+    >>> maps = np.zeros((1, 16, 16), np.float32); maps[0, 8, 8] = 1.0
+    >>> masks = np.zeros((1, 16, 16), bool); masks[0, 8, 10] = True
+    >>> metrics.pointing_game(maps, masks).tolist()
+    [1.0]
+"""
+
+from saliency_jax.metrics.pointing import DEFAULT_TOLERANCE, energy_pointing_game, peak, pointing_game
+
+__all__ = [
+    "DEFAULT_TOLERANCE",
+    "energy_pointing_game",
+    "peak",
+    "pointing_game",
+]
