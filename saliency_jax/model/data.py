@@ -35,11 +35,21 @@ dataset is deterministic, its images do not depend on how many are generated, an
 Spurious cue
 ------------
 With ``spurious_cue=p > 0`` a small mark (a 7 × 7 red square with a white centre, placed away
-from the target) is stamped on a fraction ``p`` of the ``cue_class`` images of the ``"train"``
-split and on no other training image; in the ``"val"`` and ``"test"`` splits it is stamped on
-half of the images independently of the label. A model that learns the mark as evidence (as
-the original write-up's model learnt red lips) is caught by the test split. ``cue_mask``
-records the mark's pixels. The rest of an image is the same with or without the cue.
+from the target) is stamped on images in one of two ways, chosen by ``cue_split``:
+
+* ``"biased"``: on a fraction ``p`` of the ``cue_class`` images and on no other image, so the
+  mark co-occurs with the class. This is how the ``"train"`` split is made, and a ``"test"``
+  split made this way has the training bias (as the original write-up's test set had):
+  precision, recall and ROC curves measured on it cannot see the shortcut.
+* ``"clean"``: on half of the images, independently of the label (whatever ``p > 0``). A
+  model that learnt the mark as evidence (as the write-up's model learnt red lips) is caught
+  here.
+
+By default (``cue_split=None``) the ``"train"`` split is biased and ``"val"`` and ``"test"``
+are clean. ``cue_mask`` records the mark's pixels. The mark has its own random stream: the rest
+of an image is the same with or without it, and an image carrying the mark in both variants
+carries it at the same place (one uniform draw ``u`` decides both: biased ``label ==
+cue_class and u < p``, clean ``u < 0.5``).
 
 Image folders
 -------------
@@ -74,6 +84,7 @@ __all__ = [
     "TARGET_KINDS",
     "DISTRACTOR_KINDS",
     "SPLITS",
+    "CUE_SPLITS",
     "PREPROCESSING",
     "MEAN",
     "STD",
@@ -89,6 +100,7 @@ __all__ = [
     "load_resized",
     "to_model_input",
     "check_clutter",
+    "resolve_cue_split",
     "load_image_folder",
     "IMAGE_EXTENSIONS",
 ]
@@ -97,6 +109,9 @@ CLASSES: tuple[str, ...] = ("ring", "cross")
 TARGET_KINDS: tuple[str, ...] = ("ring", "cross")  # TARGET_KINDS[label] is the deciding object
 DISTRACTOR_KINDS: tuple[str, ...] = ("disc", "bar", "square", "triangle")
 SPLITS: dict[str, int] = {"train": 0, "val": 1, "test": 2}
+#: How the spurious mark is placed (see the module docstring): co-occurring with ``cue_class``
+#: as in training, or independent of the label.
+CUE_SPLITS: tuple[str, ...] = ("biased", "clean")
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 #: How an image becomes model input, as recorded in model cards. :func:`to_model_input`
@@ -424,11 +439,36 @@ def _label_of(index: int) -> int:
     return int(index) % len(CLASSES)
 
 
-def _has_cue(cue_rng: np.random.Generator, split: str, label: int, spurious_cue: float, cue_class: int) -> bool:
-    u = cue_rng.uniform()
+def resolve_cue_split(split: str, cue_split: str | None = None) -> str:
+    """How the mark is placed in ``split``: ``cue_split`` checked, or the split's default.
+
+    Args:
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        cue_split: ``"biased"``, ``"clean"`` or ``None`` (``"biased"`` for ``"train"``,
+            ``"clean"`` for ``"val"`` and ``"test"``).
+
+    Returns:
+        ``"biased"`` or ``"clean"``.
+
+    Raises:
+        ValueError: ``split`` or ``cue_split`` is not one of the accepted values.
+
+    Example:
+        >>> resolve_cue_split("train"), resolve_cue_split("test"), resolve_cue_split("test", "biased")
+        ('biased', 'clean', 'biased')
+    """
+    _check_split(split)
+    if cue_split is None:
+        return "biased" if split == "train" else "clean"
+    _validate.choice("cue_split", cue_split, CUE_SPLITS)
+    return cue_split
+
+
+def _has_cue(cue_rng: np.random.Generator, label: int, spurious_cue: float, cue_class: int, cue_split: str) -> bool:
+    u = cue_rng.uniform()  # drawn always: the mark's position draws come after it
     if spurious_cue <= 0.0:
         return False
-    if split == "train":
+    if cue_split == "biased":
         return label == cue_class and u < spurious_cue
     return u < 0.5
 
@@ -443,6 +483,7 @@ def generate_example(
     cue_class: int = 1,
     draw_target: bool = True,
     clutter: float | str = 1.0,
+    cue_split: str | None = None,
 ) -> Example:
     """Generate image ``index`` of a split: a pure function of ``(seed, split, index)``.
 
@@ -454,15 +495,19 @@ def generate_example(
         split: ``"train"``, ``"val"`` or ``"test"`` (disjoint random streams).
         seed: the dataset seed.
         size: image height and width (``>= 32``); objects scale with it.
-        spurious_cue: fraction of ``cue_class`` training images that carry the spurious mark
-            (``0`` turns the mark off everywhere; see the module docstring).
-        cue_class: the class the mark co-occurs with in the training split.
+        spurious_cue: fraction ``p`` of ``cue_class`` images that carry the spurious mark in a
+            biased split (``0`` turns the mark off everywhere; see the module docstring).
+        cue_class: the class the mark co-occurs with in a biased split.
         draw_target: ``False`` renders the same scene without its target (for tests and for
             "object removed" baselines); the mask is still returned.
         clutter: ``1.0`` (the task), down to ``0.0`` (the target alone on a flat background,
             no distractors, no illumination or noise); in between, texture contrast, the
             number of distractors, illumination and noise scale with it; ``"mixed"`` draws
             the level uniformly in [0, 1] per image (an easy-to-hard mix for training).
+        cue_split: ``"biased"`` (the mark on a fraction ``spurious_cue`` of ``cue_class``
+            images only, as in training), ``"clean"`` (on half of all images, independent of
+            the label) or ``None``: biased for ``"train"``, clean for ``"val"`` and ``"test"``.
+            The image is a pure function of ``(seed, split, index)`` and these cue options.
 
     Returns:
         An :class:`Example` (``image (size, size, 3) uint8``, ``mask (size, size) bool`` …).
@@ -478,9 +523,10 @@ def generate_example(
     _check_int("size", size, 32)
     _check_cue(spurious_cue, cue_class)
     check_clutter(clutter)
+    cue_split = resolve_cue_split(split, cue_split)
     rng, cue_rng = _example_rngs(seed, split, index)
     label = _label_of(index)
-    with_cue = _has_cue(cue_rng, split, label, spurious_cue, cue_class)
+    with_cue = _has_cue(cue_rng, label, spurious_cue, cue_class, cue_split)
     level = _clutter_level(clutter, seed, split, index)
     image, mask, cue_mask, target, distractors = _render(rng, cue_rng, label, size, with_cue, draw_target, level)
     return Example(_quantize(image), label, mask, cue_mask, target, distractors, level)
@@ -500,6 +546,7 @@ def generate(
     spurious_cue: float = 0.0,
     cue_class: int = 1,
     clutter: float | str = 1.0,
+    cue_split: str | None = None,
 ) -> GeneratedData:
     """Generate images ``start … start + n - 1`` of a split (see :func:`generate_example`).
 
@@ -513,6 +560,9 @@ def generate(
         spurious_cue: see :func:`generate_example`.
         cue_class: see :func:`generate_example`.
         clutter: see :func:`generate_example` (``1.0``, the task, unless training on a mix).
+        cue_split: see :func:`generate_example`: ``"biased"`` (the cue rides with
+            ``cue_class`` as in training), ``"clean"`` (independent of the label) or ``None``
+            (the split's default: biased for ``"train"``, clean otherwise).
 
     Returns:
         A :class:`GeneratedData` with ``images (n, size, size, 3) uint8``, ``labels (n,)
@@ -522,6 +572,8 @@ def generate(
         >>> d = generate(2, split="train", seed=0, spurious_cue=1.0)
         >>> d.has_cue.tolist()   # the mark rides on every training "cross"
         [False, True]
+        >>> generate(4, split="test", spurious_cue=1.0, cue_split="biased").has_cue.tolist()
+        [False, True, False, True]
     """
     _check_int("n", n, 1)
     _check_int("start", start, 0)
@@ -530,6 +582,7 @@ def generate(
     _check_int("size", size, 32)
     _check_cue(spurious_cue, cue_class)
     check_clutter(clutter)
+    cue_split = resolve_cue_split(split, cue_split)
     images = np.empty((n, size, size, 3), np.uint8)
     masks = np.empty((n, size, size), bool)
     cue_masks = np.empty((n, size, size), bool)
@@ -537,7 +590,8 @@ def generate(
     levels = np.empty((n,), np.float32)
     for k in range(n):
         ex = generate_example(
-            start + k, split=split, seed=seed, size=size, spurious_cue=spurious_cue, cue_class=cue_class, clutter=clutter
+            start + k, split=split, seed=seed, size=size, spurious_cue=spurious_cue, cue_class=cue_class,
+            clutter=clutter, cue_split=cue_split,
         )
         images[k], masks[k], cue_masks[k], labels[k], levels[k] = ex.image, ex.mask, ex.cue_mask, ex.label, ex.clutter
     info = {
@@ -550,6 +604,7 @@ def generate(
         "size": int(size),
         "spurious_cue": float(spurious_cue),
         "cue_class": int(cue_class),
+        "cue_split": cue_split,
         "clutter": clutter,
     }
     return GeneratedData(images, labels, masks, cue_masks, cue_masks.any(axis=(1, 2)), CLASSES, info, levels)

@@ -124,6 +124,66 @@ def test_spurious_cue_follows_the_label_in_train_only():
         np.testing.assert_array_equal(te.images[k][~te.cue_masks[k]], clean.images[k][~te.cue_masks[k]])
 
 
+def _cue_draw(seed: int, split: str, index: int) -> float:
+    """The documented cue draw ``u``, recomputed: the second child of
+    ``SeedSequence([seed, split id, index])``, its first uniform."""
+    child = np.random.SeedSequence([seed, {"train": 0, "val": 1, "test": 2}[split], index]).spawn(2)[1]
+    return float(np.random.default_rng(child).uniform())
+
+
+@pytest.mark.parametrize("p", [0.3, 1.0])
+def test_biased_and_clean_test_splits_follow_the_documented_rule(p):
+    n = 40
+    u = np.array([_cue_draw(5, "test", k) for k in range(n)])
+    labels = np.arange(n) % 2
+    biased = data.generate(n, split="test", seed=5, spurious_cue=p, cue_split="biased")
+    clean = data.generate(n, split="test", seed=5, spurious_cue=p, cue_split="clean")
+    # hand check of the rule: biased = "cross and u < p", clean = "u < 0.5" whatever p
+    np.testing.assert_array_equal(biased.has_cue, (labels == 1) & (u < p))
+    np.testing.assert_array_equal(clean.has_cue, u < 0.5)
+    assert biased.info["cue_split"] == "biased" and clean.info["cue_split"] == "clean"
+    # the test split's default is the clean one (unchanged behaviour)
+    default = data.generate(n, split="test", seed=5, spurious_cue=p)
+    np.testing.assert_array_equal(default.images, clean.images)
+    assert default.info["cue_split"] == "clean"
+    # the rest of each image is the same with or without the cue, and a mark present in both
+    # variants is at the same place
+    none = data.generate(n, split="test", seed=5)
+    for k in range(n):
+        outside = ~(biased.cue_masks[k] | clean.cue_masks[k])
+        np.testing.assert_array_equal(biased.images[k][outside], none.images[k][outside])
+        np.testing.assert_array_equal(clean.images[k][outside], none.images[k][outside])
+        np.testing.assert_array_equal(biased.labels, clean.labels)
+        if biased.has_cue[k] and clean.has_cue[k]:
+            np.testing.assert_array_equal(biased.cue_masks[k], clean.cue_masks[k])
+            np.testing.assert_array_equal(biased.images[k], clean.images[k])
+        if biased.has_cue[k]:
+            assert biased.cue_masks[k].sum() == 49 and (biased.images[k][biased.cue_masks[k]] != none.images[k][biased.cue_masks[k]]).any()
+
+
+def test_biased_test_split_is_placed_as_training_is():
+    # a biased test split is the training rule applied to the test stream: the train split's
+    # default placement equals its explicit "biased" one, and "clean" can be asked of it too
+    tr = data.generate(12, split="train", seed=2, spurious_cue=0.5)
+    tr_b = data.generate(12, split="train", seed=2, spurious_cue=0.5, cue_split="biased")
+    np.testing.assert_array_equal(tr.images, tr_b.images)
+    u = np.array([_cue_draw(2, "train", k) for k in range(12)])
+    tr_c = data.generate(12, split="train", seed=2, spurious_cue=0.5, cue_split="clean")
+    np.testing.assert_array_equal(tr_c.has_cue, u < 0.5)
+    one = data.generate_example(3, split="test", seed=2, spurious_cue=1.0, cue_split="biased")
+    assert one.cue_mask.sum() == 49  # index 3 is a cross: p = 1 puts the mark on it
+    assert data.resolve_cue_split("val") == "clean"
+
+
+def test_cue_split_is_validated():
+    with pytest.raises(ValueError, match="cue_split.*'skewed'"):
+        data.generate(2, split="test", spurious_cue=0.5, cue_split="skewed")
+    with pytest.raises(ValueError, match="cue_split"):
+        data.generate_example(0, split="test", cue_split=1)
+    with pytest.raises(ValueError, match="split.*'dev'"):
+        data.resolve_cue_split("dev", "biased")
+
+
 def test_generate_rejects_bad_arguments():
     with pytest.raises(ValueError, match="split.*'bogus'"):
         data.generate(2, split="bogus")
