@@ -18,10 +18,13 @@ Example:
 """
 
 from saliency_jax.metrics.pointing import DEFAULT_TOLERANCE, energy_pointing_game, peak, pointing_game
+from saliency_jax.metrics.ranking import pixel_auc, relevance_rank
 
 __all__ = [
     "DEFAULT_TOLERANCE",
     "energy_pointing_game",
     "peak",
+    "pixel_auc",
     "pointing_game",
+    "relevance_rank",
 ]

@@ -50,3 +50,40 @@ def energy_pointing_game(m, mask) -> float:
     if total == 0 or not mask.any():
         return float("nan")
     return inside / total
+
+
+def relevance_rank(m, mask, trials: int | None = None, seed: int = 0) -> float:
+    """Exact expectation over tie-breaking: enumerate the tie groups in descending order."""
+    rel = relevance(m).ravel()
+    mk = np.asarray(mask).ravel()
+    k = int(mk.sum())
+    if k == 0:
+        return float("nan")
+    taken = 0.0
+    left = k
+    for v in sorted(set(rel.tolist()), reverse=True):
+        group = [i for i in range(rel.size) if rel[i] == v]
+        inside = sum(bool(mk[i]) for i in group)
+        if len(group) <= left:
+            taken += inside
+            left -= len(group)
+        else:
+            taken += left * inside / len(group)
+            left = 0
+        if left == 0:
+            break
+    return taken / k
+
+
+def pixel_auc(m, mask) -> float:
+    """Pair count: every (mask pixel, background pixel) pair, ties counted 1/2."""
+    rel = relevance(m).ravel()
+    mk = np.asarray(mask).ravel()
+    pos, neg = rel[mk], rel[~mk]
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
+    score = 0.0
+    for p in pos:
+        for q in neg:
+            score += 1.0 if p > q else 0.5 if p == q else 0.0
+    return score / (len(pos) * len(neg))
