@@ -37,6 +37,15 @@ def test_compute_names_load_no_training_or_plotting_library(name):
     assert not loaded & {"optax", "orbax", "matplotlib"}, (name, loaded & {"optax", "orbax", "matplotlib"})
 
 
+OPTIONAL = ("ray", "keras", "haiku", "equinox", "torch", "captum")
+
+
+def test_the_folder_job_and_cli_load_no_optional_extra():
+    # `--engine ray` loads Ray when it runs; nothing else in the package imports an optional extra.
+    loaded = _loaded_after("import saliency_jax as sj\nsj.explain_paths\nimport saliency_jax.app.cli")
+    assert not loaded & set(OPTIONAL), loaded & set(OPTIONAL)
+
+
 def test_every_public_name_resolves_and_is_listed():
     for name in saliency_jax.__all__:
         assert getattr(saliency_jax, name) is not None, name

@@ -16,6 +16,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from saliency_jax._io import OutputBusyError
+
 __all__ = ["main", "build_parser", "cmd_explain", "cmd_demo", "cmd_train", "cmd_evaluate"]
 
 # Each subcommand imports its library when it runs (not to dodge a cycle: none exists), so
@@ -116,6 +118,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
         alpha=args.alpha,
         colorbar=args.colorbar,
         progress=False if args.no_progress else None,
+        engine=args.engine,
+        address=args.address,
+        workers=args.workers,
+        gpus_per_worker=args.gpus_per_worker,
     )
     parts = [f"{len(result.done)} explained", f"{len(result.skipped)} already done",
              f"{len(result.failed)} failed" + (" (reported above)" if result.failed else "")]
@@ -174,6 +180,13 @@ def _add_explain(sub) -> None:
     p.add_argument("--alpha", type=float, default=0.5, help="heat-map weight in the overlays (default 0.5)")
     p.add_argument("--colorbar", action="store_true", help="draw a colour bar under each heat map")
     p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+    p.add_argument("--engine", default="local", choices=("local", "ray"),
+                   help="local: this process (default); ray: Ray actors on this machine or a cluster (the ray extra)")
+    p.add_argument("--address", default=None,
+                   help="ray: auto or HOST:PORT of a running cluster (default: start Ray inside this process)")
+    p.add_argument("--workers", type=int, default=None, help="ray: number of actors (default: one per CPU, or per GPU)")
+    p.add_argument("--gpus-per-worker", dest="gpus_per_worker", type=float, default=None,
+                   help="ray: GPUs each actor reserves (default 0)")
     p.set_defaults(func=cmd_explain)
 
 
@@ -226,15 +239,15 @@ def _add_evaluate(sub) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run ``saliency-jax`` on ``argv`` (default ``sys.argv[1:]``); return the exit status.
 
-    0: done; 1: some inputs failed (reported); 2: bad arguments or a missing file; 130: interrupted
-    (finished outputs are kept).
+    0: done; 1: some inputs failed (reported); 2: bad arguments, a missing file or an output
+    folder another run is writing to; 130: interrupted (finished outputs are kept).
     """
     parser = build_parser()
     args = parser.parse_args(argv)
     args.command_line = _command_line(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, OutputBusyError) as err:
         print(f"saliency-jax {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

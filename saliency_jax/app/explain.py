@@ -26,7 +26,12 @@ reason and skipped; the rest finishes. Outputs never overwrite inputs: the outpu
 never read as input, and an output path that would coincide with an input is refused.
 
 Images are processed ``batch_size`` at a time: every method runs once per batch, the last
-batch padded to the same size, so each method compiles once per run.
+batch padded to the same size, so each method compiles once per run. ``engine="local"`` runs
+the batches in this process; ``engine="ray"`` spreads them over Ray actors, one model each,
+on this machine or a cluster (:mod:`saliency_jax.app.ray_engine`, the ``ray`` extra). Both
+write the same files through :class:`~saliency_jax.app.worker.BatchWorker`. One run at a time
+writes to an output folder: a run holds ``<out>/.saliency-jax.lock`` and a second run into the
+same folder is refused with :class:`OutputBusyError` while the first is running.
 
 The steps live in modules of their own: :mod:`~saliency_jax.app.settings` (the options and their
 checks), :mod:`~saliency_jax.app.inputs` (finding, hashing and reading the files),
@@ -39,24 +44,28 @@ checks), :mod:`~saliency_jax.app.inputs` (finding, hashing and reading the files
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
-
-import numpy as np
+from typing import Callable, Iterator, Sequence
 
 from saliency_jax import _validate
-from saliency_jax._io import atomic_write
+from saliency_jax._io import OutputBusyError, folder_lock
 from saliency_jax._progress import Progress
-from saliency_jax.app import gallery, inputs, maps, panels, sidecar
+from saliency_jax.app import gallery, inputs, sidecar
 from saliency_jax.app.settings import (DEFAULT_METHODS, EXPLAIN_METHODS, FORMATS, ExplainSettings, check_alpha,
                                        check_cmap, check_fill, check_target, names)
-from saliency_jax.model import checkpoint, data
+from saliency_jax.app.worker import BatchWorker, Item, Outcome
+from saliency_jax.model import checkpoint
 from saliency_jax.occlude.windows import window_grid
 
-__all__ = ["ExplainResult", "explain_paths"]
+__all__ = ["ENGINES", "ExplainResult", "OutputBusyError", "explain_paths", "run_info"]
+
+#: The engines of :func:`explain_paths`.
+ENGINES = ("local", "ray")
+
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +113,10 @@ def explain_paths(
     colorbar: bool = False,
     progress: bool | None = None,
     log: Callable[[str], None] | None = None,
+    engine: str = "local",
+    address: str | None = None,
+    workers: int | None = None,
+    gpus_per_worker: float | None = None,
 ) -> ExplainResult:
     """Explain every image in ``paths`` with a model; write raw maps, renderings and sidecars.
 
@@ -132,6 +145,12 @@ def explain_paths(
         colorbar: draw a colour bar with the value range under each heat map.
         progress: show a progress line on stderr (default: when stderr is a terminal).
         log: called with a line for each failed input (default: print to stderr).
+        engine: ``"local"`` (this process) or ``"ray"`` (Ray actors; needs the ``ray`` extra).
+        address: Ray only: ``None`` starts a Ray instance inside this process; ``"auto"`` or
+            ``"HOST:PORT"`` joins a running cluster.
+        workers: Ray only: the number of actors (default: one per GPU when ``gpus_per_worker``
+            is set, else one per CPU of the cluster).
+        gpus_per_worker: Ray only: GPUs each actor reserves (default 0).
 
     Returns:
         An :class:`ExplainResult`. Inputs that fail are listed there, not raised.
@@ -139,6 +158,7 @@ def explain_paths(
     Raises:
         ValueError, TypeError: bad arguments (before any image is read).
         FileNotFoundError: an input path or the model does not exist.
+        OutputBusyError: another run is writing to ``out``.
 
     Example:
         >>> import tempfile, numpy as np
@@ -155,6 +175,7 @@ def explain_paths(
                              alpha=alpha, colorbar=colorbar, window=window, stride=stride)
     batch_size = _validate.integer("batch_size", batch_size, lo=1)
     force = _validate.boolean("force", force)
+    engine_options = _check_engine(engine, address=address, workers=workers, gpus_per_worker=gpus_per_worker)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"`out` (={str(out)!r}) exists and is not a folder")
@@ -162,27 +183,62 @@ def explain_paths(
 
     # ---- the model and the settings it completes
     loaded = model if isinstance(model, checkpoint.LoadedModel) else checkpoint.load(model)
-    settings = _complete_settings(options, target, loaded)
-    info = sidecar.RunInfo(
+    info = _run_info(loaded, _complete_settings(options, target, loaded))
+    _refuse_overwriting_inputs(found, out, info.settings)
+
+    # ---- what is left to do, then do it
+    show = sys.stderr.isatty() if progress is None else bool(progress)
+    run = _Run(out, info, log or (lambda line: print(line, file=sys.stderr)))
+    with folder_lock(out), _engine(engine, engine_options) as execute:
+        pending = _pending(run, found, force)
+        run.bar = Progress(len(pending), stream=sys.stderr if show else None, unit="images", rate_unit="img/s", eta=True)
+        with run.bar:  # ends the line on a terminal, also after an interrupt
+            execute(run, pending, loaded, min(batch_size, max(len(pending), 1)))  # a short run pads less
+
+    order = {str(p): i for i, (p, _) in enumerate(found)}
+    sidecars = tuple(run.finished[str(p)] for p, _ in found if str(p) in run.finished)
+    if "png" in info.settings.formats and sidecars:
+        _write_gallery(out, sidecars)
+    return ExplainResult(out, tuple(sorted(run.done, key=order.__getitem__)), tuple(run.skipped),
+                         tuple(sorted(run.failed, key=lambda f: order.get(f[0], -1))), tuple(ignored), sidecars)
+
+
+def run_info(
+    model: "str | os.PathLike | checkpoint.LoadedModel | None" = None,
+    *,
+    methods: str | Sequence[str] = DEFAULT_METHODS,
+    window: int | tuple[int, int] | None = None,
+    stride: int | tuple[int, int] | None = None,
+    fill: float | str = 0.0,
+    target: str | int | None = "predicted",
+    formats: str | Sequence[str] = FORMATS,
+    cmap: str = "jet",
+    signed_cmap: str = "RdBu_r",
+    alpha: float = 0.5,
+    colorbar: bool = False,
+) -> sidecar.RunInfo:
+    """The checked settings of a run with ``model``, as :func:`explain_paths` completes them.
+
+    What a :class:`~saliency_jax.app.worker.BatchWorker` needs besides the model; the arguments
+    mean what they mean for :func:`explain_paths`.
+
+    Example:
+        >>> run_info(methods="occlusion").settings.window
+        (32, 32)
+    """
+    options = _check_options(methods=methods, formats=formats, fill=fill, cmap=cmap, signed_cmap=signed_cmap,
+                             alpha=alpha, colorbar=colorbar, window=window, stride=stride)
+    loaded = model if isinstance(model, checkpoint.LoadedModel) else checkpoint.load(model)
+    return _run_info(loaded, _complete_settings(options, target, loaded))
+
+
+def _run_info(loaded: checkpoint.LoadedModel, settings: ExplainSettings) -> sidecar.RunInfo:
+    return sidecar.RunInfo(
         settings,
         {"path": str(loaded.path), "weights_sha256": loaded.card.get("weights", {}).get("sha256")},
         tuple(loaded.input_size[:2]),
         tuple(loaded.classes),
     )
-    _refuse_overwriting_inputs(found, out, settings)
-
-    # ---- what is left to do, then do it
-    show = sys.stderr.isatty() if progress is None else bool(progress)
-    run = _Run(out, info, log or (lambda line: print(line, file=sys.stderr)))
-    pending = _pending(run, found, force)
-    run.bar = Progress(len(pending), stream=sys.stderr if show else None, unit="images", rate_unit="img/s", eta=True)
-    with run.bar:  # ends the line on a terminal, also after an interrupt
-        _explain_pending(run, pending, loaded, batch_size)
-
-    sidecars = tuple(run.finished[str(p)] for p, _ in found if str(p) in run.finished)
-    if "png" in settings.formats and sidecars:
-        _write_gallery(out, sidecars)
-    return ExplainResult(out, tuple(run.done), tuple(run.skipped), tuple(run.failed), tuple(ignored), sidecars)
 
 
 # --------------------------------------------------------------------------- arguments
@@ -243,6 +299,27 @@ def _refuse_overwriting_inputs(found: Sequence[tuple[Path, str]], out: Path, set
                 raise ValueError(f"output {str(out / f)!r} would overwrite an input; choose another `out`")
 
 
+def _check_engine(engine, *, address, workers, gpus_per_worker) -> dict:
+    """The engine's options, checked; the Ray-only ones are refused with the local engine."""
+    engine = _validate.choice("engine", engine, ENGINES)
+    given = {k: v for k, v in (("address", address), ("workers", workers), ("gpus_per_worker", gpus_per_worker))
+             if v is not None}
+    if engine == "local":
+        if given:
+            name, value = next(iter(given.items()))
+            raise ValueError(f"`{name}` (={value!r}) applies to engine='ray' only; the engine is 'local'")
+        return {}
+    if address is not None and (not isinstance(address, str) or not address.strip()):
+        raise TypeError(f"`address` (={address!r}) must be None (a Ray instance in this process), 'auto' or 'HOST:PORT'")
+    if workers is not None:
+        workers = _validate.integer("workers", workers, lo=1)
+    if gpus_per_worker is not None:
+        if isinstance(gpus_per_worker, bool) or not isinstance(gpus_per_worker, (int, float)) or not gpus_per_worker >= 0:
+            raise ValueError(f"`gpus_per_worker` (={gpus_per_worker!r}) must be a number >= 0")
+        gpus_per_worker = float(gpus_per_worker)
+    return {"address": address, "workers": workers, "gpus_per_worker": gpus_per_worker}
+
+
 # --------------------------------------------------------------------------- the run
 
 
@@ -250,9 +327,8 @@ def _refuse_overwriting_inputs(found: Sequence[tuple[Path, str]], out: Path, set
 class _Run:
     """One run's fixed parts (output folder, sidecar info, log) and what it has done so far.
 
-    ``failed`` grows in the main thread (unreadable files), ``done`` and ``finished`` in the
-    writer thread and, for skipped images, before it starts; the progress bar is advanced by both
-    (it is thread-safe).
+    Outcomes are recorded by the thread that finishes them (the local writer thread, or the
+    Ray engine's driver loop); the progress bar is thread-safe.
     """
 
     out: Path
@@ -264,13 +340,42 @@ class _Run:
     failed: list = dataclasses.field(default_factory=list)
     finished: dict = dataclasses.field(default_factory=dict)  # input path -> sidecar, done or skipped
 
-    def fail(self, path: Path, reason: str) -> None:
+    def fail(self, path: Path | str, reason: str) -> None:
         self.failed.append((str(path), reason))
         self.log(f"skipped {str(path)!r}: {reason}")
 
+    def record(self, outcome: Outcome) -> None:
+        """Count one image's :class:`Outcome` and advance the progress line."""
+        if outcome.status == "done":
+            self.done.append(outcome.path)
+            self.finished[outcome.path] = outcome.sidecar
+        else:
+            self.fail(outcome.path, outcome.reason)
+        self.bar.advance(1)
 
-def _pending(run: _Run, found: Sequence[tuple[Path, str]], force: bool) -> list[tuple[Path, str, str]]:
-    """``(path, name, sha256)`` of the inputs left to do; finished ones are recorded as skipped."""
+
+@contextlib.contextmanager
+def _engine(engine: str, options: dict) -> Iterator[Callable]:
+    """``execute(run, pending, loaded, batch_size)`` for the engine, with its resources held.
+
+    The Ray engine connects here (a bad address fails before any image is read) and shuts its
+    actors down on leaving.
+    """
+    if engine == "local":
+        yield _execute_local
+        return
+    from saliency_jax.app import ray_engine  # the optional extra, loaded only when asked for
+
+    with ray_engine.RayEngine(**options) as ray_run:
+        def execute(run: _Run, pending: list[Item], loaded: checkpoint.LoadedModel, batch_size: int) -> None:
+            ray_run.run(pending, out=run.out, info=run.info, loaded=loaded, batch_size=batch_size,
+                        on_outcome=run.record)
+
+        yield execute
+
+
+def _pending(run: _Run, found: Sequence[tuple[Path, str]], force: bool) -> list[Item]:
+    """The inputs left to do; finished ones are recorded as skipped, unhashable ones as failed."""
     pending = []
     for p, rel in found:
         side = sidecar.sidecar_path(run.out, rel)
@@ -283,73 +388,38 @@ def _pending(run: _Run, found: Sequence[tuple[Path, str]], force: bool) -> list[
             run.skipped.append(str(p))
             run.finished[str(p)] = side
         else:
-            pending.append((p, rel, digest))
+            pending.append(Item(p, rel, digest))
     return pending
 
 
-def _explain_pending(run: _Run, pending: list, loaded: checkpoint.LoadedModel, batch_size: int) -> None:
-    """Read, compute and write ``pending`` a batch at a time.
+def _execute_local(run: _Run, pending: list[Item], loaded: checkpoint.LoadedModel, batch_size: int) -> None:
+    """Read, compute and write ``pending`` a batch at a time in this process.
 
     One writer thread renders and writes batch b while the model computes batch b + 1 (XLA and
     PNG encoding both release the GIL). At most one batch is in flight; its errors (and an
     interrupt raised while writing) surface here. On an interrupt of the main thread the
     batch being written is finished first (leaving the pool waits for it).
     """
-    batch_size = min(batch_size, max(len(pending), 1))  # a short run does not pad to a long batch
+    worker = BatchWorker(run.out, run.info, loaded, batch_size)
+
+    def write(batch, computed):
+        for outcome in worker.write(batch, computed):
+            run.record(outcome)
+
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as writer:
         in_flight = None
         for start in range(0, len(pending), batch_size):
-            batch, images = _read_batch(run, pending[start:start + batch_size])
-            if not batch:
+            batch = worker.read(pending[start:start + batch_size])
+            for outcome in batch.failed:
+                run.record(outcome)
+            if not batch.items:
                 continue
-            pixels = np.stack(images + [images[-1]] * (batch_size - len(batch)))  # padded: one compile per method
-            computed = maps.explain_batch(loaded.apply_fn, loaded.params, pixels, run.info.settings)
+            computed = worker.compute(batch)
             if in_flight is not None:
                 in_flight.result()
-            in_flight = writer.submit(_write_batch, run, batch, pixels, computed)
+            in_flight = writer.submit(write, batch, computed)
         if in_flight is not None:
             in_flight.result()
-
-
-def _read_batch(run: _Run, items: Sequence[tuple[Path, str, str]]):
-    """``(batch, images)``: ``(path, name, sha256, file size)`` and the ``(H, W, 3) uint8`` pixels of
-    every readable item; the others are reported, counted and left out."""
-    batch, images = [], []
-    for p, rel, digest in items:
-        try:
-            img, orig = data.load_resized(p, run.info.input_size)
-        except (ValueError, OSError) as err:
-            run.fail(p, str(err))
-            run.bar.advance(1)
-            continue
-        batch.append((p, rel, digest, orig))
-        images.append(img)
-    return batch, images
-
-
-def _write_batch(run: _Run, batch: Sequence, pixels: np.ndarray, computed: maps.BatchMaps) -> None:
-    """Every output of a computed batch (in the writer thread), each image's sidecar last."""
-    settings, classes = run.info.settings, run.info.classes
-    for i, (p, rel, digest, orig) in enumerate(batch):
-        explained = maps.explained_classes(settings.target, int(computed.probs[i].argmax()), len(classes))
-        files = sidecar.output_names(rel, settings)
-        per = {m: computed.maps[m][i] for m in settings.methods}
-        if "npy" in settings.formats:
-            for m in settings.methods:
-                atomic_write(run.out / files[f"{m}.npy"], lambda t, a=per[m]: np.save(t, a.astype(np.float32)))
-        if "png" in settings.formats:
-            panel, tiles = panels.render_image(pixels[i].astype(np.float32) / 255.0, per, classes, explained,
-                                               computed.probs[i], settings)
-            for m in settings.methods:
-                atomic_write(run.out / files[f"{m}.png"], lambda t, im=tiles[m]: im.save(t, **panels.PNG_OPTIONS))
-            atomic_write(run.out / files["panel"], lambda t, im=panel: im.save(t, **panels.PNG_OPTIONS))
-        side = sidecar.sidecar_path(run.out, rel)
-        sidecar.write_sidecar(side, run.info.sidecar(
-            path=p, name=rel, sha256=digest, size=orig, logits=computed.logits[i], probs=computed.probs[i],
-            explained=explained, maps=per, files=files))
-        run.done.append(str(p))
-        run.finished[str(p)] = side
-        run.bar.advance(1)
 
 
 def _write_gallery(out: Path, sidecars: Sequence[Path]) -> None:

@@ -22,7 +22,8 @@ import pytest
 from PIL import Image
 
 import saliency_jax as sj
-from saliency_jax.app import cli, explain, maps
+from saliency_jax._io import OutputBusyError, folder_lock
+from saliency_jax.app import cli, explain, inputs, maps, worker
 from saliency_jax.app.explain import explain_paths
 from saliency_jax.app.inputs import find_images
 from saliency_jax.model import data
@@ -137,7 +138,7 @@ def test_rerun_skips_finished_images_and_force_or_changes_redo_them(folder, tmp_
 @pytest.mark.slow
 def test_interrupted_run_leaves_no_partial_file_and_resumes(folder, tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
-    real = explain.atomic_write
+    real = worker.atomic_write
 
     def interrupting(path, writer):
         if Path(path).name == "img3.png.panel.png":  # half-way through the fourth image's files
@@ -147,7 +148,7 @@ def test_interrupted_run_leaves_no_partial_file_and_resumes(folder, tmp_path, mo
             return real(path, half)
         return real(path, writer)
 
-    monkeypatch.setattr(explain, "atomic_write", interrupting)
+    monkeypatch.setattr(worker, "atomic_write", interrupting)
     rc = cli.main(["explain", str(folder), "--out", str(out), *ARGS])
     assert rc == 130 and "interrupted" in capsys.readouterr().err
     assert not [p for p in out.rglob(".*")]  # the temporary file was removed
@@ -155,7 +156,7 @@ def test_interrupted_run_leaves_no_partial_file_and_resumes(folder, tmp_path, mo
     for n in ("img0.png", "img1.png", "img2.jpg"):  # finished before the interruption
         assert (out / f"{n}.json").exists()
 
-    monkeypatch.setattr(explain, "atomic_write", real)
+    monkeypatch.setattr(worker, "atomic_write", real)
     resumed = explain_paths([folder], out, window=W, stride=S, batch_size=4, progress=False, log=lambda s: None)
     assert sorted(resumed.skipped) == sorted(str(folder / n) for n in ("img0.png", "img1.png", "img2.jpg"))
     assert sorted(resumed.done) == sorted(str(folder / n) for n in ("img3.png", "sub/img4.png", "sub/img5.png"))
@@ -273,6 +274,10 @@ def test_progress_line_counts_images(folder, tmp_path, capsys):
         ({"window": 16, "stride": 32}, "`stride`"),
         ({"target": "dog"}, "`target`"),
         ({"target": 2}, "`target`"),
+        ({"engine": "spark"}, "`engine`"),
+        ({"workers": 2}, "`workers`.*engine='ray' only"),
+        ({"engine": "ray", "workers": 0}, "`workers`"),
+        ({"engine": "ray", "gpus_per_worker": -1}, "`gpus_per_worker`"),
     ],
 )
 def test_bad_arguments_raise_before_any_image_is_read(kwargs, match, folder, tmp_path, monkeypatch):
@@ -295,6 +300,17 @@ def test_bad_window_or_stride_gets_the_error_sj_occlusion_gives(kwargs, model, f
         explain_paths([folder], tmp_path / "o", model=model, progress=False, **kwargs)
     assert str(got.value) == str(expected.value)
     assert not (tmp_path / "o").exists()
+
+
+def test_a_second_run_into_a_busy_output_folder_is_refused_before_reading(folder, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(data, "load_resized", lambda *a: pytest.fail("an image was read"))
+    monkeypatch.setattr(inputs, "sha256_file", lambda *a: pytest.fail("an image was hashed"))
+    with folder_lock(tmp_path / "o"):  # what a running explain_paths holds
+        with pytest.raises(OutputBusyError, match="another saliency-jax run is writing to"):
+            explain_paths([folder], tmp_path / "o", progress=False)
+        assert cli.main(["explain", str(folder), "--out", str(tmp_path / "o")]) == 2
+    assert "another saliency-jax run" in capsys.readouterr().err
+    assert not list((tmp_path / "o").iterdir())  # nothing written; the lock file goes with the lock
 
 
 def test_missing_path_and_explicit_non_image(folder, tmp_path, capsys):
