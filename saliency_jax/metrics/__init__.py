@@ -17,14 +17,25 @@ Example:
     [1.0]
 """
 
+from saliency_jax.metrics.baselines import centre_prior, colour_edge_saliency, gaussian_blur, random_map
+from saliency_jax.metrics.perturbation import Curve, deletion_curve, insertion_curve, pixel_ranks, trapezoid_auc
 from saliency_jax.metrics.pointing import DEFAULT_TOLERANCE, energy_pointing_game, peak, pointing_game
 from saliency_jax.metrics.ranking import pixel_auc, relevance_rank
 
 __all__ = [
+    "Curve",
     "DEFAULT_TOLERANCE",
+    "centre_prior",
+    "colour_edge_saliency",
+    "deletion_curve",
     "energy_pointing_game",
+    "gaussian_blur",
+    "insertion_curve",
     "peak",
     "pixel_auc",
+    "pixel_ranks",
     "pointing_game",
+    "random_map",
     "relevance_rank",
+    "trapezoid_auc",
 ]
