@@ -127,64 +127,76 @@ def _crop_resize(image, oy, ox, ey, ex):
     return rows[:, x0] * (1 - fx)[None, :, None] + rows[:, x1] * fx[None, :, None]
 
 
-def _sharded_scores(apply_fn, params, images, fill, targets, cfg: _Config) -> jax.Array:
-    """Scores of all padded variants, ``(n_devices, n_chunks, chunk, K')``, sharded on axis 0.
+def _grid(images_shape, cfg: _Config):
+    return window_grid(tuple(images_shape[1:3]), cfg.window, cfg.stride, cfg.placement)
 
-    ``K' = K`` for ``target='all'``, else 1. Flat variant ``t`` (row-major over images, then
-    windows) sits at ``[t // (n_chunks·chunk), (t // chunk) % n_chunks, t % chunk]``.
+
+def _prepare(apply_fn, params, images, fill, targets, cfg: _Config) -> dict:
+    """What every chunk reads, computed once per call: a dict of arrays (the engine's state).
+
+    ``base``: the unoccluded scores ``(N, K)`` (or ``None``), ``targets`` resolved for
+    ``target=None``, ``fills`` the occluding images (or ``None`` for crops), ``caches`` the
+    incremental engine's per-image caches (or ``None``), beside ``params`` and ``images``.
     """
-    n, h, w, c = images.shape
-    grid = window_grid((h, w), cfg.window, cfg.stride, cfg.placement)
-    n_cols = grid.shape[1]
-    per_image = grid.size
-    total = n * per_image
-    oy, ox = jnp.asarray(grid.origins_y, jnp.int32), jnp.asarray(grid.origins_x, jnp.int32)
-    ey, ex = jnp.asarray(grid.extents_y, jnp.int32), jnp.asarray(grid.extents_x, jnp.int32)
-
     base = None
     if cfg.score == "difference" or cfg.target_kind == "predicted":
         base = apply_fn(params, images).astype(jnp.float32)  # (N, K)
         if cfg.target_kind == "predicted":
             targets = jnp.argmax(base, axis=-1).astype(jnp.int32)
     fills = _fill_images(images, fill, cfg) if cfg.mode == "occlude" else None
-    row_pos, col_pos = jnp.arange(h), jnp.arange(w)
+    grid = _grid(images.shape, cfg)
     caches = incremental.prepare(apply_fn, params, images, grid) if cfg.method == "incremental" else None
+    return dict(params=params, images=images, fills=fills, targets=targets, base=base, caches=caches)
 
-    def incremental_outputs(ts):  # (chunk,) flat window indices → (chunk, K): changed regions only
-        img, p = ts // per_image, ts % per_image
-        one = functools.partial(incremental.window_outputs, apply_fn, params, images, fills, grid, caches)
-        return jax.vmap(one)(img, p // n_cols, p % n_cols)[:, 0]
 
-    def variant(t):
-        img, p = t // per_image, t % per_image
-        i, j = p // n_cols, p % n_cols
+def _chunk_scores(apply_fn, state: dict, ts: jax.Array, cfg: _Config) -> jax.Array:
+    """Scores ``(chunk, K')`` of the variants with flat indices ``ts`` (row-major over images,
+    then windows); ``K' = K`` for ``target='all'``, else 1."""
+    params, images, fills, targets, base = (state[k] for k in ("params", "images", "fills", "targets", "base"))
+    _, h, w, _ = images.shape
+    grid = _grid(images.shape, cfg)
+    n_cols = grid.shape[1]
+    per_image = grid.size
+    img, p = ts // per_image, ts % per_image
+    i, j = p // n_cols, p % n_cols
+    if cfg.method == "incremental":
+        one = functools.partial(incremental.window_outputs, apply_fn, params, images, fills, grid, state["caches"])
+        out = jax.vmap(one)(img, i, j)[:, 0]
+    else:
         if cfg.mode == "crop":
-            return _crop_resize(images[img], oy[i], ox[j], ey[i], ex[j])
-        inside = window_mask(grid, i, j, row_pos, col_pos)[:, :, None]
-        return jnp.where(inside, fills[img], images[img])
-
-    def select(scores, img):  # scores (B, K) → (B, K')
-        if cfg.target_kind == "all":
-            return scores
-        return jnp.take_along_axis(scores, targets[img][:, None], axis=1)
-
-    def run_chunk(ts):  # ts: (chunk,) flat window indices
-        if cfg.method == "incremental":
-            out = incremental_outputs(ts).astype(jnp.float32)
+            oy, ox = jnp.asarray(grid.origins_y, jnp.int32), jnp.asarray(grid.origins_x, jnp.int32)
+            ey, ex = jnp.asarray(grid.extents_y, jnp.int32), jnp.asarray(grid.extents_x, jnp.int32)
+            variant = lambda n, a, b: _crop_resize(images[n], oy[a], ox[b], ey[a], ex[b])  # noqa: E731
         else:
-            out = apply_fn(params, jax.vmap(variant)(ts)).astype(jnp.float32)
-        img = ts // per_image
-        s = select(out, img)
-        if cfg.score == "difference":
-            s = select(base[img], img) - s
-        return s
+            row_pos, col_pos = jnp.arange(h), jnp.arange(w)
+            variant = lambda n, a, b: jnp.where(  # noqa: E731
+                window_mask(grid, a, b, row_pos, col_pos)[:, :, None], fills[n], images[n])
+        out = apply_fn(params, jax.vmap(variant)(img, i, j))
+    out = out.astype(jnp.float32)
 
+    def select(scores):  # (B, K) → (B, K')
+        return scores if cfg.target_kind == "all" else jnp.take_along_axis(scores, targets[img][:, None], axis=1)
+
+    s = select(out)
+    return select(base[img]) - s if cfg.score == "difference" else s
+
+
+def _n_variants(images_shape, cfg: _Config) -> int:
+    return images_shape[0] * _grid(images_shape, cfg).size
+
+
+def _scanned_scores(apply_fn, state: dict, cfg: _Config) -> jax.Array:
+    """Scores of all padded variants in one program, ``(n_devices, n_chunks, chunk, K')``,
+    sharded on axis 0: ``lax.map`` over the chunks, ``shard_map`` over the devices.
+
+    Flat variant ``t`` sits at ``[t // (n_chunks·chunk), (t // chunk) % n_chunks, t % chunk]``.
+    """
     n_dev = len(cfg.devices)
-    # (n_dev, n_chunks, chunk), as even as possible; the padding's results are dropped by the caller
-    flat = chunk_indices(total, cfg.chunk_size, n_dev)
+    # (n_dev, n_chunks, chunk), as even as possible; the padding's results are dropped by _finish
+    flat = chunk_indices(_n_variants(state["images"].shape, cfg), cfg.chunk_size, n_dev)
 
     def per_device(idx):  # idx: (1, n_chunks, chunk) on one device
-        return jax.lax.map(run_chunk, idx[0])[None]
+        return jax.lax.map(lambda ts: _chunk_scores(apply_fn, state, ts, cfg), idx[0])[None]
 
     if n_dev == 1:
         return per_device(flat)
@@ -195,26 +207,44 @@ def _sharded_scores(apply_fn, params, images, fill, targets, cfg: _Config) -> ja
     )
 
 
-def _window_scores(apply_fn, params, images, fill, targets, cfg: _Config) -> jax.Array:
-    """Per-window scores ``(N, n_rows, n_cols, K')`` with ``K' = K`` for ``target='all'``, else 1."""
-    n, h, w, _ = images.shape
-    n_rows, n_cols = window_grid((h, w), cfg.window, cfg.stride, cfg.placement).shape
-    scores = _sharded_scores(apply_fn, params, images, fill, targets, cfg)
+def _finish(scores, images_shape, cfg: _Config) -> jax.Array:
+    """Padded chunk scores ``(..., K')`` to the per-pixel map ``(N, K', H, W)``."""
+    n = images_shape[0]
+    grid = _grid(images_shape, cfg)
+    n_rows, n_cols = grid.shape
     k_out = scores.shape[-1]
-    return scores.reshape(-1, k_out)[: n * n_rows * n_cols].reshape(n, n_rows, n_cols, k_out)
+    scores = scores.reshape(-1, k_out)[: n * n_rows * n_cols].reshape(n, n_rows, n_cols, k_out)
+    return accumulate(scores, grid, tuple(images_shape[1:3]), cfg.combine)
 
 
 def _occlusion_fn(apply_fn, params, images, fill, targets, cfg: _Config) -> jax.Array:
-    """The whole computation: per-pixel map ``(N, K', H, W)``."""
-    scores = _window_scores(apply_fn, params, images, fill, targets, cfg)
-    grid = window_grid(images.shape[1:3], cfg.window, cfg.stride, cfg.placement)
-    return accumulate(scores, grid, images.shape[1:3], cfg.combine)
+    """The whole computation as one program (``lax.map`` over chunks): map ``(N, K', H, W)``."""
+    state = _prepare(apply_fn, params, images, fill, targets, cfg)
+    return _finish(_scanned_scores(apply_fn, state, cfg), images.shape, cfg)
+
+
+def _host_loop(apply_fn, params, images, fill, targets, cfg: _Config) -> jax.Array:
+    """The same computation driven from Python: one jitted call per chunk (concrete arguments,
+    one device). See :func:`occlusion`'s notes on execution for why."""
+    args = (params, images, fill, targets)
+    state = _engine(1, *args)(apply_fn, params, images, fill, targets, cfg)
+    chunk = jit_with_policy(_chunk_scores, (0, 3), args=args)
+    flat = np.asarray(chunk_indices(_n_variants(images.shape, cfg), cfg.chunk_size))[0]
+    scores = jnp.stack([chunk(apply_fn, state, ts, cfg) for ts in flat])
+    return jit_with_policy(_finish, (1, 2), args=args)(scores, tuple(images.shape), cfg)
+
+
+def _host_executes(n_devices: int, args) -> bool:
+    """The host loop runs where the arguments are concrete and there is one device."""
+    return n_devices == 1 and all(_validate.is_concrete(x) for x in jax.tree.leaves(args))
 
 
 def _engine(n_devices: int, *args):
-    """:func:`_occlusion_fn` jitted for one call under the compile policy of
-    :func:`saliency_jax.occlude.compile.jit_with_policy` (``args``: the call's array arguments)."""
-    return jit_with_policy(_occlusion_fn, (0, 5), args=args, n_devices=n_devices)
+    """The call's top-level jitted program under the compile policy of
+    :func:`saliency_jax.occlude.compile.jit_with_policy` (``args``: the call's array arguments):
+    :func:`_prepare` for the host loop, else the whole :func:`_occlusion_fn`."""
+    fn = _prepare if _host_executes(n_devices, args) else _occlusion_fn
+    return jit_with_policy(fn, (0, 5), args=args, n_devices=n_devices)
 
 
 _TUNED: dict = {}
@@ -356,8 +386,11 @@ def occlusion(
         combine=combine, placement=placement, blur_sigma=blur_sigma, chunk_size=chunk_size, devices=devices,
         method=method,
     )
-    run = _engine(len(cfg.devices), params, images, fill_arr, targets)
-    heat = run(apply_fn, params, images, fill_arr, targets, cfg)  # (N, K', H, W)
+    args = (params, images, fill_arr, targets)
+    if _host_executes(len(cfg.devices), args):
+        heat = _host_loop(apply_fn, *args, cfg)  # (N, K', H, W)
+    else:
+        heat = _engine(len(cfg.devices), *args)(apply_fn, *args, cfg)
     if cfg.target_kind != "all":
         heat = heat[:, 0]
     return heat if batched else heat[0]
