@@ -169,7 +169,8 @@ def colour_edge_saliency(images, *, value_range=(0.0, 255.0), sigma: float = 2.0
       (the paper uses median filters; a Gaussian keeps this pure ``jnp`` and differentiable);
 
     and return ``c / mean(c) + t / mean(t)`` (each term scale-free; a term whose mean is below
-    1e-3 — float rounding on a flat image, in log-opponent units of 0..253 — contributes zero). No learned weights, no model: a floor for the methods.
+    1e-3 — float rounding on a flat image, in log-opponent units of 0..253 — contributes zero).
+    No learned weights, no model: a floor for the methods.
 
     Args:
         images: ``(N, H, W, 3)`` floating point RGB.

@@ -15,8 +15,10 @@ Example:
     >>> from saliency_jax.metrics import pointing
     >>> maps = np.zeros((1, 32, 32), np.float32); maps[0, 5, 5] = 1.0      # peak at (5, 5)
     >>> masks = np.zeros((1, 32, 32), bool); masks[0, 5, 15:20] = True      # 10 px to its right
-    >>> pointing.pointing_game(maps, masks, tolerance=15).tolist(), pointing.pointing_game(maps, masks, tolerance=5).tolist()
-    ([1.0], [0.0])
+    >>> pointing.pointing_game(maps, masks, tolerance=15).tolist()
+    [1.0]
+    >>> pointing.pointing_game(maps, masks, tolerance=5).tolist()
+    [0.0]
 """
 
 from __future__ import annotations
