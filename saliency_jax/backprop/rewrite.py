@@ -7,6 +7,11 @@ with the shared interpreter :mod:`saliency_jax.jaxpr`, replacing
 * every ReLU — ``jax.nn.relu`` / ``flax.linen.relu`` appear in a jaxpr as a
   ``custom_jvp_call`` around ``max(x, 0)``; optionally (``bare_max=True``) also a bare
   ``jnp.maximum(x, 0)`` — by :func:`saliency_jax.backprop.rules.relu_rule`;
+* every capped rectifier — ``jax.nn.relu6`` (a ``custom_jvp_call`` around
+  ``min(max(x, 0), 6)``), ``jnp.clip(x, 0, c)`` with constant ``c > 0``, and, with
+  ``bare_max=True``, a bare ``jnp.minimum(jnp.maximum(x, 0), c)`` — by
+  :func:`saliency_jax.backprop.rules.clip_rule` (lower bound rectified as for ReLU; the upper
+  bound keeps the gradient's mask for ``gradient``/``guided``, ``deconvnet`` ignores it);
 * every max pool (``reduce_window_max``) by
   :func:`saliency_jax.backprop.rules.max_pool_switched` (``switches=True``).
 
@@ -18,7 +23,14 @@ Strictness (default): for ``deconvnet`` and ``guided``, tracing raises ``ValueEr
 ReLU is found, when a value computed from the data passes through an activation the rules
 do not cover (gelu, tanh, sigmoid, leaky ReLU, softplus, …: see :data:`UNCOVERED`), or
 through a max-pool configuration the switch pool does not support (dilations, negative
-padding, global ``reduce_max``). The ``gradient`` rule is the exact gradient of any function,
+padding, global ``reduce_max``). Named activations (``jax.nn.silu``, ``hard_swish``,
+``hard_sigmoid``, …) are reported by their name, GELU by its ``tanh``/``erf``.
+
+A softmax or log-softmax *head* is accepted: its max under ``stop_gradient`` is a numerical
+stabiliser, not an activation, and when the (log-)softmax's result only flows to the function's
+outputs (through reshapes, slices, copies) it keeps its exact gradient, so the map explains the
+probability (to explain the logits, as Zeiler & Fergus, pass the function before the softmax).
+A softmax anywhere else (attention) is still reported. The ``gradient`` rule is the exact gradient of any function,
 so it checks nothing. :func:`report` lists what was found without raising.
 
 Forward-mode differentiation (``jax.jvp``, ``jax.jacfwd``) of the result raises ``TypeError``:
@@ -47,6 +59,7 @@ from saliency_jax.backprop import rules
 
 __all__ = [
     "UNCOVERED",
+    "NAMED_ACTIVATIONS",
     "Finding",
     "Report",
     "report",
@@ -65,6 +78,22 @@ UNCOVERED = frozenset({
     "round", "max", "min", "clamp", "select_n", "atan2", "rem", "sort", "argmax", "argmin",
     "cumprod", "cummax", "cummin", "cumlogsumexp", "reduce_prod", "lgamma", "digamma", "logaddexp",
 })
+#: Named calls (``jit`` / ``custom_jvp`` wrappers of ``jax.nn``) reported as uncovered activations by
+#: name: some hold a covered ReLU6 inside (``hard_swish = x · relu6(x + 3) / 6``).
+NAMED_ACTIVATIONS = frozenset({
+    "silu", "swish", "hard_silu", "hard_swish", "hard_sigmoid", "hard_tanh", "gelu", "sigmoid",
+    "log_sigmoid", "softplus", "soft_sign", "sparse_plus", "sparse_sigmoid", "elu", "celu", "selu",
+    "glu", "mish", "leaky_relu", "squareplus", "tanh",
+})
+#: What an uncovered primitive usually is, added to its report.
+_HINTS = {
+    "tanh": "tanh, or GELU (tanh form)", "erf": "GELU (exact form)", "erfc": "GELU (exact form)",
+    "logistic": "sigmoid, SiLU/swish", "integer_pow": "e.g. GELU (tanh form)",
+    "select_n": "e.g. leaky ReLU", "log1p": "e.g. softplus",
+}
+#: Equations through which a value still "is the output" (selection, layout, copies).
+_TO_OUTPUT = frozenset({"copy", "copy_p", "reshape", "squeeze", "expand_dims", "convert_element_type",
+                        "transpose", "slice", "dynamic_slice", "gather"})
 #: Pooling-like reductions the switch pool does not support (their default VJP differs:
 #: ``reduce_max`` splits the signal evenly between tied maxima).
 _UNSUPPORTED_POOLS = frozenset({"reduce_max", "reduce_min", "reduce_window_min", "reduce_window"})
@@ -75,7 +104,9 @@ class Finding:
     """One equation of interest.
 
     Attributes:
-        kind: ``"relu"``, ``"bare_max"`` (``jnp.maximum(x, 0)`` not treated as ReLU),
+        kind: ``"relu"``, ``"clip"`` (a capped rectifier: ReLU6, ``clip(x, 0, c)``),
+            ``"head"`` (a softmax / log-softmax at the output, kept with its exact gradient),
+            ``"bare_max"`` (``jnp.maximum(x, 0)`` not treated as ReLU),
             ``"pool"``, ``"unsupported_pool"``, ``"uncovered"`` (an activation the rules do not
             cover), ``"inlined"`` (a custom-derivative function whose body holds ReLUs or
             pools; its custom rule is dropped so the body can be rewritten) or ``"opaque"`` (a
@@ -108,6 +139,10 @@ class Report:
         return self.of("relu")
 
     @property
+    def clips(self):
+        return self.of("clip")
+
+    @property
     def pools(self):
         return self.of("pool")
 
@@ -116,11 +151,12 @@ class Report:
         if rule == "gradient":
             return []
         out = []
-        if not self.relus:
-            out.append("no ReLU was found (jax.nn.relu / flax.linen.relu; pass bare_max=True to count "
-                       "jnp.maximum(x, 0))")
+        if not self.relus and not self.clips:
+            out.append("no ReLU was found (jax.nn.relu / flax.linen.relu / jax.nn.relu6 / jnp.clip(x, 0, c); "
+                       "pass bare_max=True to count jnp.maximum(x, 0))")
         for kind, what in (("uncovered", "activations the ReLU rules do not cover"),
-                           ("bare_max", "bare jnp.maximum(x, 0) (pass bare_max=True to treat it as a ReLU)"),
+                           ("bare_max", "bare jnp.maximum(x, 0) (pass bare_max=True to treat it as a ReLU, "
+                                        "jnp.minimum(jnp.maximum(x, 0), c) as a ReLU6)"),
                            ("unsupported_pool", "max-pool configurations the switch pool does not support"),
                            ("opaque", "ReLUs or pools inside a primitive the rewrite cannot enter")):
             items = self.of(kind)
@@ -132,10 +168,10 @@ class Report:
 
     def __str__(self) -> str:
         counts = collections.Counter(f.kind for f in self.findings)
-        lines = [f"{k}: {counts.get(k, 0)}" for k in ("relu", "pool", "bare_max", "uncovered",
+        lines = [f"{k}: {counts.get(k, 0)}" for k in ("relu", "clip", "pool", "head", "bare_max", "uncovered",
                                                        "unsupported_pool", "inlined", "opaque")]
         for f in self.findings:
-            if f.kind not in ("relu", "pool"):
+            if f.kind not in ("relu", "pool", "clip"):
                 where = " > ".join(f.path) or "top level"
                 lines.append(f"  {f.kind}: {f.primitive} {f.shape} at {where}{': ' + f.detail if f.detail else ''}")
         return "\n".join(lines)
@@ -199,6 +235,221 @@ def _is_relu_call(eqn) -> bool:
             and _is_float(eqn.outvars[0].aval) and _is_relu_body(jx.sub_jaxprs(eqn)[0]))
 
 
+_DATA = object()  # marks the data input of a call whose other inputs are constants
+
+
+def _scalar(value) -> float | None:
+    """The one number a constant holds (a scalar, or an array of equal values), else ``None``."""
+    try:
+        a = np.asarray(value)
+    except Exception:  # noqa: BLE001 - not an array-like constant
+        return None
+    if a.size == 0 or a.size > 4096 or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+        return None
+    flat = a.reshape(-1).astype(np.float64)
+    return float(flat[0]) if np.all(flat == flat[0]) else None
+
+
+def _clip_body(closed_jaxpr, known) -> tuple[float, float] | None:
+    """``(lo, hi)`` when the jaxpr computes ``clip(x, lo, hi)`` of its one data input, else ``None``.
+
+    ``known`` holds, per invar, a constant or ``_DATA``. Only ``max``/``min`` against constants,
+    conversions of constants and nested calls on the unclipped input are allowed.
+    """
+    j = closed_jaxpr.jaxpr
+    consts = dict(zip(j.constvars, closed_jaxpr.consts))
+    env: dict = {v: ("x", -np.inf, np.inf) if k is _DATA else ("const", _scalar(k)) for v, k in zip(j.invars, known)}
+
+    def read(v):
+        if isinstance(v, jcore.Literal):
+            return ("const", _scalar(v.val))
+        if v not in env and v in consts:
+            env[v] = ("const", _scalar(consts[v]))
+        return env.get(v)
+
+    for eqn in j.eqns:
+        ins = [read(v) for v in eqn.invars]
+        name = eqn.primitive.name
+        if any(i is None for i in ins) or len(eqn.outvars) != 1:
+            return None
+        xs = [i for i in ins if i[0] == "x"]
+        if not xs and name == "convert_element_type":
+            out = ins[0]
+        elif name in ("max", "min") and len(ins) == 2 and len(xs) == 1:
+            c = next(i for i in ins if i[0] == "const")[1]
+            if c is None:
+                return None
+            op = max if name == "max" else min
+            out = ("x", op(xs[0][1], c), op(xs[0][2], c))
+        elif name in jx.CALL_PRIMITIVES and len(xs) == 1 and xs[0][1:] == (-np.inf, np.inf):
+            inner = _clip_body(jx.sub_jaxprs(eqn)[0], [_DATA if i[0] == "x" else i[1] for i in ins])
+            if inner is None:
+                return None
+            out = ("x",) + inner
+        else:
+            return None
+        env[eqn.outvars[0]] = out
+    result = read(j.outvars[0]) if len(j.outvars) == 1 else None
+    return None if result is None or result[0] != "x" else (result[1], result[2])
+
+
+def _clip_call(eqn) -> tuple[int, float] | None:
+    """For a call (``jit``, ``custom_jvp_call``) computing ``clip(x, 0, c)``, ``c > 0`` constant:
+    ``(position of x, c)`` (``c`` may be ``inf``: a ReLU). Else ``None``."""
+    name = eqn.primitive.name
+    if (name not in jx.CALL_PRIMITIVES and name != "custom_jvp_call") or len(eqn.outvars) != 1 \
+            or not _is_float(eqn.outvars[0].aval):
+        return None
+    known = [v.val if isinstance(v, jcore.Literal) else _DATA for v in eqn.invars]
+    data = [i for i, k in enumerate(known) if k is _DATA]
+    body = jx.sub_jaxprs(eqn)[0]
+    if len(data) != 1 or len(body.jaxpr.invars) != len(known):
+        return None
+    bounds = _clip_body(body, known)
+    if bounds is None or bounds[0] != 0.0 or not bounds[1] > 0:
+        return None
+    return data[0], bounds[1]
+
+
+def _bare_cap(eqn, bare_outputs) -> tuple | None:
+    """For ``min(m, c)`` where ``m`` is a bare ``max(x, 0)``'s output and ``c > 0`` a literal:
+    ``(m, c)``. Else ``None``."""
+    if eqn.primitive.name != "min" or len(eqn.invars) != 2 or not _is_float(eqn.outvars[0].aval):
+        return None
+    for m, c in (eqn.invars, eqn.invars[::-1]):
+        if not isinstance(m, jcore.Literal) and m in bare_outputs and isinstance(c, jcore.Literal):
+            cap = _scalar(c.val)
+            if cap is not None and cap > 0:
+                return m, cap
+    return None
+
+
+def _call_name(eqn) -> str | None:
+    """The function name of a named call (``jit[silu]`` → ``"silu"``), else ``None``."""
+    lab = jx.label(eqn)
+    return lab[lab.index("[") + 1:-1] if lab.endswith("]") and "[" in lab else None
+
+
+# softmax / log-softmax heads
+
+_LAYOUT = ("broadcast_in_dim", "reshape", "expand_dims", "squeeze", "convert_element_type")
+
+
+def _softmax_heads(closed_jaxpr, at_end=None, marks=None) -> dict:
+    """``{id(eqn): role}`` for the softmax / log-softmax heads of a jaxpr (nested calls included).
+
+    A head is ``exp(a − stop_gradient(max(a)))`` normalised by its sum along the max's axes
+    (softmax: ``div``; log-softmax: ``− log(sum)``) whose result flows only to the outputs
+    (through :data:`_TO_OUTPUT` equations). The stabiliser equations (``reduce_max``, its
+    ``max(−inf, ·)`` guard, broadcasts, ``stop_gradient``) get the role ``"stabiliser"``; the
+    ``exp`` (and ``log``) the role ``"softmax"`` or ``"log_softmax"``. ``at_end``: per outvar,
+    whether it is (a selection of) the function's output; default all.
+    """
+    j = closed_jaxpr.jaxpr
+    marks = {} if marks is None else marks
+    at_end = [True] * len(j.outvars) if at_end is None else list(at_end)
+    producer, consumers = {}, collections.defaultdict(list)
+    for eqn in j.eqns:
+        for v in eqn.outvars:
+            producer[v] = eqn
+        for v in eqn.invars:
+            if not isinstance(v, jcore.Literal):
+                consumers[v].append(eqn)
+    outpos = collections.defaultdict(list)
+    for i, v in enumerate(j.outvars):
+        if not isinstance(v, jcore.Literal):
+            outpos[v].append(i)
+    memo: dict = {}
+
+    def ends(v) -> bool:
+        if isinstance(v, jcore.DropVar):
+            return False
+        if v not in memo:
+            memo[v] = False
+            ok = bool(outpos[v] or consumers[v]) and all(at_end[i] for i in outpos[v])
+            for e in consumers[v]:
+                ok = ok and e.primitive.name in _TO_OUTPUT and e.invars[0] is v and all(ends(o) for o in e.outvars)
+            memo[v] = ok
+        return memo[v]
+
+    graph = (producer, consumers, outpos, ends)
+    for eqn in j.eqns:
+        name = eqn.primitive.name
+        if name == "stop_gradient":
+            _match_softmax(eqn, graph, marks)
+        elif name in jx.CALL_PRIMITIVES or name in jx.CUSTOM_CALL_PRIMITIVES or name in jx.REMAT_PRIMITIVES:
+            body = jx.sub_jaxprs(eqn)[0]
+            if len(body.jaxpr.outvars) == len(eqn.outvars):
+                _softmax_heads(body, [ends(v) for v in eqn.outvars], marks)
+    return marks
+
+
+def _match_softmax(sg, graph, marks) -> None:
+    """Mark the softmax / log-softmax head stabilised by the ``stop_gradient`` equation ``sg``, if any."""
+    producer, consumers, outpos, ends = graph
+
+    def only_use(v):
+        return len(consumers[v]) == 1 and not outpos[v]
+
+    chain, v = [sg], sg.invars[0]
+    while True:  # back from the stop_gradient to the reduce_max, through layout ops and ±inf guards
+        p = producer.get(v)
+        if p is None or not only_use(v):
+            return
+        chain.append(p)
+        if p.primitive.name == "reduce_max":
+            break
+        lits = [i for i in p.invars if isinstance(i, jcore.Literal)]
+        if p.primitive.name in _LAYOUT:
+            v = p.invars[0]
+        elif p.primitive.name in ("max", "min") and len(p.invars) == 2 and len(lits) == 1:
+            v = next(i for i in p.invars if not isinstance(i, jcore.Literal))
+        else:
+            return
+    a, axes, s = chain[-1].invars[0], tuple(chain[-1].params["axes"]), sg.outvars[0]
+    (sub, *more) = consumers[s] or [None]
+    if more or sub is None or sub.primitive.name != "sub" or sub.invars[0] is not a or sub.invars[1] is not s:
+        return
+    f = sub.outvars[0]
+    exps = [e for e in consumers[f] if e.primitive.name == "exp"]
+    if len(exps) != 1 or outpos[f]:
+        return
+    x_eqn, g = exps[0], exps[0].outvars[0]
+    sums = [e for e in consumers[g] if e.primitive.name == "reduce_sum" and tuple(e.params["axes"]) == axes]
+    if len(sums) != 1 or outpos[g]:
+        return
+    v, e = _through_layout(sums[0].outvars[0], consumers, outpos)
+    if e is None:
+        return
+    g_uses = {id(u) for u in consumers[g]}
+    f_others = [u for u in consumers[f] if u is not x_eqn]
+    if e.primitive.name == "div" and e.invars[0] is g and e.invars[1] is v and g_uses == {id(sums[0]), id(e)} \
+            and not f_others:
+        out, kind, heads = e.outvars[0], "softmax", [x_eqn]
+    elif e.primitive.name == "log" and g_uses == {id(sums[0])}:
+        lv, last = _through_layout(e.outvars[0], consumers, outpos)
+        if last is None or last.primitive.name != "sub" or last.invars[0] is not f or last.invars[1] is not lv \
+                or [id(u) for u in f_others] != [id(last)]:
+            return
+        out, kind, heads = last.outvars[0], "log_softmax", [x_eqn, e]
+    else:
+        return
+    if ends(out):
+        marks.update({id(c): "stabiliser" for c in chain})
+        marks.update({id(h): kind for h in heads})
+
+
+def _through_layout(v, consumers, outpos):
+    """Follow ``v`` through single-use layout ops: ``(last value, the equation using it)`` or ``(v, None)``."""
+    while True:
+        if len(consumers[v]) != 1 or outpos[v]:
+            return v, None
+        e = consumers[v][0]
+        if e.primitive.name not in _LAYOUT:
+            return v, e
+        v = e.outvars[0]
+
+
 def pool_config(eqn) -> tuple | str:
     """``(window, strides, padding)`` of a ``reduce_window_max`` equation the switch pool supports.
 
@@ -226,18 +477,38 @@ def _shape(eqn):
     return tuple(getattr(aval, "shape", ()))
 
 
-def _analyse(closed_jaxpr, flags, bare_max: bool) -> Report:
+def _analyse(closed_jaxpr, flags, bare_max: bool, marks=None) -> Report:
     findings: list[Finding] = []
+    marks = _softmax_heads(closed_jaxpr) if marks is None else marks
+    bare_outputs: set = set()
 
     def visit(eqn, in_flags, path):
         name = eqn.primitive.name
         data = any(in_flags)
         add = lambda kind, detail="": findings.append(Finding(kind, jx.label(eqn), path, _shape(eqn), detail))  # noqa: E731
+        role = marks.get(id(eqn))
+        if role is not None:
+            if role != "stabiliser" and data:
+                add("head", f"{role} at the output: kept with its exact gradient")
+            return False
         if _is_relu_call(eqn):
             add("relu")
             return False
         if _max_zero_operand(eqn) is not None:
             add("relu" if bare_max else "bare_max", "jnp.maximum(x, 0)")
+            bare_outputs.add(eqn.outvars[0])
+            return False
+        capped = _bare_cap(eqn, bare_outputs)
+        if capped is not None:
+            add("clip" if bare_max else "bare_max", f"jnp.minimum(jnp.maximum(x, 0), {capped[1]:g})")
+            return False
+        if _call_name(eqn) in NAMED_ACTIVATIONS and name in (jx.CALL_PRIMITIVES | jx.CUSTOM_CALL_PRIMITIVES):
+            if data:
+                add("uncovered", "a named activation")
+            return False
+        clip = _clip_call(eqn)
+        if clip is not None:
+            add("relu" if clip[1] == np.inf else "clip", f"clip(x, 0, {clip[1]:g})")
             return False
         if name == "reduce_window_max":
             cfg = pool_config(eqn)
@@ -249,13 +520,13 @@ def _analyse(closed_jaxpr, flags, bare_max: bool) -> Report:
             return False
         if name in jx.CUSTOM_CALL_PRIMITIVES:
             inner = _analyse(jx.sub_jaxprs(eqn)[0], in_flags if len(in_flags) == len(
-                jx.sub_jaxprs(eqn)[0].jaxpr.invars) else None, bare_max)
+                jx.sub_jaxprs(eqn)[0].jaxpr.invars) else None, bare_max, marks)
             bad = inner.of("uncovered") + inner.of("unsupported_pool") + inner.of("bare_max")
             if bad and data:
                 add("uncovered", "custom-derivative function computing " + ", ".join(
                     sorted({f.primitive for f in bad})))
                 return False
-            if inner.relus or inner.pools:
+            if inner.relus or inner.clips or inner.pools:
                 add("inlined", "its custom derivative rule is dropped to rewrite the ReLUs/pools inside")
                 return True
             return False
@@ -266,11 +537,11 @@ def _analyse(closed_jaxpr, flags, bare_max: bool) -> Report:
         elif name in UNCOVERED:
             if name == "select_n" and not in_flags[0]:
                 return None  # a selection by a data-independent predicate is linear in the data
-            add("uncovered")
+            add("uncovered", _HINTS.get(name, ""))
         elif (name not in jx.CALL_PRIMITIVES and name not in jx.REMAT_PRIMITIVES
               and name not in ("scan", "cond", "while") and jx.sub_jaxprs(eqn)):
             inner = [_analyse(b, None, bare_max) for b in jx.sub_jaxprs(eqn)]
-            if any(r.relus or r.pools for r in inner):
+            if any(r.relus or r.clips or r.pools for r in inner):
                 add("opaque", "the rewrite cannot enter this primitive")
             return False
         return None
@@ -341,11 +612,14 @@ def report(fn: Callable, *args, bare_max: bool = False, data_argnums=None, **kwa
 class RuleHandler:
     """The :mod:`saliency_jax.jaxpr` handler that swaps a jaxpr's ReLU and max-pool rules.
 
-    ``handler(eqn, invals)`` returns the outputs of a ReLU (``rule``'s custom VJP), of a
+    ``handler(eqn, invals)`` returns the outputs of a ReLU (``rule``'s custom VJP), of a capped
+    rectifier (ReLU6, ``clip(x, 0, c)``: :func:`~saliency_jax.backprop.rules.clip_rule`), of a
     supported max pool (:func:`~saliency_jax.backprop.rules.max_pool_switched`, or
     :func:`~saliency_jax.backprop.rules.max_pool_spread` for the footprint rule), or of a
     custom-derivative call whose body holds either (evaluated inline, through the handler);
-    ``None`` for every other equation (the interpreter's default).
+    a named activation the rules do not cover (:data:`NAMED_ACTIVATIONS`, e.g. hard-swish,
+    which holds a ReLU6) is bound unchanged, keeping its ordinary backward pass; ``None`` for
+    every other equation (the interpreter's default).
 
     Args:
         rule: one of :data:`~saliency_jax.backprop.rules.RULES` or
@@ -371,12 +645,22 @@ class RuleHandler:
         else:
             self._pool = rules.max_pool_switched if switches else None
         self._inlines: dict[int, bool] = {}
+        self._clips: dict[int, tuple | None] = {}
+        self._bare: dict = {}  # output Var of a replaced bare max(x, 0) → x (for a following min(·, c))
 
     def relu_operand(self, eqn) -> int | None:
         """The position of the ReLU's input if ``eqn`` is a ReLU this handler replaces, else ``None``."""
         if _is_relu_call(eqn):
             return 0
         return _max_zero_operand(eqn) if self.bare_max else None
+
+    def clip_call(self, eqn) -> tuple[int, float] | None:
+        """``(position of x, c)`` if ``eqn`` is a call computing ``clip(x, 0, c)`` (ReLU6: ``c = 6``;
+        ``c = inf``: a ReLU) that this handler replaces whole, else ``None``."""
+        key = id(eqn)
+        if key not in self._clips:
+            self._clips[key] = None if _is_relu_call(eqn) else _clip_call(eqn)
+        return self._clips[key]
 
     def inlines(self, eqn) -> bool:
         """Whether ``eqn`` is a custom-derivative call (not a ReLU) whose body holds ReLUs or, with
@@ -386,13 +670,25 @@ class RuleHandler:
         key = id(eqn)
         if key not in self._inlines:
             r = _analyse(jx.sub_jaxprs(eqn)[0], None, self.bare_max)
-            self._inlines[key] = bool(r.relus or (self.switches and r.pools))
+            self._inlines[key] = bool(r.relus or r.clips or (self.switches and r.pools))
         return self._inlines[key]
 
     def __call__(self, eqn, invals):
         pos = self.relu_operand(eqn)
         if pos is not None:
+            if eqn.primitive.name == "max":
+                self._bare[eqn.outvars[0]] = invals[pos]
             return [self.relu(invals[pos])]
+        if self.bare_max and self._bare:
+            capped = _bare_cap(eqn, self._bare)
+            if capped is not None:  # min(max(x, 0), c): the capped rule on x, value bit-identical
+                return [rules.clip_rule(self.rule, capped[1])(self._bare[capped[0]])]
+        if eqn.primitive.name in jx.CALL_PRIMITIVES | jx.CUSTOM_CALL_PRIMITIVES:
+            if _call_name(eqn) in NAMED_ACTIVATIONS:
+                return jx.bind(eqn, invals)
+            clip = self.clip_call(eqn)
+            if clip is not None:
+                return [rules.clip_rule(self.rule, clip[1])(invals[clip[0]])]
         if eqn.primitive.name == "reduce_window_max" and self._pool is not None:
             cfg = pool_config(eqn)
             return None if isinstance(cfg, str) else [self._pool(invals[0], *cfg)]

@@ -1,4 +1,4 @@
-"""Backward rules as ``jax.custom_vjp``: three ReLU rules and max pooling with recorded switches.
+"""Backward rules as ``jax.custom_vjp``: three ReLU rules (also for ReLU6) and max pooling with recorded switches.
 
 ReLU rules (``x`` = the ReLU's input, ``g`` = the signal arriving from above); the forward
 value is always ``relu(x)``:
@@ -10,6 +10,22 @@ rule           backward              residual kept from the forward pass
 ``deconvnet``  ``relu(g)``           nothing: ``x`` is ignored
 ``guided``     ``relu(g) · [x > 0]`` a bool mask
 =============  ====================  ==========================================
+
+Capped rectifiers (ReLU6 and ``clip(x, 0, c)`` in general, ``c > 0``: MobileNets, Keras
+``ReLU(max_value=…)``): the forward value is ``clip(x, 0, c)``; the lower bound is rectified
+exactly as for ReLU, and the upper bound follows the gradient's mask (:func:`clip_rule`):
+
+=============  ===============================  ==========================================
+rule           backward                         why
+=============  ===============================  ==========================================
+``gradient``   ``g · [0 < x < c]``              the exact gradient (``jax.nn.relu6``'s own)
+``deconvnet``  ``relu(g)``                      deconvnet never reads the forward activation
+                                                (Zeiler & Fergus: the reconstruction is
+                                                rectified, not gated), so neither bound masks
+``guided``     ``relu(g) · [0 < x < c]``        Springenberg et al.: the gradient's mask
+                                                combined with deconvnet's rectification; a
+                                                saturated unit (``x ≥ c``) passes no gradient
+=============  ===============================  ==========================================
 
 Max pooling with switches (Zeiler & Fergus's "unpooling"): the forward pass records, per
 output, the position of the maximum inside its window — the *switch*, a small integer in
@@ -42,6 +58,7 @@ __all__ = [
     "FOOTPRINT",
     "check_rule",
     "relu_rule",
+    "clip_rule",
     "pool_with_switches",
     "unpool",
     "max_pool_switched",
@@ -131,6 +148,82 @@ def relu_rule(rule: str):
         Array([2., 0., 0.], dtype=float32)
     """
     return _relu(check_rule(rule, footprint=True))
+
+
+@functools.lru_cache(maxsize=None)
+def _clip(rule: str, upper: float):
+    def value(x):
+        return jnp.minimum(_relu_fwd_value(x), jnp.asarray(upper, x.dtype))
+
+    @jax.custom_vjp
+    def clip(x):
+        return value(x)
+
+    def open_mask(x):
+        return (x > 0) & (x < jnp.asarray(upper, x.dtype))
+
+    if rule == "gradient":
+        def fwd(x):
+            return value(x), open_mask(x)
+
+        def bwd(mask, g):
+            return (jnp.where(mask, g, jnp.zeros((), g.dtype)),)
+    elif rule == "guided":
+        def fwd(x):
+            return value(x), open_mask(x)
+
+        def bwd(mask, g):
+            return (jnp.where(mask & ~(g <= 0), g, jnp.zeros((), g.dtype)),)  # NaN passes, as for ReLU
+    elif rule == "deconvnet":
+        def fwd(x):
+            return value(x), None
+
+        def bwd(_, g):
+            return (jnp.maximum(g, jnp.zeros((), g.dtype)),)
+    else:  # footprint
+        def fwd(x):
+            return value(x), None
+
+        def bwd(_, g):
+            return (jnp.abs(g),)
+
+    clip.defvjp(fwd, bwd)
+    clip.__name__ = f"relu{upper:g}_{rule}"
+    return clip
+
+
+def clip_rule(rule: str, upper: float):
+    """The capped rectifier ``clip(x, 0, upper)`` (ReLU6 for ``upper=6``) whose backward pass follows ``rule``.
+
+    The lower bound is rectified as for ReLU; the upper bound keeps the gradient's mask for
+    ``gradient`` and ``guided`` and is ignored by ``deconvnet`` (see the module docstring).
+
+    Args:
+        rule: ``"gradient"``, ``"deconvnet"`` or ``"guided"`` (or :data:`FOOTPRINT`: ``|g|``).
+        upper: the cap ``c > 0`` (a Python number; ``inf`` gives :func:`relu_rule`).
+
+    Returns:
+        A function ``x -> clip(x, 0, upper)`` (any shape, floating dtype, dtype kept) whose VJP
+        is ``g·[0<x<c]``, ``relu(g)`` or ``relu(g)·[0<x<c]``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> x = jnp.array([-1.0, 3.0, 7.0])
+        >>> jax.vjp(clip_rule("guided", 6.0), x)[1](jnp.array([1.0, 1.0, 1.0]))[0]
+        Array([0., 1., 0.], dtype=float32)
+        >>> jax.vjp(clip_rule("deconvnet", 6.0), x)[1](jnp.array([1.0, -1.0, 1.0]))[0]
+        Array([1., 0., 1.], dtype=float32)
+    """
+    rule = check_rule(rule, footprint=True)
+    try:
+        upper = float(upper)
+    except (TypeError, ValueError):
+        raise TypeError(f"`upper` (={upper!r}) must be a positive number") from None
+    if not upper > 0:
+        raise ValueError(f"`upper` (={upper!r}) must be > 0")
+    if upper == float("inf"):
+        return _relu(rule)
+    return _clip(rule, upper)
 
 
 # --------------------------------------------------------------------------------------------

@@ -207,9 +207,11 @@ def _uncovered(act):
 
 
 @pytest.mark.parametrize("name, act", [
-    ("tanh", jnp.tanh), ("logistic", jax.nn.sigmoid), ("tanh", jax.nn.gelu),
-    ("select_n", jax.nn.leaky_relu), ("softplus", jax.nn.softplus), ("relu6", jax.nn.relu6),
-    ("erf", lambda v: jax.nn.gelu(v, approximate=False)),
+    ("tanh", jnp.tanh), ("logistic", jax.nn.sigmoid), ("GELU", jax.nn.gelu),
+    ("leaky_relu", jax.nn.leaky_relu), ("select_n", lambda v: jnp.where(v > 0, v, 0.1 * v)),
+    ("softplus", jax.nn.softplus), ("erf.*GELU", lambda v: jax.nn.gelu(v, approximate=False)),
+    # named activations with covered pieces inside are reported by name: hard-swish is x·relu6(x+3)/6
+    ("hard_silu", jax.nn.hard_swish), ("silu", jax.nn.silu), ("hard_sigmoid", jax.nn.hard_sigmoid),
 ])
 def test_strict_refuses_uncovered_activations(name, act):
     f = _uncovered(act)
@@ -320,3 +322,117 @@ def test_interpreter_keeps_outer_tracers_and_kwargs():
                                            "deconvnet"))(x, scale=2.0)
 
     np.testing.assert_array_equal(np.asarray(outer(w, jnp.array([-1.0, 1.0]))), [4.0, 0.0])
+
+
+# --------------------------------------------------------------------------------------------
+# ReLU6 / clip-style activations and softmax heads
+
+
+def _reference_relu6(rule, cap=6.0):
+    """An independent ReLU6 (``cap=inf``: ReLU) with the documented rules, written by hand (not
+    saliency_jax.backprop.rules)."""
+    @jax.custom_vjp
+    def relu6(x):
+        return jnp.minimum(jnp.maximum(x, 0.0), cap)
+
+    def fwd(x):
+        return relu6(x), x
+
+    def bwd(x, g):
+        open_ = (x > 0) & (x < cap)
+        if rule == "gradient":
+            return (jnp.where(open_, g, 0.0),)
+        if rule == "deconvnet":  # the forward activation is never read
+            return (jnp.where(g > 0, g, 0.0),)
+        return (jnp.where(open_ & (g > 0), g, 0.0),)  # guided
+
+    relu6.defvjp(fwd, bwd)
+    return relu6
+
+
+def _relu6_net(act):
+    def f(p, x):  # x: (1, 8, 8, 2) → (1, 3); activations land on both sides of 0 and 6
+        dn = ("NHWC", "HWIO", "NHWC")
+        h = act(lax.conv_general_dilated(x, p["k1"], (1, 1), "SAME", dimension_numbers=dn) * 4.0)
+        h = lax.reduce_window(h, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+        h = act(lax.conv_general_dilated(h, p["k2"], (1, 1), "SAME", dimension_numbers=dn) * 4.0)
+        return h.reshape(1, -1) @ p["w"]
+
+    return f
+
+
+RELU6_SPELLINGS = {
+    "jax.nn.relu6": jax.nn.relu6,
+    "jnp.clip": lambda v: jnp.clip(v, 0, 6),
+    "min(max(x, 0), 6)": lambda v: jnp.minimum(jnp.maximum(v, 0.0), 6.0),
+}
+
+
+@pytest.mark.parametrize("spelling", list(RELU6_SPELLINGS))
+def test_relu6_rules_equal_a_hand_written_custom_vjp_model(spelling):
+    k = jax.random.split(jax.random.key(7), 4)
+    p = {"k1": jax.random.normal(k[0], (3, 3, 2, 4)), "k2": jax.random.normal(k[1], (3, 3, 4, 4)),
+         "w": jax.random.normal(k[2], (64, 3))}
+    x = jax.random.normal(k[3], (1, 8, 8, 2))
+    f = _relu6_net(RELU6_SPELLINGS[spelling])
+    bare = spelling.startswith("min")
+    g = jnp.array([[1.0, -2.0, 0.5]])
+    pre = lax.conv_general_dilated(x, p["k1"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")) * 4.0
+    assert float(jnp.mean(pre > 6)) > 0.05 and float(jnp.mean(pre < 0)) > 0.05  # both bounds are exercised
+    for rule in ("gradient", "deconvnet", "guided"):
+        ours_y, ours_vjp = jax.vjp(backprop.with_rule(f, rule, bare_max=bare, data_argnums=1), p, x)
+        ref_y, ref_vjp = jax.vjp(_relu6_net(_reference_relu6(rule)), p, x)
+        np.testing.assert_array_equal(np.asarray(ours_y), np.asarray(ref_y))
+        np.testing.assert_allclose(np.asarray(ours_vjp(g)[1]), np.asarray(ref_vjp(g)[1]), rtol=1e-5, atol=1e-5)
+    # the upper bound matters: guided differs from a plain-ReLU guided map of the same net
+    relu_ref = jax.vjp(_relu6_net(jax.nn.relu), p, x)
+    assert not np.allclose(np.asarray(ours_vjp(g)[1]), np.asarray(relu_ref[1](g)[1]))
+    r = backprop.report(f, p, x, bare_max=bare, data_argnums=1)
+    assert len(r.clips) == 2 and r.problems("guided") == []
+    if bare:  # without bare_max the bare form is refused, and says how to accept it
+        with pytest.raises(ValueError, match="ReLU6"):
+            backprop.with_rule(f, "guided", data_argnums=1)(p, x)
+
+
+def _head_net(head):
+    def f(p, x):  # x: (N, 4) → (N, 3)
+        return head(jax.nn.relu(x @ p["w1"]) @ p["w2"])
+
+    return f
+
+
+def _head_params():
+    k1, k2, k3 = jax.random.split(jax.random.key(11), 3)
+    return {"w1": jax.random.normal(k1, (4, 6)), "w2": jax.random.normal(k2, (6, 3))}, jax.random.normal(k3, (2, 4))
+
+
+@pytest.mark.parametrize("head", ["softmax", "log_softmax"])
+def test_softmax_heads_are_accepted_and_keep_their_exact_gradient(head):
+    p, x = _head_params()
+    fn = getattr(jax.nn, head)
+    f = _head_net(fn)
+    g = jnp.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    for rule in ("deconvnet", "guided"):
+        relu = _reference_relu6(rule, cap=np.inf)
+        ours = jax.vjp(backprop.with_rule(f, rule, data_argnums=1), p, x)[1](g)[1]
+        ref = jax.vjp(lambda q, v, relu=relu: fn(relu(v @ q["w1"]) @ q["w2"]), p, x)[1](g)[1]
+        np.testing.assert_allclose(np.asarray(ours), np.asarray(ref), rtol=1e-5, atol=1e-6)
+    # nested in jit and followed by a selection (what sj.guided_backprop does with one image)
+    wrapped = lambda q, v: jax.jit(f)(q, v[None])[0]  # noqa: E731
+    r = backprop.report(wrapped, p, x[0], data_argnums=1)
+    assert r.problems("guided") == [] and [f_.kind for f_ in r.findings if f_.kind == "head"]
+    assert "head: " in str(r)
+    m = backprop.guided_backprop(lambda q, v: f(q, v.reshape(v.shape[0], -1)), p, x.reshape(2, 1, 4, 1), target=2)
+    assert m.shape == (2, 1, 4, 1) and np.isfinite(np.asarray(m)).all()
+
+
+@pytest.mark.parametrize("name, fn", [
+    ("softmax mid-network", lambda h: jax.nn.softmax(h) @ jnp.ones((3, 3))),
+    ("log of a softmax", lambda h: jnp.log(jax.nn.softmax(h))),
+    ("unnormalised exp", lambda h: jnp.exp(h - lax.stop_gradient(jnp.max(h, axis=-1, keepdims=True)))),
+    ("max not under stop_gradient", lambda h: jnp.exp(h - jnp.max(h, axis=-1, keepdims=True))),
+])
+def test_strict_still_refuses_what_is_not_a_softmax_head(name, fn):
+    p, x = _head_params()
+    with pytest.raises(ValueError, match="activations the ReLU rules do not cover"):
+        backprop.with_rule(_head_net(fn), "guided", data_argnums=1)(p, x)

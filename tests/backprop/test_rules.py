@@ -179,3 +179,45 @@ def test_max_pool_spread_sends_the_signal_to_every_window_position():
     np.testing.assert_array_equal(np.asarray(vjp(g)[0]), [[2.0, 2.0, 5.0, 3.0, 3.0]])  # |g| summed per position
     with pytest.raises(TypeError):
         rules.max_pool_switched(x, (1, 3), (1, 2), _spread=True)  # no private keyword on the public function
+
+
+# --------------------------------------------------------------------------------------------
+# capped rectifiers (ReLU6, clip(x, 0, c))
+
+XC = jnp.array([-2.0, 0.0, 0.5, 3.0, 6.0, 7.5])
+GC = jnp.array([1.0, 1.0, -1.0, 2.0, 1.0, 1.0])
+
+
+@pytest.mark.parametrize("rule, expected", [
+    ("gradient", [0.0, 0.0, -1.0, 2.0, 0.0, 0.0]),  # g·[0<x<6]: jax.nn.relu6's own gradient
+    ("deconvnet", [1.0, 1.0, 0.0, 2.0, 1.0, 1.0]),  # relu(g): neither bound masks
+    ("guided", [0.0, 0.0, 0.0, 2.0, 0.0, 0.0]),  # relu(g)·[0<x<6]
+    ("footprint", [1.0, 1.0, 1.0, 2.0, 1.0, 1.0]),  # |g|
+])
+def test_clip_rules_hand_values(rule, expected):
+    y, vjp = jax.vjp(rules.clip_rule(rule, 6.0), XC)
+    np.testing.assert_array_equal(np.asarray(y), [0.0, 0.0, 0.5, 3.0, 6.0, 6.0])
+    np.testing.assert_array_equal(np.asarray(vjp(GC)[0]), expected)
+
+
+def test_clip_gradient_rule_is_jax_grad_of_relu6_and_values_are_bit_identical():
+    x = jnp.concatenate([jax.random.normal(jax.random.key(0), (200,)) * 5.0, jnp.array([0.0, 6.0])])
+    g = jax.random.normal(jax.random.key(1), x.shape)
+    y, vjp = jax.vjp(rules.clip_rule("gradient", 6), x)
+    y_ref, vjp_ref = jax.vjp(jax.nn.relu6, x)
+    np.testing.assert_array_equal(np.asarray(y), np.asarray(y_ref))
+    np.testing.assert_array_equal(np.asarray(vjp(g)[0]), np.asarray(vjp_ref(g)[0]))
+    np.testing.assert_array_equal(np.asarray(rules.clip_rule("guided", 1.5)(x)), np.asarray(jnp.clip(x, 0.0, 1.5)))
+
+
+def test_clip_rule_dtype_validation_and_infinite_cap():
+    assert rules.clip_rule("guided", 6.0)(jnp.ones((2,), jnp.bfloat16)).dtype == jnp.bfloat16
+    assert rules.clip_rule("guided", float("inf")) is rules.relu_rule("guided")
+    with pytest.raises(ValueError, match=r"`upper` \(=0\.0\)"):
+        rules.clip_rule("guided", 0.0)
+    with pytest.raises(TypeError, match=r"`upper` \(='6x'\)"):
+        rules.clip_rule("guided", "6x")
+    with pytest.raises(ValueError, match=r"`rule` \(='lrp'\)"):
+        rules.clip_rule("lrp", 6.0)
+    with pytest.raises(TypeError, match="forward-mode"):
+        jax.jvp(rules.clip_rule("deconvnet", 6.0), (XC,), (XC,))
