@@ -9,7 +9,9 @@ from PIL import Image
 
 import saliency_jax as sj
 from saliency_jax.model import checkpoint, data
-from saliency_jax.app.demo import run_demo
+from saliency_jax import metrics
+from saliency_jax.app.demo import run_demo, summary_line
+from tests.metrics import reference
 
 
 @pytest.mark.slow
@@ -40,4 +42,14 @@ def test_demo_writes_maps_panels_and_gallery(tmp_path):
         assert side["label"] == model.classes[int(gen.labels[k])]
         assert f'src="{name}.png"' in page
     assert summary["images"][0]["settings"]["window"] == 32
+    # "peak on the object" is the tolerant pointing game (15 px), against the brute-force reference
+    for method, maps in expected.items():
+        hits = [reference.pointing_game(np.asarray(maps[k]), gen.masks[k], 15) for k in range(2)]
+        assert [r["pointing_game"][method] for r in summary["images"]] == [h == 1.0 for h in hits]
+        assert summary["pointing_game_rate"][method] == np.mean(hits)
+        assert summary["pointing_game_rate"][method] >= summary["peak_on_object_rate"][method]  # tolerance only adds
+    line = summary_line(summary)
+    assert line.startswith("2 images, accuracy ") and "pointing game (15 px tolerance): occlusion " in line
+    assert summary["pointing_game_rate"] == {
+        m: float(np.nanmean(metrics.pointing_game(expected[m], jnp.asarray(gen.masks)))) for m in expected}
     assert not list(out.glob("*.tmp")) and not list(out.glob(".*"))  # atomic writes leave no temp files
