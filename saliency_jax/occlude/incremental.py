@@ -190,13 +190,21 @@ def _eqn_flops(eqn, out_shape=None) -> int:
 @dataclasses.dataclass(frozen=True)
 class LayerCost:
     """One data-dependent equation: its primitive, full output shape, the output shape computed
-    per window (the changed region, or the full shape), and the counted FLOPs of each."""
+    per window (the changed region, or the full shape), and the counted FLOPs of each.
+
+    ``reason`` is empty for an equation computed on its changed region; for one computed in
+    full it says why: where the computation turned full (e.g. ``"global reduction over spatial
+    axes (reduce_sum)"``, ``"changed region 13×13 covers 86% of the 14×14 layer (>=
+    FULL_LAYER_FRACTION 0.8)"``, ``"unsupported primitive: cumsum"``) or ``"after …"`` that
+    point."""
 
     primitive: str
     full_shape: tuple[int, ...]
     window_shape: tuple[int, ...]
     full_flops: int
     window_flops: int
+    reason: str = ""
+    index: int = 0  # the k-th image-dependent equation (``primitive #k`` in reasons); 0: not numbered
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,12 +212,17 @@ class FlopReport:
     """Counted FLOPs per window of full re-inference and of incremental re-inference.
 
     ``ratio = full_flops / incremental_flops`` is the ceiling on the speed-up. Data movement
-    (reading regions from the cache, splicing patches) is not counted.
+    (reading regions from the cache, splicing patches) is not counted. ``layers`` are the
+    equations computed on their changed region; ``full_layers`` those computed in full for every
+    window, each with its ``reason`` (every point where the computation turns full, and each
+    equation with FLOPs after one). :meth:`table` prints both, per layer, in program order.
     """
 
     full_flops: int
     incremental_flops: int
     layers: tuple[LayerCost, ...]
+    full_layers: tuple[LayerCost, ...] = ()
+    order: tuple[LayerCost, ...] = dataclasses.field(default=(), repr=False, compare=False)
 
     @property
     def ratio(self) -> float:
@@ -220,6 +233,24 @@ class FlopReport:
         """The fraction of the full FLOPs that incremental re-inference does not compute."""
         return 1.0 - self.incremental_flops / max(1, self.full_flops)
 
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        """Why the computation turned full, once per point where it did (program order)."""
+        return tuple(layer.reason for layer in self.full_layers if not layer.reason.startswith("after "))
+
+    def table(self) -> str:
+        """The per-layer arithmetic as text: one line per equation with FLOPs (and per point
+        where the computation turns full), program order, MFLOP full → per window."""
+        lines = [f"counted FLOPs per window: full {self.full_flops / 1e6:.1f} M, incremental "
+                 f"{self.incremental_flops / 1e6:.1f} M, ratio {self.ratio:.2f}"]
+        for layer in self.order or (*self.layers, *self.full_layers):
+            if layer.full_flops == 0 and (not layer.reason or layer.reason.startswith("after ")):
+                continue
+            shape = "×".join(map(str, layer.full_shape))
+            win = "full" if layer.reason else "×".join(map(str, layer.window_shape))
+            lines.append(f"#{layer.index:<4d} {layer.primitive:22s} {shape:>16s} -> {win:>16s} {layer.full_flops / 1e6:10.2f} -> "
+                         f"{layer.window_flops / 1e6:10.2f} MFLOP  {layer.reason}".rstrip())
+        return "\n".join(lines)
 
 # --------------------------------------------------------------------------------------------
 # The interpreter: one handler, two passes; one function per primitive family
@@ -251,14 +282,53 @@ def _place(base, origin, patch, pstart, psize, axes):
     return jnp.where(mask, val, base)
 
 
+def _same_patch(a: tuple[_Axis, _Axis], b: tuple[_Axis, _Axis]) -> bool:
+    """Whether two geometries carry their patches at the same positions for every window."""
+    return a is b or all(
+        x is y or (x.dim == y.dim and x.size == y.size and np.array_equal(x.start, y.start)) for x, y in zip(a, b)
+    )
+
+
+def _union(geoms: Sequence[tuple[_Axis, _Axis]]) -> tuple[_Axis, _Axis]:
+    """The bounding box of several changed regions, per window (Krypton's merge of DAG branches)."""
+    first = geoms[0]
+    if all(_same_patch(g, first) for g in geoms[1:]):
+        return first
+    out = []
+    for k in range(2):
+        axes = [g[k] for g in geoms]
+        if all(a is axes[0] for a in axes):
+            out.append(axes[0])
+            continue
+        lo = np.min([np.where(a.hi > a.lo, a.lo, a.dim) for a in axes], axis=0)
+        hi = np.max([np.where(a.hi > a.lo, a.hi, 0) for a in axes], axis=0)
+        out.append(_Axis.of(axes[0].dim, lo, np.maximum(lo, hi)))
+    return tuple(out)
+
+
+@dataclasses.dataclass(eq=False)
+class _Full:
+    """A value that depends on the image but is computed in full (per window in the window pass).
+
+    ``origin`` names the equation where the computation turned full (``primitive #k``, the k-th
+    image-dependent equation), for :func:`flop_report`.
+    """
+
+    value: Any
+    origin: str
+
+
 class _Interpreter:
     """Handler for :func:`saliency_jax.jaxpr.eval_jaxpr` in one of two passes.
 
     ``cache`` pass: values are full (batch 1); records what the window pass will read.
     ``window`` pass: values are patches; reads the records (``caches``, leading axis = image)
-    at image ``img`` and grid position ``(iy, ix)``. The primitive families are handled by
-    :func:`_elementwise`, :func:`_conv` and :func:`_pool` below; anything else materialises
-    its image-dependent inputs and runs in full.
+    at image ``img`` and grid position ``(iy, ix)``, in the order the cache pass recorded them
+    (both passes take the same static decisions). Image-dependent values are :class:`_Spatial`
+    (a changed region) or :class:`_Full` (computed in full); constants are plain arrays. Each
+    primitive family has a handler in :data:`_HANDLERS` that returns the outputs, or a reason
+    string when the equation must run in full (it then runs in full and so does everything
+    that depends on it).
     """
 
     def __init__(self, mode: str, caches: Sequence[Any] = (), img=None, iy=None, ix=None, cap=None):
@@ -268,47 +338,79 @@ class _Interpreter:
         self._caches = list(caches)
         self._next = 0
         self.img, self.iy, self.ix = img, iy, ix
-        self._materialised: dict = {}
+        self._full_values: dict = {}
+        self._count = 0
         self.savings: list[LayerCost] = []
+        self.full_layers: list[LayerCost] = []
+        self.order: list[LayerCost] = []
 
-    def record(self, value):
-        """Cache pass: keep ``value`` for the window pass."""
-        self.records.append(value)
-
-    def read(self):
-        """Window pass: the next recorded value (all images: leading axis ``N``)."""
+    def take(self, value):
+        """Cache pass: keep ``value`` (all images stacked later) and return it. Window pass: the
+        value the cache pass kept at this point (leading axis ``N``; ``value`` is ignored)."""
+        if self.mode == "cache":
+            self.records.append(value)
+            return value
         if self._next >= len(self._caches):
             raise RuntimeError("incremental occlusion: the window pass read more caches than were recorded")
         value = self._caches[self._next]
         self._next += 1
         return value
 
-    def starts(self, x: _Spatial):
-        """Window pass: where ``x``'s patch starts along its two spatial axes (int32 scalars)."""
-        return (
-            jnp.asarray(x.geom[0].start, jnp.int32)[self.iy],
-            jnp.asarray(x.geom[1].start, jnp.int32)[self.ix],
-        )
+    def unoccluded(self, x: _Spatial):
+        """The full unoccluded value of ``x``: cache pass ``(1, …)``; window pass this image's ``(1, …)``
+        (recorded once per value)."""
+        key = id(x)
+        if key not in self._full_values:
+            self._full_values[key] = (x, self.take(x.value))
+        full = self._full_values[key][1]
+        return full if self.mode == "cache" else lax.dynamic_index_in_dim(full, self.img, 0, keepdims=False)
+
+    def starts(self, geom: tuple[_Axis, _Axis]):
+        """Window pass: where a patch of geometry ``geom`` starts along its two spatial axes (int32)."""
+        return (jnp.asarray(geom[0].start, jnp.int32)[self.iy], jnp.asarray(geom[1].start, jnp.int32)[self.ix])
 
     def materialise(self, x: _Spatial):
-        """The full value of ``x`` (cache pass: itself, recorded; window pass: patch spliced in)."""
-        key = id(x)
-        if key in self._materialised:
-            return self._materialised[key][1]
+        """The full value of ``x`` (cache pass: itself; window pass: patch spliced into the cache)."""
+        base = self.unoccluded(x)
         if self.mode == "cache":
-            self.record(x.value)
-            full = x.value
-        else:
-            base = lax.dynamic_index_in_dim(self.read(), self.img, 0, keepdims=False)
-            zero = jnp.zeros((), jnp.int32)
-            full = _place(base, (zero, zero), x.value, self.starts(x), (x.geom[0].size, x.geom[1].size), x.axes)
-        self._materialised[key] = (x, full)
-        return full
+            return x.value
+        zero = jnp.zeros((), jnp.int32)
+        return _place(base, (zero, zero), x.value, self.starts(x.geom), (x.geom[0].size, x.geom[1].size), x.axes)
+
+    def to_region(self, x: _Spatial, geom):
+        """``x`` on the patch of ``geom`` (which contains ``x``'s changed region): its own patch
+        where the two coincide, else the unoccluded region from the cache with ``x``'s patch in."""
+        if _same_patch(x.geom, geom):
+            return x.value
+        full = self.unoccluded(x)
+        if self.mode == "cache":
+            return x.value
+        sizes = (geom[0].size, geom[1].size)
+        starts = self.starts(geom)
+        region = _slice_region(full, x.axes, starts, sizes)
+        return _place(region, starts, x.value, self.starts(x.geom), (x.geom[0].size, x.geom[1].size), x.axes)
+
+    def const_region(self, v, axes, geom):
+        """A constant operand (no image dependence) cut to the patch of ``geom`` where it has the
+        map's spatial size (window pass); broadcast (size-1) and scalar operands pass."""
+        shp = tuple(np.shape(v))
+        if self.mode == "cache" or not shp or all(shp[a] == 1 for a in axes):
+            return v
+        return _slice_region(v, axes, self.starts(geom), (geom[0].size, geom[1].size))
+
+    def region_cost(self, eqn, out_shape, win_shape):
+        """Window pass: note that ``eqn`` ran on a region of shape ``win_shape``."""
+        if self.mode == "window":
+            cost = LayerCost(eqn.primitive.name, tuple(out_shape), tuple(win_shape), _eqn_flops(eqn),
+                             _eqn_flops(eqn, win_shape), "", self._count)
+            self.savings.append(cost)
+            self.order.append(cost)
 
     def __call__(self, eqn, invals):
-        tagged = [isinstance(v, _Spatial) for v in invals]
+        spatial = [isinstance(v, _Spatial) for v in invals]
+        full = [isinstance(v, _Full) for v in invals]
         name = eqn.primitive.name
-        if not any(tagged):
+        if not any(spatial) and not any(full):
             if name in jx.CALL_PRIMITIVES or name in jx.CUSTOM_CALL_PRIMITIVES or jx.sub_jaxprs(eqn):
                 return None
             return jx.bind(eqn, invals)
@@ -316,70 +418,248 @@ class _Interpreter:
             return None  # eval_eqn inlines the body through this handler
         if name in jx.CUSTOM_CALL_PRIMITIVES:
             return jx.eval_call_body(eqn, invals, handler=self)
-        out = None
-        if name == "conv_general_dilated" and tagged == [True, False]:
-            out = _conv(self, eqn, invals)
-        elif name in _POOLS and tagged == [True]:
-            out = _pool(self, eqn, invals)
-        elif name in _ELEMENTWISE and len(eqn.outvars) == 1:
-            out = _elementwise(self, eqn, invals, tagged)
-        if out is not None:
-            return out
-        full = [self.materialise(v) if t else v for v, t in zip(invals, tagged)]
-        if jx.sub_jaxprs(eqn):
-            return jx.eval_eqn(eqn, full, handler=self)
-        return jx.bind(eqn, full)
+        self._count += 1
+        if any(full):
+            origin = next(v.origin for v in invals if isinstance(v, _Full))
+            if any(spatial):
+                return self.run_full(eqn, invals, f"combines the changed region with a value computed in full since "
+                                                  f"{origin}", origin=None)
+            return self.run_full(eqn, invals, f"after {origin} (full from there)", origin=origin)
+        handler = _HANDLERS.get(name)
+        if handler is None and name in _ELEMENTWISE:
+            handler = _elementwise
+        out = handler(self, eqn, invals) if handler is not None else f"unsupported primitive: {name}"
+        if isinstance(out, str):
+            return self.run_full(eqn, invals, out, origin=None)
+        return out
+
+    def run_full(self, eqn, invals, reason: str, origin: str | None):
+        """Run ``eqn`` in full; its outputs are :class:`_Full`. ``origin``: the reason inherited
+        from a full input (``None``: this equation is where the computation turns full)."""
+        args = [self.materialise(v) if isinstance(v, _Spatial) else v.value if isinstance(v, _Full) else v
+                for v in invals]
+        outs = jx.eval_eqn(eqn, args, handler=self) if jx.sub_jaxprs(eqn) else jx.bind(eqn, args)
+        flops = _eqn_flops(eqn)
+        if self.mode == "window" and (origin is None or flops > 0):
+            shape = tuple(eqn.outvars[0].aval.shape) if eqn.outvars else ()
+            cost = LayerCost(eqn.primitive.name, shape, shape, flops, flops, reason, self._count)
+            self.full_layers.append(cost)
+            self.order.append(cost)
+        if origin is None:
+            origin = f"{jx.label(eqn)} #{self._count}"
+        return [_Full(o, origin) for o in outs]
 
 
-# -- elementwise -----------------------------------------------------------------------------
+def _slice_region(v, axes, starts, sizes):
+    """``v[..., starts : starts + sizes, ...]`` along its two spatial ``axes`` (dynamic starts)."""
+    begin = [jnp.zeros((), jnp.int32)] * np.ndim(v)
+    for a, s in zip(axes, starts):
+        begin[a] = s
+    return lax.dynamic_slice(v, begin, _shape_with(np.shape(v), axes, sizes))
 
 
-def _elementwise_fits(eqn, invals, tagged) -> _Spatial | None:
-    """The changed region an elementwise equation keeps (its first image-dependent input), or
-    ``None`` where it cannot be computed on the region: a broadcast output, two different
-    regions meeting, or a plain operand that varies along the spatial axes in another shape."""
-    spatial = [v for v, t in zip(invals, tagged) if t]
-    first = spatial[0]
+# -- elementwise (n-ary, with the union of the operands' regions) -----------------------------
+
+
+def _elementwise(interp: _Interpreter, eqn, invals):
+    """An elementwise equation on the bounding box of its image-dependent operands' regions;
+    each operand outside its own patch is read from the cache, constants of the map's size are
+    cut to the box."""
+    if len(eqn.outvars) != 1:
+        return f"elementwise primitive with {len(eqn.outvars)} outputs: {eqn.primitive.name}"
     out_shape = tuple(eqn.outvars[0].aval.shape)
-    if out_shape != first.shape:
-        return None
-    for s in spatial[1:]:
-        if s.geom is not first.geom or s.axes != first.axes or s.shape != first.shape:
-            return None  # two different changed regions meet: compute in full from here
-    for v, t in zip(invals, tagged):
-        shp = tuple(np.shape(v))
-        if not t and shp and (len(shp) != len(out_shape) or any(shp[a] not in (1, out_shape[a]) for a in first.axes)):
-            return None
-    return first
-
-
-def _elementwise(interp: _Interpreter, eqn, invals, tagged):
-    """An elementwise equation on the changed region: plain operands of the map's size are
-    sliced to the patch (window pass)."""
-    first = _elementwise_fits(eqn, invals, tagged)
-    if first is None:
-        return None
-    out_shape = first.shape
-    if interp.mode == "cache":
-        outs = jx.bind(eqn, [v.value if t else v for v, t in zip(invals, tagged)])
-        return [_Spatial(outs[0], first.axes, first.geom, out_shape)]
-    sizes = (first.geom[0].size, first.geom[1].size)
-    starts = interp.starts(first)
-    args = []
-    for v, t in zip(invals, tagged):
-        shp = () if t else tuple(np.shape(v))
-        if t:
-            v = v.value
-        elif shp and any(shp[a] != 1 for a in first.axes):
-            begin = [jnp.zeros((), jnp.int32)] * len(shp)
-            for a, s in zip(first.axes, starts):
-                begin[a] = s
-            v = lax.dynamic_slice(v, begin, _shape_with(shp, first.axes, sizes))
-        args.append(v)
+    spatial = [v for v in invals if isinstance(v, _Spatial)]
+    first = spatial[0]
+    if any(s.shape != out_shape or s.axes != first.axes for s in spatial):
+        return "operands of different shapes or spatial layouts"
+    for v in invals:
+        shp = tuple(np.shape(v)) if not isinstance(v, _Spatial) else ()
+        if shp and (len(shp) != len(out_shape) or any(shp[a] not in (1, out_shape[a]) for a in first.axes)):
+            return "a constant operand varies along the spatial axes in another shape"
+    geom = _union([s.geom for s in spatial])
+    args = [interp.to_region(v, geom) if isinstance(v, _Spatial) else interp.const_region(v, first.axes, geom)
+            for v in invals]
     outs = jx.bind(eqn, args)
-    win_shape = _shape_with(out_shape, first.axes, sizes)
-    interp.savings.append(LayerCost(eqn.primitive.name, out_shape, win_shape, _eqn_flops(eqn), _eqn_flops(eqn, win_shape)))
-    return [_Spatial(outs[0], first.axes, first.geom, out_shape)]
+    interp.region_cost(eqn, out_shape, _shape_with(out_shape, first.axes, (geom[0].size, geom[1].size)))
+    return [_Spatial(outs[0], first.axes, geom, out_shape)]
+
+
+def _concatenate(interp: _Interpreter, eqn, invals):
+    """``concatenate`` along a non-spatial axis (channels: Inception, DenseNet) on the union box."""
+    dim = eqn.params["dimension"]
+    spatial = [v for v in invals if isinstance(v, _Spatial)]
+    first = spatial[0]
+    if dim in first.axes:
+        return "concatenates along a spatial axis"
+    if any(s.axes != first.axes for s in spatial):
+        return "operands of different spatial layouts"
+    out_shape = tuple(eqn.outvars[0].aval.shape)
+    geom = _union([s.geom for s in spatial])
+    args = [interp.to_region(v, geom) if isinstance(v, _Spatial) else interp.const_region(v, first.axes, geom)
+            for v in invals]
+    outs = jx.bind(eqn, args)
+    return [_Spatial(outs[0], first.axes, geom, out_shape)]
+
+
+# -- layout: transpose, reshape, broadcast, squeeze, slices of non-spatial axes ---------------
+
+
+def _relaid(interp: _Interpreter, eqn, x: _Spatial, axes, **patch_params):
+    """``eqn`` applied to ``x``'s patch (with ``patch_params`` over its params), the spatial axes
+    now at ``axes`` of the output."""
+    out_shape = tuple(eqn.outvars[0].aval.shape)
+    if any(out_shape[b] != x.shape[a] for a, b in zip(x.axes, axes)):
+        return "a spatial axis changes size"
+    params = {} if interp.mode == "cache" else patch_params
+    outs = jx.bind(eqn, [x.value], **params)
+    return [_Spatial(outs[0], tuple(axes), x.geom, out_shape)]
+
+
+def _patch_shape(out_shape, axes, x: _Spatial):
+    return _shape_with(out_shape, axes, (x.geom[0].size, x.geom[1].size))
+
+
+def _transpose(interp: _Interpreter, eqn, invals):
+    (x,) = invals
+    perm = tuple(eqn.params["permutation"])
+    return _relaid(interp, eqn, x, tuple(perm.index(a) for a in x.axes))
+
+
+def _aligned_axis(old_shape, a, new_shape):
+    """The axis of ``new_shape`` that holds axis ``a`` of ``old_shape`` whole under a row-major
+    reshape (same size, same product of the axes before it), or ``None``."""
+    before = math.prod(old_shape[:a])
+    for b in range(len(new_shape)):
+        if new_shape[b] == old_shape[a] and math.prod(new_shape[:b]) == before:
+            return b
+    return None
+
+
+def _reshape(interp: _Interpreter, eqn, invals):
+    """A reshape that splits or merges non-spatial axes only (the two spatial axes stay whole)."""
+    x = invals[0]
+    if len(invals) != 1 or eqn.params.get("dimensions") is not None:
+        return "reshape with dynamic shape or dimension order"
+    new = tuple(eqn.outvars[0].aval.shape)
+    axes = tuple(_aligned_axis(x.shape, a, new) for a in x.axes)
+    if None in axes or axes[0] >= axes[1]:
+        return "reshape merges or splits a spatial axis (flatten)"
+    return _relaid(interp, eqn, x, axes, new_sizes=_patch_shape(new, axes, x))
+
+
+def _broadcast_in_dim(interp: _Interpreter, eqn, invals):
+    x = invals[0]
+    if len(invals) != 1:
+        return "broadcast with a dynamic shape"
+    dims = tuple(eqn.params["broadcast_dimensions"])
+    axes = tuple(dims[a] for a in x.axes)
+    new = tuple(eqn.outvars[0].aval.shape)
+    return _relaid(interp, eqn, x, axes, shape=_patch_shape(new, axes, x))
+
+
+def _squeeze(interp: _Interpreter, eqn, invals):
+    (x,) = invals
+    dims = tuple(d % len(x.shape) for d in eqn.params["dimensions"])
+    if any(a in dims for a in x.axes):
+        return "squeezes a spatial axis"
+    return _relaid(interp, eqn, x, tuple(a - sum(d < a for d in dims) for a in x.axes))
+
+
+def _slice(interp: _Interpreter, eqn, invals):
+    """A static slice of non-spatial axes (a channel split); the spatial axes stay whole."""
+    (x,) = invals
+    p = eqn.params
+    strides = p["strides"] or (1,) * len(x.shape)
+    for a in x.axes:
+        if p["start_indices"][a] != 0 or p["limit_indices"][a] != x.shape[a] or strides[a] != 1:
+            return "slices a spatial axis"
+    limits = list(p["limit_indices"])
+    for a, g in zip(x.axes, x.geom):
+        limits[a] = g.size
+    return _relaid(interp, eqn, x, x.axes, limit_indices=tuple(limits))
+
+
+def _split(interp: _Interpreter, eqn, invals):
+    """``split`` along a non-spatial axis (``jnp.split`` of channels)."""
+    (x,) = invals
+    if eqn.params["axis"] in x.axes:
+        return "splits a spatial axis"
+    outs = jx.bind(eqn, [x.value])
+    return [_Spatial(o, x.axes, x.geom, tuple(v.aval.shape)) for o, v in zip(outs, eqn.outvars)]
+
+
+_REDUCTIONS = frozenset({"reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "reduce_and", "reduce_or",
+                         "argmax", "argmin"})
+
+
+def _reduce(interp: _Interpreter, eqn, invals):
+    """A reduction over non-spatial axes only (a channel mean or max) on the patch."""
+    (x,) = invals
+    red = tuple(eqn.params["axes"])
+    hit = [a for a in x.axes if a in red]
+    if len(hit) == 2:
+        return f"global reduction over spatial axes ({eqn.primitive.name})"
+    if hit:
+        return f"reduction over a spatial axis ({eqn.primitive.name})"
+    return _relaid(interp, eqn, x, tuple(a - sum(d < a for d in red) for a in x.axes))
+
+
+def _dot_general(interp: _Interpreter, eqn, invals):
+    """A matrix product that keeps the spatial axes as free axes of one operand (a dense layer
+    applied to every position, a 1×1 convolution written as ``dot_general``)."""
+    (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
+    side = 0 if isinstance(invals[0], _Spatial) else 1
+    if isinstance(invals[1 - side], _Spatial):
+        return "product of two image-dependent values (attention)"
+    x = invals[side]
+    contract, batch = (lc, lb) if side == 0 else (rc, rb)
+    if any(a in contract for a in x.axes):
+        return "contracts over a spatial axis (dense layer on the flattened map)"
+    if any(a in batch for a in x.axes):
+        return "batches over a spatial axis"
+    free = [d for d in range(len(x.shape)) if d not in contract and d not in batch]
+    offset = len(lb) + (0 if side == 0 else len(np.shape(invals[0])) - len(lc) - len(lb))
+    axes = tuple(offset + free.index(a) for a in x.axes)
+    out_shape = tuple(eqn.outvars[0].aval.shape)
+    args = list(invals)
+    args[side] = x.value
+    outs = jx.bind(eqn, args)
+    interp.region_cost(eqn, out_shape, _patch_shape(out_shape, axes, x))
+    return [_Spatial(outs[0], axes, x.geom, out_shape)]
+
+
+def _pad(interp: _Interpreter, eqn, invals):
+    """The ``pad`` primitive (zero-padding layers; negative padding crops, interior padding
+    spreads): the changed region moves by the low padding; the patch is padded along the
+    non-spatial axes and written into the cached padded map."""
+    x, value = invals
+    if not isinstance(x, _Spatial) or isinstance(value, _Spatial):
+        return "the padding value depends on the image"
+    config = tuple(tuple(int(c) for c in cfg) for cfg in eqn.params["padding_config"])
+    out_shape = tuple(eqn.outvars[0].aval.shape)
+    geom = []
+    for a, g in zip(x.axes, x.geom):
+        lo, _, interior = config[a]
+        step, n = interior + 1, out_shape[a]
+        a_lo = np.clip(g.lo * step + lo, 0, n)
+        a_hi = np.clip((g.hi - 1) * step + lo + 1, 0, n)
+        geom.append(_Axis.of(n, a_lo, np.where(g.hi > g.lo, np.maximum(a_lo, a_hi), a_lo)))
+    geom = tuple(geom)
+    if interp.mode == "cache":
+        outs = jx.bind(eqn, [x.value, value])
+        interp.take(outs[0])
+        return [_Spatial(outs[0], x.axes, geom, out_shape)]
+    inner = list(config)
+    for a in x.axes:
+        inner[a] = (0, 0, config[a][2])
+    patch = jx.bind(eqn, [x.value, value], padding_config=tuple(inner))[0]
+    cached = lax.dynamic_index_in_dim(interp.take(None), interp.img, 0, keepdims=False)
+    starts = interp.starts(geom)
+    region = _slice_region(cached, x.axes, starts, (geom[0].size, geom[1].size))
+    pstart = tuple(s * (config[a][2] + 1) + config[a][0] for s, a in zip(interp.starts(x.geom), x.axes))
+    psize = tuple((g.size - 1) * (config[a][2] + 1) + 1 for g, a in zip(x.geom, x.axes))
+    out = _place(region, starts, patch, pstart, psize, x.axes)
+    return [_Spatial(out, x.axes, geom, out_shape)]
 
 
 # -- sliding windows (convolution, pooling) --------------------------------------------------
@@ -398,17 +678,22 @@ class _Sliding:
 
 
 def _conv(interp: _Interpreter, eqn, invals):
-    """A 2-D convolution over the image's spatial axes (not transposed, no batch groups)."""
+    """A 2-D convolution over the image's spatial axes (any layout, strides, dilation, feature
+    groups — depthwise included; not transposed, no batch groups)."""
     x, rhs = invals
+    if not isinstance(x, _Spatial) or isinstance(rhs, _Spatial):
+        return "convolution with image-dependent weights"
     p = eqn.params
     dn = p["dimension_numbers"]
-    if len(dn.lhs_spec) != 4 or p["batch_group_count"] != 1 or any(d != 1 for d in p["lhs_dilation"]):
-        return None
+    if len(dn.lhs_spec) != 4:
+        return f"{len(dn.lhs_spec) - 2}-D convolution"
+    if p["batch_group_count"] != 1 or any(d != 1 for d in p["lhs_dilation"]):
+        return "transposed convolution or batch groups"
     if tuple(dn.lhs_spec[2:]) != x.axes:
-        return None
+        return "convolution whose spatial axes are not the image's (rows, columns)"
     pads = tuple(tuple(int(v) for v in pr) for pr in p["padding"])
     if any(v < 0 for pr in pads for v in pr):
-        return None
+        return "convolution with negative padding"
     kernel = [eqn.invars[1].aval.shape[d] for d in dn.rhs_spec[2:]]
     sliding = _Sliding(
         k_eff=tuple((k - 1) * d + 1 for k, d in zip(kernel, p["rhs_dilation"])), strides=tuple(p["window_strides"]),
@@ -427,9 +712,9 @@ def _pool(interp: _Interpreter, eqn, invals):
     for a in range(nd):
         if a in x.axes:
             if bd[a] != 1 or pad[a][0] < 0 or pad[a][1] < 0:
-                return None
+                return "pooling with base dilation or negative padding"
         elif wd[a] != 1 or ws[a] != 1 or tuple(pad[a]) != (0, 0) or bd[a] != 1 or wdl[a] != 1:
-            return None
+            return "pooling across a non-spatial axis"
     sliding = _Sliding(
         k_eff=tuple((wd[a] - 1) * wdl[a] + 1 for a in x.axes), strides=tuple(ws[a] for a in x.axes),
         pads=tuple(tuple(int(v) for v in pad[a]) for a in x.axes), out_axes=x.axes,
@@ -439,20 +724,23 @@ def _pool(interp: _Interpreter, eqn, invals):
 
 
 def _windowed(interp: _Interpreter, eqn, x: _Spatial, other, sw: _Sliding):
-    """A sliding-window equation on the changed region of its output (``None``: run it in full)."""
+    """A sliding-window equation on the changed region of its output (a reason string: run it in full)."""
     out_shape = tuple(eqn.outvars[0].aval.shape)
     geom = tuple(
         g.through(out_shape[oa], k, s, p[0], interp.cap)
         for g, oa, k, s, p in zip(x.geom, sw.out_axes, sw.k_eff, sw.strides, sw.pads)
     )
     sizes = (geom[0].size, geom[1].size)
-    if sizes[0] * sizes[1] >= FULL_LAYER_FRACTION * out_shape[sw.out_axes[0]] * out_shape[sw.out_axes[1]]:
-        return None  # nearly everything changes: this layer (and what follows) in full
+    area = out_shape[sw.out_axes[0]] * out_shape[sw.out_axes[1]]
+    if sizes[0] * sizes[1] >= FULL_LAYER_FRACTION * area:
+        return (f"changed region {sizes[0]}×{sizes[1]} covers {100 * sizes[0] * sizes[1] / area:.0f}% of the "
+                f"{out_shape[sw.out_axes[0]]}×{out_shape[sw.out_axes[1]]} layer (>= FULL_LAYER_FRACTION "
+                f"{FULL_LAYER_FRACTION:g})")
     if interp.mode == "cache":
         config = [(0, 0, 0)] * len(x.shape)
         for a, p in zip(x.axes, sw.pads):
             config[a] = (p[0], p[1], 0)
-        interp.record(lax.pad(x.value, jnp.asarray(sw.pad_value, x.value.dtype), config))
+        interp.take(lax.pad(x.value, jnp.asarray(sw.pad_value, x.value.dtype), config))
         outs = jx.bind(eqn, [x.value, *other])
         return [_Spatial(outs[0], sw.out_axes, geom, out_shape)]
     win_shape = _shape_with(out_shape, sw.out_axes, sizes)
@@ -461,26 +749,41 @@ def _windowed(interp: _Interpreter, eqn, x: _Spatial, other, sw: _Sliding):
     if tuple(outs[0].shape) != win_shape:
         raise RuntimeError(f"incremental occlusion: region of {eqn.primitive.name} has shape "
                            f"{tuple(outs[0].shape)}, expected {win_shape}")
-    interp.savings.append(
-        LayerCost(eqn.primitive.name, out_shape, win_shape, _eqn_flops(eqn), _eqn_flops(eqn, win_shape))
-    )
+    interp.region_cost(eqn, out_shape, win_shape)
     return [_Spatial(outs[0], sw.out_axes, geom, out_shape)]
 
 
 def _input_region(interp: _Interpreter, x: _Spatial, geom, sw: _Sliding):
     """Window pass: the padded input region that the output region ``geom`` reads, read from the
     cache with ``x``'s patch written in."""
-    padded = interp.read()  # (N, *x.shape with spatial axes padded)
+    padded = interp.take(None)  # (N, *x.shape with spatial axes padded)
     sizes = (geom[0].size, geom[1].size)
-    out_starts = (jnp.asarray(geom[0].start, jnp.int32)[interp.iy], jnp.asarray(geom[1].start, jnp.int32)[interp.ix])
+    out_starts = interp.starts(geom)
     read_sizes = tuple((r - 1) * s + k for r, s, k in zip(sizes, sw.strides, sw.k_eff))
     begin = [jnp.zeros((), jnp.int32)] * len(x.shape)
     for a, st, s in zip(x.axes, out_starts, sw.strides):
         begin[a] = st * s  # padded coordinates
     region = lax.dynamic_slice(padded, [interp.img, *begin], (1, *_shape_with(x.shape, x.axes, read_sizes)))[0]
     origin = tuple(st * s - p[0] for st, s, p in zip(out_starts, sw.strides, sw.pads))
-    return _place(region, origin, x.value, interp.starts(x), (x.geom[0].size, x.geom[1].size), x.axes)
+    return _place(region, origin, x.value, interp.starts(x.geom), (x.geom[0].size, x.geom[1].size), x.axes)
 
+
+_HANDLERS: dict[str, Callable] = {
+    "conv_general_dilated": _conv,
+    **{name: _pool for name in _POOLS},
+    "concatenate": _concatenate,
+    "pad": _pad,
+    "transpose": _transpose,
+    "reshape": _reshape,
+    "broadcast_in_dim": _broadcast_in_dim,
+    "squeeze": _squeeze,
+    "slice": _slice,
+    "split": _split,
+    **{name: _reduce for name in _REDUCTIONS},
+    "dot_general": _dot_general,
+}
+"""Primitive name -> handler ``(interp, eqn, invals) -> outputs | reason``; elementwise
+primitives (:data:`_ELEMENTWISE`) go to :func:`_elementwise`."""
 
 # --------------------------------------------------------------------------------------------
 # Public entry points (used by saliency_jax.occlude.engine)
@@ -502,7 +805,8 @@ def _traced(apply_fn, params, images_shape, dtype):
 def _run(traced, params, x: _Spatial, interp: _Interpreter):
     leaves = jax.tree_util.tree_leaves(params)
     outs = jx.eval_jaxpr(traced.jaxpr, [*leaves, x], handler=interp)
-    outs = [interp.materialise(o) if isinstance(o, _Spatial) else o for o in outs]
+    outs = [interp.materialise(o) if isinstance(o, _Spatial) else o.value if isinstance(o, _Full) else o
+            for o in outs]
     return jax.tree_util.tree_unflatten(traced.out_tree, outs)
 
 
@@ -523,7 +827,7 @@ def prepare(apply_fn: Callable, params: Any, images: jax.Array, grid: WindowGrid
 
 
 def _window_pass(apply_fn, params, images, fills, grid: WindowGrid, caches, img, iy, ix, cap):
-    """:func:`window_outputs`, and the :class:`LayerCost` of each equation computed on a region."""
+    """:func:`window_outputs`, and the interpreter (its :class:`LayerCost` records)."""
     x = _input_value(images.shape, grid, None)
     (gy, gx) = x.geom
     sy = jnp.asarray(gy.start, jnp.int32)[iy]
@@ -537,7 +841,7 @@ def _window_pass(apply_fn, params, images, fills, grid: WindowGrid, caches, img,
     x.value = jnp.where(window_mask(grid, iy, ix, rows, cols)[None, :, :, None], filled, pixels)
     traced = _traced(apply_fn, params, images.shape, images.dtype)
     interp = _Interpreter("window", caches, img, iy, ix, cap=cap)
-    return _run(traced, params, x, interp), interp.savings
+    return _run(traced, params, x, interp), interp
 
 
 def window_outputs(apply_fn, params, images, fills, grid: WindowGrid, caches, img, iy, ix, *, cap=None):
@@ -611,18 +915,20 @@ def flop_report(
     full, _ = _full_flops(apply_fn, params, (h, w, c))
     abstract_params = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)), params)
     images = jax.ShapeDtypeStruct((1, h, w, c), jnp.float32)
-    stats: list[LayerCost] = []
+    stats: list[_Interpreter] = []
 
     def run(p, imgs):
         caches = prepare(apply_fn, p, imgs, grid, cap=cap)
         zero = jnp.zeros((), jnp.int32)
-        out, savings = _window_pass(apply_fn, p, imgs, imgs, grid, caches, zero, zero, zero, cap)
-        stats.extend(savings)
+        out, interp = _window_pass(apply_fn, p, imgs, imgs, grid, caches, zero, zero, zero, cap)
+        stats.append(interp)
         return out
 
     jax.eval_shape(run, abstract_params, images)
-    saved = sum(layer.full_flops - layer.window_flops for layer in stats)
-    report = FlopReport(int(full), int(full - saved), tuple(stats))
+    (interp,) = stats
+    saved = sum(layer.full_flops - layer.window_flops for layer in interp.savings)
+    report = FlopReport(int(full), int(full - saved), tuple(interp.savings), tuple(interp.full_layers),
+                        tuple(interp.order))
     if key is not None:
         _REPORTS[key] = report
     return report
