@@ -159,9 +159,9 @@ class RayEngine:
         address: ``None`` starts a Ray instance inside this process (as many CPUs as this
             process may use; no dashboard) and shuts it down on leaving; ``"auto"`` joins the
             running cluster (``RAY_ADDRESS`` or the one ``ray start`` began on this machine);
-            ``"HOST:PORT"`` joins the cluster whose head listens there. A cluster joined is
-            left running. If Ray is already initialized in this process, ``address=None``
-            uses that instance (and leaves it running).
+            ``"HOST:PORT"`` joins the cluster whose head listens there. On leaving, a cluster
+            joined is only disconnected from (it keeps running). If Ray is already initialized
+            in this process, ``address=None`` uses that instance and leaves it as it was.
         workers: actors per :meth:`run` (default: one per CPU of the cluster, or with
             ``gpus_per_worker`` as many as the cluster's GPUs hold; never more than batches).
         gpus_per_worker: GPUs each actor reserves (``0``/``None``: none; ``0.5``: two per GPU).
@@ -210,12 +210,15 @@ class RayEngine:
             warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
             if self.address is None:
                 ray.init(address="local", num_cpus=len(os.sched_getaffinity(0)), include_dashboard=False, **quiet)
-                self._started = True
-                return
-            try:
-                ray.init(address=self.address, **quiet)
-            except ConnectionError as err:
-                raise ConnectionError(f"`address` (={self.address!r}): no Ray cluster to join ({err})") from err
+            else:
+                try:
+                    ray.init(address=self.address, **quiet)
+                except ConnectionError as err:
+                    hint = ("" if os.environ.get("RAY_AUTH_MODE") else "; a cluster that `ray start` began with token "
+                            "authentication (Ray's default) also needs RAY_AUTH_MODE=token here and its token "
+                            "(~/.ray/auth_token or RAY_AUTH_TOKEN)")
+                    raise ConnectionError(f"`address` (={self.address!r}): no Ray cluster to join ({err}){hint}") from err
+        self._started = True  # ray.shutdown() stops an instance started here, and only disconnects from a cluster
 
     def __exit__(self, *exc) -> None:
         self._stop_actors()

@@ -1,0 +1,249 @@
+"""The folder job on Ray (`engine="ray"`), against the local engine on the same inputs.
+
+Covers: a Ray instance started inside the process (through the CLI: exit status 1 for a corrupt
+file, the instance shut down afterwards), a worker killed with SIGKILL mid-run (replaced, its
+batch redone, every image reported exactly once), a worker's write error re-raised as the same
+exception type as the local engine raises, a bad address and a missing Ray refused before any
+image is read, and a two-node cluster started on this machine with `ray start`.
+
+Reference: the local engine's outputs. The maps are compared **byte for byte**: each actor runs
+the same jitted program on the same padded batch shape as the local engine, on the same CPU,
+and XLA's single-threaded setting in the actors does not change the result here (observed
+byte-identical; a different compile would only be within float32 rounding). The panels and
+sidecars are compared too (the sidecars are equal field for field: neither records the
+engine).
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ray = pytest.importorskip("ray")
+
+from saliency_jax.app import cli, explain, inputs, ray_engine  # noqa: E402
+from saliency_jax.app.explain import explain_paths  # noqa: E402
+from saliency_jax.app.worker import Item  # noqa: E402
+from saliency_jax.model import checkpoint, data  # noqa: E402
+
+W = S = 64  # 4 occlusion windows on the 128x128 input: one cheap compile
+OPTIONS = dict(methods="occlusion", window=W, stride=S, formats=("png", "npy"), progress=False)  # the CLI's order
+N_IMAGES = 5
+CORRUPT = "corrupt.png"
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("ray-inputs")
+    for i, img in enumerate(data.generate(N_IMAGES, split="test", size=48).images):
+        Image.fromarray(np.asarray(img)).save(d / f"img{i}.png")
+    (d / CORRUPT).write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    return d
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    return checkpoint.load()
+
+
+@pytest.fixture(scope="module")
+def reference(images, loaded, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ray-reference")
+    r = explain_paths([images], out, model=loaded, batch_size=2, log=lambda line: None, **OPTIONS)
+    assert len(r.done) == N_IMAGES and [Path(p).name for p, _ in r.failed] == [CORRUPT]
+    return out
+
+
+@pytest.fixture(scope="module")
+def _ray_module():
+    yield
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+@pytest.fixture
+def in_process(_ray_module):
+    """One Ray instance in this process, shared by the tests (RayEngine(address=None) uses it)."""
+    if not ray.is_initialized():
+        with warnings.catch_warnings():  # JAX warns about any fork; Ray forks and execs its processes
+            warnings.simplefilter("ignore", RuntimeWarning)
+            ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+
+
+def _outputs(out: Path) -> dict[str, Path]:
+    """The visible output files by name (temporary files and the lock are hidden)."""
+    return {str(p.relative_to(out)): p for p in out.rglob("*") if p.is_file() and not p.name.startswith(".")}
+
+
+def _sidecar(path: Path) -> dict:
+    side = json.loads(path.read_text())
+    side.pop("engine", None)  # were an engine recorded, it would legitimately differ
+    return side
+
+
+def assert_same_outputs(out: Path, ref: Path) -> None:
+    got, want = _outputs(out), _outputs(ref)
+    got.pop("summary.json", None), want.pop("summary.json", None)  # the run summary names the engine
+    assert sorted(got) == sorted(want)
+    for name, path in want.items():
+        if name.endswith(".json"):
+            assert _sidecar(got[name]) == _sidecar(path), name
+        elif name != "index.html":
+            assert got[name].read_bytes() == path.read_bytes(), name  # maps byte-identical, and so the PNGs
+    for name in want:
+        if name.endswith(".npy"):  # and they are real maps
+            assert np.load(got[name]).shape == (128, 128) and np.isfinite(np.load(got[name])).all()
+
+
+# --------------------------------------------------------------------------- in this process
+
+
+@pytest.mark.slow
+def test_cli_starts_ray_in_process_matches_local_and_exits_1_for_a_corrupt_file(images, reference, tmp_path, _ray_module):
+    if ray.is_initialized():
+        ray.shutdown()  # the engine must start (and stop) its own instance
+    out = tmp_path / "out"
+    status = cli.main(["explain", str(images), "--out", str(out), "--methods", "occlusion", "--window", str(W),
+                       "--stride", str(S), "--batch-size", "2", "--no-progress", "--engine", "ray", "--workers", "2"])
+    assert status == 1  # the corrupt file, reported and skipped as in the local engine
+    assert not ray.is_initialized()
+    assert_same_outputs(out, reference)
+
+
+@pytest.mark.slow
+def test_killed_worker_is_replaced_and_every_image_is_done_exactly_once(in_process, images, loaded, reference,
+                                                                        tmp_path):
+    info = explain.run_info(loaded, methods="occlusion", window=W, stride=S, formats=("png", "npy"))
+    items = [Item(p, p.name, inputs.sha256_file(p)) for p in sorted(images.iterdir())]
+    seen, killed = [], []
+    with ray_engine.RayEngine(workers=2) as engine:
+        def on_outcome(outcome):
+            seen.append(outcome)
+            if not killed:  # the first image is back; the other worker has a batch in flight
+                pid = engine.worker_pids()[0]
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+
+        engine.run(items, out=tmp_path, info=info, loaded=loaded, batch_size=2, on_outcome=on_outcome)  # as the reference
+        stats = dict(engine.stats)
+    assert killed and stats["deaths"] >= 1 and stats["redone"] >= 1, stats
+    assert sorted(o.path for o in seen) == sorted(str(i.path) for i in items)  # each reported once, none lost
+    assert {Path(o.path).name for o in seen if o.status == "failed"} == {CORRUPT}
+    for o in seen:
+        assert o.status == "failed" or o.sidecar == tmp_path / f"{Path(o.path).name}.json"
+    ref = {k: v for k, v in _outputs(reference).items() if k not in ("index.html", "summary.json")}
+    assert sorted(_outputs(tmp_path)) == sorted(ref)
+    for name, path in ref.items():
+        if name.endswith(".json"):
+            assert _sidecar(tmp_path / name) == _sidecar(path), name
+        else:
+            assert (tmp_path / name).read_bytes() == path.read_bytes(), name
+
+
+@pytest.mark.slow
+def test_a_worker_error_stops_the_run_as_the_local_engine_would(in_process, images, tmp_path):
+    def blocked(out: Path) -> Path:  # a folder where the first map must go: writing it fails
+        (out / "img0.png.occlusion.npy").mkdir(parents=True)
+        return out
+
+    with pytest.raises(Exception) as local:
+        explain_paths([images], blocked(tmp_path / "local"), batch_size=2, log=lambda line: None, **OPTIONS)
+    with pytest.raises(Exception) as on_ray:
+        explain_paths([images], blocked(tmp_path / "ray"), batch_size=2, log=lambda line: None, engine="ray",
+                      workers=1, **OPTIONS)
+    assert isinstance(local.value, OSError)
+    assert type(on_ray.value) is type(local.value), (on_ray.value, local.value)  # not a RayTaskError
+    assert not isinstance(on_ray.value, ray.exceptions.RayError)
+
+
+# --------------------------------------------------------------------------- refused before reading
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def no_reading(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("an image was read")
+
+    monkeypatch.setattr(inputs, "sha256_file", refuse)
+    monkeypatch.setattr(data, "load_resized", refuse)
+
+
+@pytest.mark.parametrize("address, error, message", [
+    (f"127.0.0.1:{_free_port()}", ConnectionError, r"`address` \(='127\.0\.0\.1:\d+'\): cannot connect"),
+    ("no-such-host.invalid:6379", ConnectionError, r"`address` \(='no-such-host\.invalid:6379'\): cannot connect"),
+    ("localhost", ValueError, r"`address` \(='localhost'\) must be None .* 'HOST:PORT'"),
+    ("localhost:99999", ValueError, r"`address` \(='localhost:99999'\) .* port must be an integer in \[1, 65535\]"),
+])
+def test_a_bad_address_fails_clearly_before_any_image_is_read(images, loaded, tmp_path, no_reading, address, error,
+                                                              message):
+    with pytest.raises(error, match=message):
+        explain_paths([images], tmp_path / "out", model=loaded, engine="ray", address=address, **OPTIONS)
+    assert not (tmp_path / "out" / "img0.png.json").exists()
+
+
+def test_without_ray_the_engine_says_how_to_install_it(images, loaded, tmp_path, no_reading, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    with pytest.raises(ImportError, match=r'pip install "saliency-jax\[ray\]"'):
+        explain_paths([images], tmp_path / "out", model=loaded, engine="ray", **OPTIONS)
+
+
+# --------------------------------------------------------------------------- two nodes on this machine
+
+
+def _ray_cli(*args: str, env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([str(Path(sys.executable).with_name("ray")), *args], env=env, timeout=timeout,
+                          capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def two_nodes(_ray_module):
+    """A head and a second node, one CPU each, started with `ray start` and stopped with `ray stop`."""
+    if ray.is_initialized():
+        ray.shutdown()  # the in-process instance (the driver joins the cluster instead)
+    port = _free_port()
+    temp = tempfile.mkdtemp(prefix="sjray", dir="/tmp")  # short: Ray's socket paths must stay under 108 bytes
+    # A throwaway cluster on localhost: Ray's token authentication off (a Ray process keeps the token
+    # it first loaded, so this test process could not take a fresh one after the in-process tests).
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    try:
+        head = _ray_cli("start", "--head", f"--port={port}", "--num-cpus=1", f"--temp-dir={temp}",
+                        "--include-dashboard=false", "--disable-usage-stats", env=env)
+        assert head.returncode == 0, head.stdout + head.stderr
+        node = _ray_cli("start", f"--address=127.0.0.1:{port}", "--num-cpus=1", env=env)
+        assert node.returncode == 0, node.stdout + node.stderr
+        yield f"127.0.0.1:{port}", env
+    finally:
+        _ray_cli("stop", env=env)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_two_node_cluster_matches_the_local_engine(two_nodes, images, loaded, reference, tmp_path, monkeypatch):
+    address, env = two_nodes
+    monkeypatch.setenv("RAY_AUTH_MODE", env["RAY_AUTH_MODE"])
+    with ray_engine.RayEngine(address=address):
+        assert sum(n["Alive"] for n in ray.nodes()) == 2  # one CPU each: the two workers sit on both nodes
+    assert not ray.is_initialized()  # leaving disconnects; the cluster keeps running
+    r = explain_paths([images], tmp_path / "out", model=loaded, batch_size=2, log=lambda line: None,
+                      engine="ray", address=address, workers=2, **OPTIONS)
+    assert len(r.done) == N_IMAGES and [Path(p).name for p, _ in r.failed] == [CORRUPT]
+    assert_same_outputs(tmp_path / "out", reference)
+    rerun = explain_paths([images], tmp_path / "out", model=loaded, batch_size=2, log=lambda line: None,
+                          engine="ray", address=address, workers=2, **OPTIONS)
+    assert rerun.done == () and len(rerun.skipped) == N_IMAGES  # the sidecar rule: nothing redone
