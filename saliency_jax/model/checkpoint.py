@@ -90,11 +90,25 @@ class CheckpointMismatchError(CheckpointError):
 class ModuleApply:
     """``apply_fn(variables, x) = module.apply(variables, x)``, equal (and hashing equal) for
     equal modules: the jitted computations keyed by ``apply_fn`` are reused when the same
-    architecture is loaded again (weights are traced arguments, never part of the key)."""
+    architecture is loaded again (weights are traced arguments, never part of the key).
+
+    With ``input_size`` (``(H, W, C)``, from the model card) a batch of another shape is
+    refused with a ``ValueError`` naming ``image`` (shapes are static, so this also holds
+    under ``jit`` and ``vmap``), instead of an error from deep inside the model.
+    """
 
     module: Any
+    input_size: tuple[int, ...] | None = None
 
     def __call__(self, variables, x):
+        if self.input_size is not None:
+            shape = tuple(getattr(x, "shape", ()))
+            if len(shape) < 3 or shape[-3:] != tuple(self.input_size):
+                h, w, c = self.input_size
+                raise ValueError(
+                    f"`image` (shape={shape}) does not fit the model: it takes images (N, {h}, {w}, {c}) "
+                    f"(the model card's input_size); bring images to the model's input with its preprocessing "
+                    f"(e.g. saliency_jax.to_model_input), which resizes them and gives them {c} channels")
         return self.module.apply(variables, x)
 
 
@@ -374,12 +388,15 @@ def read_card(path: str | os.PathLike) -> dict:
     """The model card of the checkpoint directory ``path``.
 
     Raises:
-        FileNotFoundError: no ``card.json`` there.
-        CheckpointError: the card is not valid JSON or lacks required fields.
+        FileNotFoundError: ``path`` does not exist.
+        CheckpointError: ``path`` exists but has no ``card.json`` (an incomplete checkpoint, an
+            empty folder or not a checkpoint), or the card is not valid JSON or lacks fields.
     """
     card_path = Path(path) / "card.json"
+    if not Path(path).exists():
+        raise FileNotFoundError(f"no checkpoint {str(path)!r}: the path does not exist")
     if not card_path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} has no card.json (incomplete or not a checkpoint)")
+        raise CheckpointError(f"checkpoint {str(path)!r} has no card.json (incomplete, empty or not a checkpoint)")
     try:
         card = json.loads(card_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -419,6 +436,34 @@ def _abstract_variables(module, input_size) -> Any:
     return jax.eval_shape(module.init, jax.random.key(0), sample)
 
 
+def _restore_leaf_by_leaf(ocp, var_dir: Path, target) -> Any:
+    """Restore ``target``'s leaves (abstract arrays) from ``var_dir`` one at a time, as numpy arrays.
+
+    Not one ``restore`` of the whole tree: orbax reads all leaves at once (``asyncio.gather``)
+    in an event loop it closes as soon as one read fails, without cancelling the others; their
+    tensorstore reads then complete into the closed loop and print "RuntimeError: Event loop
+    is closed" tracebacks after the error was raised. One leaf per restore leaves no read in
+    flight when one fails, and costs a few milliseconds per leaf.
+    """
+    flat, treedef = jax.tree_util.tree_flatten_with_path(target)
+    leaves = []
+    with ocp.PyTreeCheckpointer() as ckpt:
+        for path, leaf in flat:
+            keys = [_key_name(k) for k in path]
+            item, restore_args = {}, {}
+            node, args_node = item, restore_args
+            for k in keys[:-1]:
+                node, args_node = node.setdefault(k, {}), args_node.setdefault(k, {})
+            node[keys[-1]] = leaf
+            args_node[keys[-1]] = ocp.RestoreArgs(restore_type=np.ndarray)
+            got = ckpt.restore(var_dir, args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args,
+                                                                      partial_restore=True))
+            for k in keys:
+                got = got[k]
+            leaves.append(np.asarray(got))
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
 def load(name_or_path: str | os.PathLike | None = None, *, module=None) -> LoadedModel:
     """Load a checkpoint: the shipped model by default.
 
@@ -433,6 +478,8 @@ def load(name_or_path: str | os.PathLike | None = None, *, module=None) -> Loade
 
     Raises:
         FileNotFoundError: no checkpoint there (the message lists the places tried).
+        CheckpointError: a folder that is not a complete checkpoint (no ``card.json``: empty,
+            incomplete or something else), or damaged arrays (truncated, corrupted).
         CheckpointMismatchError: the stored variables have another structure, shape or dtype
             than the model (the message lists the differing leaves).
         CheckpointError: the card or the stored arrays are corrupted or truncated.
@@ -472,7 +519,7 @@ def load(name_or_path: str | os.PathLike | None = None, *, module=None) -> Loade
                     raise CheckpointMismatchError(
                         f"checkpoint {str(path)!r}: stored variables do not fit the model: " + "; ".join(problems[:8])
                     )
-            restored = ckpt.restore(var_dir, target)
+        restored = _restore_leaf_by_leaf(ocp, var_dir, target)
     except CheckpointError:
         raise
     except Exception as err:  # orbax/tensorstore raise many types for damaged files
@@ -484,4 +531,5 @@ def load(name_or_path: str | os.PathLike | None = None, *, module=None) -> Loade
             f"{str(card['weights'].get('sha256'))[:12]}…; the checkpoint is corrupted"
         )
     params = jax.tree.map(jnp.asarray, restored)
-    return LoadedModel(module=module, params=params, apply_fn=ModuleApply(module), card=card, path=path)
+    apply_fn = ModuleApply(module, tuple(int(s) for s in card["input_size"]))
+    return LoadedModel(module=module, params=params, apply_fn=apply_fn, card=card, path=path)
