@@ -37,6 +37,7 @@ __all__ = [
     "image",
     "target",
     "num_classes",
+    "params",
     "signature",
 ]
 
@@ -190,8 +191,54 @@ def _output_shape(fn, params_signature, batch_shape, dtype) -> tuple[int, ...]:
     return tuple(out.shape)
 
 
+def params(value) -> Any:
+    """``value`` if every leaf of the pytree is a numeric array or a number (what ``jit`` can take).
+
+    A leaf of another kind (a string, ``object``, a function) is refused with a ``TypeError``
+    that names ``params`` and the leaf's path, instead of an error from deep inside JAX.
+
+    Example:
+        >>> import numpy as np
+        >>> try:
+        ...     params({"dense": {"w": np.zeros(2), "name": "fc"}})
+        ... except TypeError as err:
+        ...     print(err)
+        `params` leaf ['dense']['name'] (='fc', type str) must be a numeric array or a number; move non-array settings into apply_fn (e.g. a functools.partial)
+    """
+    for path, leaf in jax.tree_util.tree_flatten_with_path(value)[0]:
+        if isinstance(leaf, jax.core.Tracer) or _array_like(leaf):
+            continue
+        shown = repr(leaf) if len(repr(leaf)) <= 60 else repr(leaf)[:57] + "..."
+        raise TypeError(
+            f"`params` leaf {jax.tree_util.keystr(path)} (={shown}, type {type(leaf).__name__}) must be a numeric "
+            "array or a number; move non-array settings into apply_fn (e.g. a functools.partial)")
+    return value
+
+
+def _array_like(leaf) -> bool:
+    """A leaf ``jit`` takes: a number, or an array of a numeric, bool or JAX-extended (keys) dtype."""
+    if isinstance(leaf, (numbers.Number, np.bool_)):
+        return True
+    dtype = getattr(leaf, "dtype", None)
+    if dtype is None or not hasattr(leaf, "shape"):
+        return False
+    try:
+        return bool(jnp.issubdtype(dtype, jnp.number) or jnp.issubdtype(dtype, jnp.bool_)
+                    or jnp.issubdtype(dtype, jax.dtypes.extended))
+    except TypeError:
+        return False
+
+
+_check_params = params
+
+
 def num_classes(fn, params, images) -> int:
-    """K, from ``fn(params, images (B, H, W, C)) -> (B, K)`` traced abstractly (cached per shape)."""
+    """K, from ``fn(params, images (B, H, W, C)) -> (B, K)`` traced abstractly (cached per shape).
+
+    ``params`` is checked first (:func:`params`): every entry point that takes a model counts
+    its classes here, so each refuses a non-array leaf with the same error.
+    """
+    _check_params(params)
     shape = _output_shape(fn, signature(params), tuple(images.shape), images.dtype)
     if len(shape) != 2 or shape[0] != images.shape[0]:
         raise ValueError(

@@ -3,6 +3,8 @@ the same exception type and the same message, from every entry point that takes 
 
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -110,3 +112,42 @@ def test_a_good_input_passes(name):
                 "project_units": (2, *SHAPE)}.get(name, SHAPE)
     assert out.shape == expected and out.dtype == jnp.float32
     assert np.isfinite(np.asarray(out)).all() and np.abs(np.asarray(out)).max() > 0
+
+
+# ------------------------------------------------------------------ params leaves (issue 14, item 7)
+# project_units and top_activations count no classes; they need their own _validate.params call
+BAD_PARAMS = {**PARAMS, "meta": {"name": "tiny"}}
+
+
+def _entry_with_params(name, params):
+    calls = {
+        "occlusion": lambda: sj.occlusion(tiny, params, IMAGE, window=2, stride=2, target=0),
+        "occlusion crop": lambda: sj.occlusion(tiny, params, IMAGE, window=2, stride=2, target=0, mode="crop"),
+        "capped_occlusion": lambda: sj.incremental.capped_occlusion(tiny, params, IMAGE, window=2, stride=2,
+                                                                    target=0, cap=0.5),
+        "deconvnet": lambda: sj.deconvnet(tiny, params, IMAGE, target=0),
+        "guided_backprop": lambda: sj.guided_backprop(tiny, params, IMAGE, target=0),
+        "gradient": lambda: sj.gradient(tiny, params, IMAGE, target=0),
+        "saliency_maps": lambda: sj.saliency_maps(tiny, params, IMAGE, 0),
+    }
+    return calls[name]()
+
+
+@pytest.mark.parametrize("name", TAKES_TARGET)
+def test_a_params_leaf_that_is_not_an_array_is_named_with_its_path(name):
+    with pytest.raises(TypeError) as err:
+        _entry_with_params(name, BAD_PARAMS)
+    msg = str(err.value)
+    assert "`params`" in msg and "['meta']['name']" in msg and "'tiny'" in msg, msg
+
+
+def test_params_check_accepts_arrays_numbers_and_keys_and_refuses_the_rest():
+    from saliency_jax import _validate
+
+    good = {"a": np.zeros(2, np.float32), "b": 1.5, "c": 3, "d": np.bool_(True), "e": jnp.ones(2, jnp.bfloat16),
+            "k": jax.random.key(0), "none": None}
+    assert _validate.params(good) is good
+    for bad, path in [({"w": "abc"}, "['w']"), ({"w": [np.zeros(1), np.array(["x"])]}, "['w'][1]"),
+                      ({"w": np.zeros(2, object)}, "['w']"), ({"f": len}, "['f']")]:
+        with pytest.raises(TypeError, match=r"`params` leaf " + re.escape(path)):
+            _validate.params(bad)
