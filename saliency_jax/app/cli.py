@@ -16,7 +16,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from saliency_jax._io import OutputBusyError
+from saliency_jax._io import OutputBusyError, OutputNotWritableError, OutputWriteError
 
 __all__ = ["main", "build_parser", "cmd_explain", "cmd_demo", "cmd_train", "cmd_evaluate"]
 
@@ -239,17 +239,24 @@ def _add_evaluate(sub) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run ``saliency-jax`` on ``argv`` (default ``sys.argv[1:]``); return the exit status.
 
-    0: done; 1: some inputs failed (reported); 2: bad arguments, a missing file or an output
-    folder another run is writing to; 130: interrupted (finished outputs are kept).
+    0: done; 1: some inputs failed (reported, the rest done); 2: bad arguments, a missing file,
+    a damaged checkpoint, an output folder another run is writing to or that cannot be written
+    (nothing was computed); 3: an output could not be written during the run (disk full,
+    read-only file system: the message names the file and the errno; finished images are kept,
+    rerun to continue); 130: interrupted (finished outputs are kept).
     """
     parser = build_parser()
     args = parser.parse_args(argv)
     args.command_line = _command_line(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError, OutputBusyError) as err:
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, OutputBusyError, OutputNotWritableError) as err:
         print(f"saliency-jax {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OutputWriteError as err:
+        print(f"saliency-jax {args.command}: error: {err}; the run stopped (that image's partial outputs were "
+              "removed; finished images are kept, rerun to continue)", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print(f"saliency-jax {args.command}: interrupted; finished outputs are kept, rerun to continue", file=sys.stderr)
         return 130

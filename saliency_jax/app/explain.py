@@ -23,7 +23,18 @@ outputs exist. A rerun skips an image whose sidecar records the same settings, t
 weights and the same input bytes, and whose outputs all exist; ``force=True`` redoes it.
 A file that cannot be read (corrupt, truncated, not an image) is reported with its path and
 reason and skipped; the rest finishes. Outputs never overwrite inputs: the output folder is
-never read as input, and an output path that would coincide with an input is refused.
+never read as input, an output path that would coincide with an input is refused, and so is an
+input inside the output folder (``--out`` equal to an input folder or above it): outputs would
+then sit among the inputs with image suffixes, and a later run over that folder could not tell
+them apart. The output folder may lie inside an input folder (it is passed over).
+
+The output folder is checked to be writable before the model runs
+(:class:`~saliency_jax._io.OutputNotWritableError`). An output that cannot be written later
+(disk full, the file system turned read-only) stops the run with
+:class:`~saliency_jax._io.OutputWriteError`, which names the file and the errno; that image's
+partial outputs are removed, the images finished before it stay complete, and a rerun goes on
+from there. After every run that finishes, ``<out>/summary.json`` records the engine, the
+settings key, the counts and each input's status (:data:`SUMMARY_NAME`).
 
 Images are processed ``batch_size`` at a time: every method runs once per batch, the last
 batch padded to the same size, so each method compiles once per run. ``engine="local"`` runs
@@ -46,13 +57,15 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import json
 import os
 import sys
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from saliency_jax import _validate
-from saliency_jax._io import OutputBusyError, folder_lock
+from saliency_jax._io import (OutputBusyError, OutputNotWritableError, OutputWriteError, atomic_write_text,
+                              folder_lock)
 from saliency_jax._progress import Progress
 from saliency_jax.app import gallery, inputs, sidecar
 from saliency_jax.app.settings import (DEFAULT_METHODS, EXPLAIN_METHODS, FORMATS, ExplainSettings, check_alpha,
@@ -61,10 +74,18 @@ from saliency_jax.app.worker import BatchWorker, Item, Outcome
 from saliency_jax.model import checkpoint
 from saliency_jax.occlude.windows import window_grid
 
-__all__ = ["ENGINES", "ExplainResult", "OutputBusyError", "explain_paths", "run_info"]
+__all__ = ["ENGINES", "SUMMARY_NAME", "ExplainResult", "OutputBusyError", "OutputWriteError", "OutputNotWritableError",
+           "explain_paths", "run_info"]
 
 #: The engines of :func:`explain_paths`.
 ENGINES = ("local", "ray")
+
+#: The run summary written into the output folder after every run that finishes: JSON with
+#: ``engine``, ``settings_key``, ``settings``, ``model``, ``counts`` (done, skipped, failed,
+#: ignored) and ``inputs``, one ``{"path", "name", "status", "reason", "sidecar"}`` per input in
+#: input order (status ``"done"``, ``"skipped"`` or ``"failed"``; ``sidecar`` relative to the
+#: output folder, ``null`` when failed), plus ``ignored`` (files without an image suffix).
+SUMMARY_NAME = "summary.json"
 
 
 
@@ -156,9 +177,14 @@ def explain_paths(
         An :class:`ExplainResult`. Inputs that fail are listed there, not raised.
 
     Raises:
-        ValueError, TypeError: bad arguments (before any image is read).
+        ValueError, TypeError: bad arguments (before any image is read), including an input
+            inside ``out``.
         FileNotFoundError: an input path or the model does not exist.
+        CheckpointError: the model's checkpoint is damaged or incomplete.
         OutputBusyError: another run is writing to ``out``.
+        OutputNotWritableError: ``out`` cannot be written (before the model runs).
+        OutputWriteError: an output could not be written during the run (an ``OSError`` naming
+            the file and the errno); the run stops, that image's partial outputs are removed.
 
     Example:
         >>> import tempfile, numpy as np
@@ -185,22 +211,25 @@ def explain_paths(
     loaded = model if isinstance(model, checkpoint.LoadedModel) else checkpoint.load(model)
     info = _run_info(loaded, _complete_settings(options, target, loaded))
     _refuse_overwriting_inputs(found, out, info.settings)
+    _refuse_inputs_inside_out(paths, found, out)
 
     # ---- what is left to do, then do it
     show = sys.stderr.isatty() if progress is None else bool(progress)
     run = _Run(out, info, log or (lambda line: print(line, file=sys.stderr)))
-    with folder_lock(out), _engine(engine, engine_options) as execute:
+    with folder_lock(out), _engine(engine, engine_options) as execute:  # the lock proves `out` writable
         pending = _pending(run, found, force)
         run.bar = Progress(len(pending), stream=sys.stderr if show else None, unit="images", rate_unit="img/s", eta=True)
         with run.bar:  # ends the line on a terminal, also after an interrupt
             execute(run, pending, loaded, min(batch_size, max(len(pending), 1)))  # a short run pads less
 
-    order = {str(p): i for i, (p, _) in enumerate(found)}
-    sidecars = tuple(run.finished[str(p)] for p, _ in found if str(p) in run.finished)
-    if "png" in info.settings.formats and sidecars:
-        _write_gallery(out, sidecars)
-    return ExplainResult(out, tuple(sorted(run.done, key=order.__getitem__)), tuple(run.skipped),
-                         tuple(sorted(run.failed, key=lambda f: order.get(f[0], -1))), tuple(ignored), sidecars)
+        order = {str(p): i for i, (p, _) in enumerate(found)}
+        sidecars = tuple(run.finished[str(p)] for p, _ in found if str(p) in run.finished)
+        if "png" in info.settings.formats and sidecars:
+            _write_gallery(out, sidecars)
+        result = ExplainResult(out, tuple(sorted(run.done, key=order.__getitem__)), tuple(run.skipped),
+                               tuple(sorted(run.failed, key=lambda f: order.get(f[0], -1))), tuple(ignored), sidecars)
+        _write_summary(result, found, info, engine)
+    return result
 
 
 def run_info(
@@ -299,6 +328,25 @@ def _refuse_overwriting_inputs(found: Sequence[tuple[Path, str]], out: Path, set
                 raise ValueError(f"output {str(out / f)!r} would overwrite an input; choose another `out`")
 
 
+def _refuse_inputs_inside_out(paths: Sequence, found: Sequence[tuple[Path, str]], out: Path) -> None:
+    """Refuse an input file or folder inside ``out`` (``out`` equal to it or above it).
+
+    Outputs carry image suffixes; beside the inputs, a later run over that folder would take
+    them for inputs. The folder form would otherwise find nothing (the output folder is never
+    read) and report success for work not done, while the file form would explain the file.
+    """
+    root = out.resolve()
+    named = [Path(p) for p in paths if Path(p).is_dir()] + [p for p, _ in found]
+    for p in named:
+        r = p.resolve()
+        if r == root or root in r.parents:
+            kind = "input folder" if p.is_dir() else "input"
+            raise ValueError(
+                f"`out` (={str(out)!r}) holds the {kind} {str(p)!r}; outputs would sit among the inputs and be "
+                "read as inputs by a later run over that folder. Choose an output folder outside the inputs "
+                "(a subfolder of an input folder is fine: it is never read as input)")
+
+
 def _check_engine(engine, *, address, workers, gpus_per_worker) -> dict:
     """The engine's options, checked; the Ray-only ones are refused with the local engine."""
     engine = _validate.choice("engine", engine, ENGINES)
@@ -375,16 +423,26 @@ def _engine(engine: str, options: dict) -> Iterator[Callable]:
 
 
 def _pending(run: _Run, found: Sequence[tuple[Path, str]], force: bool) -> list[Item]:
-    """The inputs left to do; finished ones are recorded as skipped, unhashable ones as failed."""
+    """The inputs left to do; finished ones are recorded as skipped, unhashable ones as failed.
+
+    An input is hashed here only when its sidecar could make it done (same settings key, every
+    file present); the others are hashed by :meth:`BatchWorker.read` on the reader thread, so
+    every input is hashed once.
+    """
     pending = []
+    key = run.info.key
     for p, rel in found:
         side = sidecar.sidecar_path(run.out, rel)
+        recorded = None if force else sidecar.done_digest(side, key)
+        if recorded is None:
+            pending.append(Item(p, rel))
+            continue
         try:
             digest = inputs.sha256_file(p)
         except OSError as err:
             run.fail(p, f"cannot read file: {err}")
             continue
-        if not force and sidecar.is_done(side, run.info.key, digest):
+        if digest == recorded:
             run.skipped.append(str(p))
             run.finished[str(p)] = side
         else:
@@ -393,25 +451,33 @@ def _pending(run: _Run, found: Sequence[tuple[Path, str]], force: bool) -> list[
 
 
 def _execute_local(run: _Run, pending: list[Item], loaded: checkpoint.LoadedModel, batch_size: int) -> None:
-    """Read, compute and write ``pending`` a batch at a time in this process.
+    """Read, compute and write ``pending`` a batch at a time in this process, as a pipeline.
 
-    One writer thread renders and writes batch b while the model computes batch b + 1 (XLA and
-    PNG encoding both release the GIL). At most one batch is in flight; its errors (and an
-    interrupt raised while writing) surface here. On an interrupt of the main thread the
-    batch being written is finished first (leaving the pool waits for it).
+    While the model computes batch b (this thread), a reader thread hashes, decodes and resizes
+    batch b + 1 and a writer thread renders and writes batch b − 1 (XLA, zlib and PIL's
+    decoders release the GIL). At most one batch waits on each side. A write error stops the run
+    before the next model call; it (and an interrupt raised while writing) surfaces here. On an
+    interrupt of the main thread the batch being written is finished first (leaving the pool
+    waits for it).
     """
     worker = BatchWorker(run.out, run.info, loaded, batch_size)
+    chunks = [pending[i:i + batch_size] for i in range(0, len(pending), batch_size)]
 
     def write(batch, computed):
-        for outcome in worker.write(batch, computed):
-            run.record(outcome)
+        for i in range(len(batch.items)):
+            run.record(worker.write_one(batch, computed, i))
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as writer:
+    with concurrent.futures.ThreadPoolExecutor(1, "sj-read") as reader, \
+            concurrent.futures.ThreadPoolExecutor(1, "sj-write") as writer:
+        next_read = reader.submit(worker.read, chunks[0]) if chunks else None
         in_flight = None
-        for start in range(0, len(pending), batch_size):
-            batch = worker.read(pending[start:start + batch_size])
+        for b in range(len(chunks)):
+            batch = next_read.result()
+            next_read = reader.submit(worker.read, chunks[b + 1]) if b + 1 < len(chunks) else None
             for outcome in batch.failed:
                 run.record(outcome)
+            if in_flight is not None and in_flight.done():
+                in_flight.result()  # a write error stops the run before the next model call
             if not batch.items:
                 continue
             computed = worker.compute(batch)
@@ -420,6 +486,31 @@ def _execute_local(run: _Run, pending: list[Item], loaded: checkpoint.LoadedMode
             in_flight = writer.submit(write, batch, computed)
         if in_flight is not None:
             in_flight.result()
+
+
+def _write_summary(result: ExplainResult, found: Sequence[tuple[Path, str]], info: sidecar.RunInfo,
+                   engine: str) -> None:
+    """``out/summary.json`` (:data:`SUMMARY_NAME`), atomically."""
+    done, skipped = set(result.done), set(result.skipped)
+    failed = dict(result.failed)
+    sidecars = {str(p): sidecar.sidecar_path(result.out, rel) for p, rel in found}
+    entries = []
+    for p, rel in found:
+        key = str(p)
+        status = "done" if key in done else "skipped" if key in skipped else "failed" if key in failed else "pending"
+        side = None if status in ("failed", "pending") else Path(os.path.relpath(sidecars[key], result.out)).as_posix()
+        entries.append({"path": key, "name": rel, "status": status, "reason": failed.get(key), "sidecar": side})
+    summary = {
+        "engine": engine,
+        "settings_key": info.key,
+        "settings": info.settings.as_dict(),
+        "model": info.model,
+        "counts": {"inputs": len(found), "done": len(done), "skipped": len(skipped), "failed": len(failed),
+                   "ignored": len(result.ignored)},
+        "inputs": entries,
+        "ignored": list(result.ignored),
+    }
+    atomic_write_text(result.out / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n")
 
 
 def _write_gallery(out: Path, sidecars: Sequence[Path]) -> None:

@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -28,7 +29,8 @@ import numpy as np
 from saliency_jax._io import atomic_write_text
 from saliency_jax.app.settings import ExplainSettings
 
-__all__ = ["SIDECAR_VERSION", "RunInfo", "output_names", "sidecar_path", "is_done", "read_sidecar", "write_sidecar"]
+__all__ = ["SIDECAR_VERSION", "RunInfo", "output_names", "sidecar_path", "is_done", "done_digest", "read_sidecar",
+           "write_sidecar"]
 
 #: The sidecar layout's version (part of the settings key: a new layout redoes every image).
 SIDECAR_VERSION = 1
@@ -50,7 +52,7 @@ class RunInfo:
     input_size: tuple[int, int]
     classes: tuple[str, ...]
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
         """The settings key: SHA-256 of the sidecar version, settings, weights' hash and input size."""
         h, w = self.input_size
@@ -123,13 +125,22 @@ def read_sidecar(path: str | os.PathLike) -> dict | None:
 def is_done(path: str | os.PathLike, key: str, digest: str) -> bool:
     """True when the sidecar at ``path`` records settings key ``key`` and input hash ``digest``
     and every file it lists exists. A damaged sidecar means "not done" (the image is redone)."""
+    return done_digest(path, key) == digest
+
+
+def done_digest(path: str | os.PathLike, key: str) -> str | None:
+    """The input hash recorded by the sidecar at ``path`` when it records settings key ``key``
+    and every file it lists exists, else ``None``: the image is done when its input still has
+    that hash, and certainly not done (no need to hash the input) on ``None``."""
     side = read_sidecar(path)
     if side is None or side.get("settings_key") != key:
-        return False
+        return None
     source, files = side.get("input"), side.get("files")
-    if not isinstance(source, dict) or source.get("sha256") != digest or not isinstance(files, dict):
-        return False
-    return all(isinstance(f, str) and (Path(path).parent / f).is_file() for f in files.values())
+    if not isinstance(source, dict) or not isinstance(source.get("sha256"), str) or not isinstance(files, dict):
+        return None
+    if not all(isinstance(f, str) and (Path(path).parent / f).is_file() for f in files.values()):
+        return None
+    return source["sha256"]
 
 
 def write_sidecar(path: str | os.PathLike, side: dict) -> None:

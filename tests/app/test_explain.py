@@ -332,3 +332,202 @@ def test_cli_window_and_stride_syntax(capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.build_parser().parse_args(["explain", "x", "--window", "wide"])
     assert exit_info.value.code == 2 and "'wide' is not an int or HxW" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- hostile folders and disks (issue 14)
+
+
+def _small_folder(root: Path, source: Path, names=("a.png", "b.png", "c.png")) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for n in names:
+        (root / n).write_bytes((source / "img0.png").read_bytes() if n != "b.png" else (source / "img3.png").read_bytes())
+    return root
+
+
+def _no_model_call(monkeypatch):
+    monkeypatch.setattr(maps, "compute_maps", lambda *a, **k: pytest.fail("the model ran"))
+    monkeypatch.setattr(data, "load_resized", lambda *a: pytest.fail("an image was read"))
+
+
+def test_an_input_inside_the_output_folder_is_refused_in_every_form(folder, tmp_path, monkeypatch, capsys):
+    """Issue 14, item 1: ``explain in/ --out in/`` reported "0 explained" and exit 0 for work not
+    done, while ``explain in/a.png --out in/`` explained the file. Both (and an output folder
+    above an input folder) are now refused with exit 2, before the model runs."""
+    work = _small_folder(tmp_path / "in", folder)
+    (work / "sub").mkdir()
+    (work / "sub" / "d.png").write_bytes((folder / "img0.png").read_bytes())
+    before = _digests(work)
+    _no_model_call(monkeypatch)
+    for paths in ([work], [work / "a.png"], [work / "sub"], [work / "sub" / "d.png", folder / "img3.png"]):
+        with pytest.raises(ValueError, match=r"`out` .* holds the input"):
+            explain_paths(paths, work, progress=False)
+        assert cli.main(["explain", *map(str, paths), "--out", str(work), "--no-progress"]) == 2
+        cap = capsys.readouterr()
+        assert "holds the input" in cap.err and "explained" not in cap.out
+    assert _digests(work) == before  # nothing written
+
+
+def _refuse_mkstemp_in(monkeypatch, folder: Path, code: int):
+    import tempfile
+
+    real = tempfile.mkstemp
+
+    def mkstemp(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir).resolve() == folder.resolve():
+            raise OSError(code, os.strerror(code))
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+
+
+def test_an_unwritable_output_folder_is_refused_before_the_model_runs(folder, tmp_path, monkeypatch, capsys):
+    """Issue 14, item 2: a read-only output folder surfaced as a raw OSError after the model had run."""
+    import errno
+
+    from saliency_jax._io import OutputNotWritableError
+
+    out = tmp_path / "o"
+    out.mkdir()
+    _no_model_call(monkeypatch)
+    _refuse_mkstemp_in(monkeypatch, out, errno.EROFS)
+    with pytest.raises(OutputNotWritableError) as err:
+        explain_paths([folder / "img0.png"], out, progress=False)
+    assert err.value.errno == errno.EROFS and err.value.filename == str(out)
+    assert cli.main(["explain", str(folder / "img0.png"), "--out", str(out), "--no-progress"]) == 2
+    msg = capsys.readouterr().err
+    assert f"output folder {str(out)!r} is not writable" in msg and "EROFS" in msg and "Traceback" not in msg
+    assert not list(out.iterdir())  # the lock file went with the refusal
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a folder without write permission")
+def test_a_folder_without_write_permission_is_refused(folder, tmp_path, monkeypatch):
+    from saliency_jax._io import OutputNotWritableError
+
+    out = tmp_path / "ro"
+    out.mkdir()
+    _no_model_call(monkeypatch)
+    out.chmod(0o555)
+    try:
+        with pytest.raises(OutputNotWritableError, match="not writable"):
+            explain_paths([folder / "img0.png"], out, progress=False)
+        with pytest.raises(OutputNotWritableError, match="not writable"):
+            explain_paths([folder / "img0.png"], out / "new", progress=False)  # cannot even be created
+    finally:
+        out.chmod(0o755)
+
+
+def _check_all_or_nothing(out: Path) -> set:
+    """Every output file belongs to an image whose sidecar lists it; returns the finished names."""
+    sidecars = {p: json.loads(p.read_text()) for p in out.rglob("*.json") if p.name != "summary.json"}
+    listed = {p.parent / f for p, side in sidecars.items() for f in side["files"].values()}
+    assert all(f.is_file() for f in listed)
+    outputs = {p for p in out.rglob("*") if p.is_file() and p.suffix in (".npy", ".png")}
+    assert outputs == listed, f"outputs without a sidecar: {sorted(map(str, outputs - listed))}"
+    assert not [p for p in out.rglob(".*") if p.name != ".saliency-jax.lock"]  # no temporary files
+    return {side["input"]["name"] for side in sidecars.values()}
+
+
+@pytest.mark.slow  # runs the model once per image
+def test_a_write_error_mid_run_stops_it_names_the_file_and_keeps_finished_images(folder, tmp_path, monkeypatch,
+                                                                                  capsys):
+    """Issue 14, item 2: a full disk mid-run gave a raw OSError and left .npy files without a
+    sidecar. Now: OutputWriteError naming the file and errno, exit 3 (not 1), the image's partial
+    outputs removed, the images before it complete, the images after it not started."""
+    import errno
+
+    from saliency_jax._io import OutputWriteError
+
+    work = _small_folder(tmp_path / "in", folder)
+    out = tmp_path / "out"
+    real = worker.atomic_write
+
+    def full_disk(path, writer):
+        if Path(path).name == "b.png.panel.png":
+            def short(tmp):
+                writer(tmp)
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return real(path, short)
+        return real(path, writer)
+
+    monkeypatch.setattr(worker, "atomic_write", full_disk)
+    args = dict(methods="occlusion", window=64, stride=64, batch_size=1, progress=False)
+    with pytest.raises(OutputWriteError) as err:
+        explain_paths([work], out, **args)
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(out / "b.png.panel.png")
+    assert isinstance(err.value, OSError)
+    assert _check_all_or_nothing(out) == {"a.png"}  # b's npy and png removed, c never started
+
+    rc = cli.main(["explain", str(work), "--out", str(out), "--methods", "occlusion", "--window", "64", "--stride",
+                   "64", "--batch-size", "1", "--no-progress"])
+    msg = capsys.readouterr().err
+    assert rc == 3 and "b.png.panel.png" in msg and "ENOSPC" in msg and "No space left" in msg, msg
+    assert "Traceback" not in msg
+    monkeypatch.setattr(worker, "atomic_write", real)
+    rerun = explain_paths([work], out, **args)  # goes on from where it stopped
+    assert rerun.skipped == (str(work / "a.png"),) and len(rerun.done) == 2
+    assert _check_all_or_nothing(out) == {"a.png", "b.png", "c.png"}
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path):
+    """A 512 KiB tmpfs (root only; skipped where mount is not allowed)."""
+    import subprocess
+
+    mnt = tmp_path / "tmpfs"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+@pytest.mark.slow  # runs the model once per image
+def test_a_really_full_disk_stops_the_run_with_exit_3_and_no_orphan_files(folder, tmp_path, tiny_tmpfs, capsys):
+    work = _small_folder(tmp_path / "in", folder, names=[f"{k}.png" for k in "abcdefgh"])
+    rc = cli.main(["explain", str(work), "--out", str(tiny_tmpfs), "--methods", "occlusion", "--window",
+                   "64", "--stride", "64", "--batch-size", "1", "--no-progress"])
+    msg = capsys.readouterr().err
+    assert rc == 3 and "cannot write" in msg and str(tiny_tmpfs) in msg, msg
+    finished = _check_all_or_nothing(tiny_tmpfs)
+    assert 1 <= len(finished) < 8
+    for name in finished:
+        np.load(tiny_tmpfs / f"{name}.occlusion.npy")
+
+
+@pytest.mark.slow  # runs the model
+def test_summary_records_every_input_and_npy_only_renders_nothing(folder, tmp_path, monkeypatch):
+    """Issue 11 (run summary) and issue 13 item 5 (``formats="npy"`` renders no PNG; each input
+    hashed once per run)."""
+    from saliency_jax.app import panels
+
+    work = _small_folder(tmp_path / "in", folder, names=["a.png", "b.png"])
+    (work / "bad.png").write_bytes(b"not a png")
+    out = tmp_path / "out"
+    monkeypatch.setattr(panels, "render_image", lambda *a, **k: pytest.fail("rendered a PNG"))
+    hashed = []
+    real_hash = inputs.sha256_file
+    monkeypatch.setattr(inputs, "sha256_file", lambda p: hashed.append(Path(p).name) or real_hash(p))
+    args = dict(methods="occlusion", window=64, stride=64, formats="npy", progress=False, log=lambda s: None)
+    first = explain_paths([work], out, **args)
+    assert sorted(hashed) == ["a.png", "b.png", "bad.png"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["engine"] == "local" and summary["counts"] == {"inputs": 3, "done": 2, "skipped": 0, "failed": 1,
+                                                                  "ignored": 0}
+    side_a = json.loads((out / "a.png.json").read_text())
+    assert summary["settings_key"] == side_a["settings_key"]
+    by_name = {e["name"]: e for e in summary["inputs"]}
+    assert [e["name"] for e in summary["inputs"]] == ["a.png", "b.png", "bad.png"]
+    assert by_name["a.png"] == {"path": str(work / "a.png"), "name": "a.png", "status": "done", "reason": None,
+                                "sidecar": "a.png.json"}
+    assert by_name["bad.png"]["status"] == "failed" and by_name["bad.png"]["sidecar"] is None
+    assert by_name["bad.png"]["reason"] == dict(first.failed)[str(work / "bad.png")]
+    assert not list(out.glob("*.png")) and not (out / "index.html").exists()
+
+    hashed.clear()
+    explain_paths([work], out, **args)
+    assert sorted(hashed) == ["a.png", "b.png", "bad.png"]  # once each, also when checking "done"
+    statuses = [e["status"] for e in json.loads((out / "summary.json").read_text())["inputs"]]
+    assert statuses == ["skipped", "skipped", "failed"]
