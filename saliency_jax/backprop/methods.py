@@ -7,6 +7,11 @@ over the signals it needs (classes or units), and composes with ``jax.jit`` and 
 The maps are not additive: the map of a sum of signals is not the sum of their maps (the
 rules rectify the signal on the way down), so never build one by summing others.
 
+**Dtypes.** Every map is float32 whatever the image's floating dtype (float16, bfloat16,
+float32), and float64 for a float64 image (with ``jax_enable_x64``): the same rule as
+:func:`saliency_jax.occlusion`. ``compute_dtype=jnp.bfloat16`` runs the model (image and
+floating parameters cast) in bfloat16; the map is still returned under that rule.
+
 Arguments are checked by :mod:`saliency_jax._validate`, as for occlusion: ``apply_fn`` (and a
 callable ``layer``) must be hashable, since it keys the compilation cache. A map whose score
 (or unit activation) is not finite is NaN everywhere, never a clean-looking map.
@@ -58,6 +63,33 @@ def _check_flags(**flags) -> None:
         _validate.boolean(name, value)
 
 
+def _check_compute_dtype(compute_dtype) -> str | None:
+    """``None`` or the name of a floating dtype; else ``TypeError`` naming ``compute_dtype``."""
+    if compute_dtype is None:
+        return None
+    accepted = "None (the image's dtype) or a floating dtype such as jnp.bfloat16, jnp.float16 or jnp.float32"
+    try:
+        dtype = None if isinstance(compute_dtype, (bool, int, float)) else jnp.dtype(compute_dtype)
+    except TypeError:
+        dtype = None
+    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"`compute_dtype` (={compute_dtype!r}) must be {accepted}")
+    return dtype.name
+
+
+def _map_dtype(image_dtype) -> str:
+    """The maps' dtype: float32, or float64 for a float64 image (as occlusion's ``map_dtype``)."""
+    return "float64" if jnp.dtype(image_dtype) == jnp.float64 else "float32"
+
+
+def _cast(tree, dtype):
+    """Floating leaves of ``tree`` (params or an image) cast to ``dtype``; ``None``: unchanged."""
+    if dtype is None:
+        return tree
+    return jax.tree.map(lambda a: a.astype(dtype) if hasattr(a, "dtype") and jnp.issubdtype(a.dtype, jnp.floating)
+                        else a, tree)
+
+
 def _finite_or_nan(maps, scores):
     """``maps`` (``scores.shape + map shape``) where the score explained is finite, NaN where it is not."""
     ok = jnp.isfinite(scores).reshape(jnp.shape(scores) + (1,) * (maps.ndim - jnp.ndim(scores)))
@@ -68,9 +100,11 @@ def _finite_or_nan(maps, scores):
 # class maps
 
 
-def _maps_impl(apply_fn, rule, kind, strict, switches, bare_max, params, x, targets):
+def _maps_impl(apply_fn, rule, kind, strict, switches, bare_max, dtypes, params, x, targets):
+    compute, out = dtypes
     ruled = with_rule(lambda p, xi: apply_fn(p, xi[None])[0], rule, strict=strict, switches=switches,
                       bare_max=bare_max, data_argnums=1)
+    params, x = _cast(params, compute), _cast(x, compute)
 
     def one(xi, ti):
         logits, vjp = jax.vjp(lambda v: ruled(params, v), xi)
@@ -80,14 +114,14 @@ def _maps_impl(apply_fn, rule, kind, strict, switches, bare_max, params, x, targ
         t = jnp.argmax(logits) if kind == "predicted" else ti
         return _finite_or_nan(vjp(jax.nn.one_hot(t, k, dtype=logits.dtype))[0], logits[t])
 
-    return jax.vmap(one)(x, targets)
+    return jax.vmap(one)(x, targets).astype(out)
 
 
-_maps_jit = jax.jit(_maps_impl, static_argnums=(0, 1, 2, 3, 4, 5))
+_maps_jit = jax.jit(_maps_impl, static_argnums=(0, 1, 2, 3, 4, 5, 6))
 
 
 def saliency_maps(apply_fn: Callable, params: Any, image, target=None, *, rule: str = "deconvnet",
-                  strict: bool = True, switches: bool = True, bare_max: bool = False):
+                  strict: bool = True, switches: bool = True, bare_max: bool = False, compute_dtype=None):
     """Maps in input space of the logit ``target`` under a backward ``rule``.
 
     Args:
@@ -101,10 +135,16 @@ def saliency_maps(apply_fn: Callable, params: Any, image, target=None, *, rule: 
             the backward pass vmapped over classes).
         rule: ``"deconvnet"``, ``"guided"`` or ``"gradient"``.
         strict, switches, bare_max: see :func:`saliency_jax.backprop.with_rule`.
+        compute_dtype: ``None`` (default: the model runs on the image and ``params`` as given)
+            or a floating dtype such as ``jnp.bfloat16``: the image and every floating leaf of
+            ``params`` are cast to it, the forward and backward passes run in it, and the map
+            is cast back (see Returns).
 
     Returns:
-        ``image``'s dtype; shape ``(H, W, C)`` / ``(N, H, W, C)``, or with ``target="all"``
-        ``(K, H, W, C)`` / ``(N, K, H, W, C)``. A map whose target logit is not finite is NaN.
+        float32 whatever the image's floating dtype (float16, bfloat16, float32), float64 for a
+        float64 image (with ``jax_enable_x64``): the rule of every map, occlusion's included.
+        Shape ``(H, W, C)`` / ``(N, H, W, C)``, or with ``target="all"`` ``(K, H, W, C)`` /
+        ``(N, K, H, W, C)``. A map whose target logit is not finite is NaN.
 
     Raises:
         TypeError, ValueError: for arguments :mod:`saliency_jax._validate` refuses (non-finite
@@ -114,10 +154,12 @@ def saliency_maps(apply_fn: Callable, params: Any, image, target=None, *, rule: 
     _validate.apply_fn(apply_fn)
     rules.check_rule(rule)
     _check_flags(strict=strict, switches=switches, bare_max=bare_max)
+    compute = _check_compute_dtype(compute_dtype)
     x, batched = _validate.image(image)
     k = _validate.num_classes(apply_fn, params, x)
     kind, targets = _validate.target(target, n=x.shape[0], num_classes=k)
-    out = _maps_jit(apply_fn, rule, kind, strict, switches, bare_max, params, x, targets)
+    dtypes = (compute, _map_dtype(x.dtype))
+    out = _maps_jit(apply_fn, rule, kind, strict, switches, bare_max, dtypes, params, x, targets)
     return out if batched else out[0]
 
 
@@ -257,20 +299,25 @@ def _project_one(features, rule, strict, switches, bare_max, k, params, xi, ui, 
     return jax.vmap(back)(idx, coords, vals), vals, coords
 
 
-def _project_impl(features, rule, strict, switches, bare_max, k, params, x, units, rf):
+def _project_impl(features, rule, strict, switches, bare_max, k, params, x, units, rf, dtypes):
+    compute, out = dtypes
+    params, x = _cast(params, compute), _cast(x, compute)
     one = functools.partial(_project_one, features, rule, strict, switches, bare_max, k, params, rf=rf)
     if units is None:
-        return jax.vmap(lambda xi: one(xi, None))(x)
-    return jax.vmap(one)(x, units)
+        maps, vals, coords = jax.vmap(lambda xi: one(xi, None))(x)
+    else:
+        maps, vals, coords = jax.vmap(one)(x, units)
+    return maps.astype(out), vals.astype(out), coords
 
 
-_project_jit = jax.jit(_project_impl, static_argnums=(0, 1, 2, 3, 4, 5, 9))
+_project_jit = jax.jit(_project_impl, static_argnums=(0, 1, 2, 3, 4, 5, 9, 10))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5, 6, 10))
-def _project_named_jit(apply_fn, layer, rule, strict, switches, bare_max, k, params, x, units, rf):
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5, 6, 10, 11))
+def _project_named_jit(apply_fn, layer, rule, strict, switches, bare_max, k, params, x, units, rf, dtypes):
     # keyed by (apply_fn, layer): layer_features builds a new closure on every call
-    return _project_impl(layer_features(apply_fn, layer), rule, strict, switches, bare_max, k, params, x, units, rf)
+    return _project_impl(layer_features(apply_fn, layer), rule, strict, switches, bare_max, k, params, x, units, rf,
+                         dtypes)
 
 
 def _check_layer(layer):
@@ -311,7 +358,7 @@ def _check_units(units, top_k, act_shape, n):
 
 def project_units(apply_fn: Callable, params: Any, image, layer="conv5", *, units=None, top_k: int = 9,
                   rule: str = "deconvnet", strict: bool = True, switches: bool = True,
-                  bare_max: bool = False, receptive_field: bool = True) -> UnitProjections:
+                  bare_max: bool = False, receptive_field: bool = True, compute_dtype=None) -> UnitProjections:
     """Project single activations of ``layer`` back to pixel space (Zeiler & Fergus, Fig. 2).
 
     Each unit's signal is its own activation value at that unit and zero elsewhere in the
@@ -332,10 +379,13 @@ def project_units(apply_fn: Callable, params: Any, image, layer="conv5", *, unit
             (:mod:`saliency_jax.backprop.receptive_field`): a box of each layer, outside which the
             signal is exactly zero. Same maps up to float32 rounding, several times faster
             for deep layers; ``False`` runs ``jax.vjp`` over the full feature maps.
+        compute_dtype: as for :func:`saliency_maps` (the model runs in it; maps and values are
+            cast back).
 
     Returns:
-        :class:`UnitProjections` (with a leading ``N`` axis for a batch). The map of a unit
-        whose activation is not finite is NaN.
+        :class:`UnitProjections` (with a leading ``N`` axis for a batch); ``maps`` and
+        ``values`` follow the maps' dtype rule of :func:`saliency_maps` (float32, or float64
+        for a float64 image). The map of a unit whose activation is not finite is NaN.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -350,11 +400,12 @@ def project_units(apply_fn: Callable, params: Any, image, layer="conv5", *, unit
     _validate.apply_fn(apply_fn)
     rules.check_rule(rule)
     _check_flags(strict=strict, switches=switches, bare_max=bare_max, receptive_field=receptive_field)
+    compute = _check_compute_dtype(compute_dtype)
     x, batched = _validate.image(image)
     features = layer_features(apply_fn, _check_layer(layer))
     u = _check_units(units, top_k, _activation_shape(features, params, x, layer), x.shape[0])
     k = None if u is not None else int(top_k)
-    opts = (rule, strict, switches, bare_max, k, params, x, u, receptive_field)
+    opts = (rule, strict, switches, bare_max, k, params, x, u, receptive_field, (compute, _map_dtype(x.dtype)))
     if isinstance(layer, str):
         out = _project_named_jit(apply_fn, layer, *opts)
     else:

@@ -35,7 +35,8 @@ from saliency_jax.occlude import incremental
 from saliency_jax.occlude.compile import chunk_indices, jit_with_policy
 from saliency_jax.occlude.windows import COMBINES, accumulate, window_grid, window_mask
 
-__all__ = ["occlusion", "tune_chunk_size", "MODES", "SCORES", "COMBINES", "METHODS", "DEFAULT_CHUNK_SIZE"]
+__all__ = ["occlusion", "tune_chunk_size", "map_dtype", "check_compute_dtype", "cast_floating", "MODES", "SCORES",
+           "COMBINES", "METHODS", "DEFAULT_CHUNK_SIZE"]
 
 MODES = ("occlude", "crop")
 SCORES = ("difference", "output")
@@ -65,6 +66,61 @@ class _Config:
     chunk_size: int
     devices: tuple[Any, ...]
     method: str = "full"  # "full" or "incremental" (resolved from "auto" before tracing)
+    compute_dtype: str | None = None  # dtype name the model runs in (None: as given)
+    map_dtype: str = "float32"  # scores, accumulation and the map (see map_dtype)
+
+
+def map_dtype(image_dtype) -> jnp.dtype:
+    """The dtype of every map (occlusion and backprop alike) for an image of ``image_dtype``.
+
+    float32 for float16, bfloat16 and float32 images; float64 for a float64 image (which
+    exists only with ``jax_enable_x64``). ``compute_dtype`` never changes it.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> map_dtype(jnp.bfloat16), map_dtype(jnp.float32)
+        (dtype('float32'), dtype('float32'))
+    """
+    return jnp.dtype(jnp.float64) if jnp.dtype(image_dtype) == jnp.float64 else jnp.dtype(jnp.float32)
+
+
+def check_compute_dtype(compute_dtype) -> str | None:
+    """``compute_dtype`` validated: ``None`` or the name of a floating dtype (``"bfloat16"`` …).
+
+    Raises:
+        TypeError: naming ``compute_dtype`` for anything but ``None`` or a floating dtype.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> check_compute_dtype(jnp.bfloat16), check_compute_dtype(None)
+        ('bfloat16', None)
+    """
+    if compute_dtype is None:
+        return None
+    accepted = "None (the image's dtype) or a floating dtype such as jnp.bfloat16, jnp.float16 or jnp.float32"
+    try:
+        dtype = None if isinstance(compute_dtype, (bool, int, float)) else jnp.dtype(compute_dtype)
+    except TypeError:
+        dtype = None
+    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"`compute_dtype` (={compute_dtype!r}) must be {accepted}")
+    return dtype.name
+
+
+def cast_floating(tree: Any, dtype) -> Any:
+    """``tree`` with every floating-point leaf cast to ``dtype`` (``None``: unchanged); other
+    leaves (integers, step counters, keys) as they are.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> out = cast_floating({"w": jnp.ones(2), "step": jnp.int32(3)}, jnp.bfloat16)
+        >>> out["w"].dtype, out["step"].dtype
+        (dtype(bfloat16), dtype('int32'))
+    """
+    if dtype is None:
+        return tree
+    return jax.tree.map(lambda a: a.astype(dtype) if hasattr(a, "dtype") and jnp.issubdtype(a.dtype, jnp.floating)
+                        else a, tree)
 
 
 # --------------------------------------------------------------------------------------------
@@ -138,15 +194,22 @@ def _prepare(apply_fn, params, images, fill, targets, cfg: _Config) -> dict:
     ``target=None``, ``fills`` the occluding images (or ``None`` for crops), ``caches`` the
     incremental engine's per-image caches (or ``None``), beside ``params`` and ``images``.
     """
+    params = cast_floating(params, cfg.compute_dtype)
     base = None
     if cfg.score == "difference" or cfg.target_kind == "predicted":
-        base = apply_fn(params, images).astype(jnp.float32)  # (N, K)
+        base = apply_fn(params, _model_input(images, cfg)).astype(cfg.map_dtype)  # (N, K)
         if cfg.target_kind == "predicted":
             targets = jnp.argmax(base, axis=-1).astype(jnp.int32)
     fills = _fill_images(images, fill, cfg) if cfg.mode == "occlude" else None
     grid = _grid(images.shape, cfg)
-    caches = incremental.prepare(apply_fn, params, images, grid) if cfg.method == "incremental" else None
+    caches = None
+    if cfg.method == "incremental":
+        caches = incremental.prepare(apply_fn, params, _model_input(images, cfg), grid)
     return dict(params=params, images=images, fills=fills, targets=targets, base=base, caches=caches)
+
+
+def _model_input(x: jax.Array, cfg: _Config) -> jax.Array:
+    return x if cfg.compute_dtype is None else x.astype(cfg.compute_dtype)
 
 
 def _chunk_scores(apply_fn, state: dict, ts: jax.Array, cfg: _Config) -> jax.Array:
@@ -160,7 +223,8 @@ def _chunk_scores(apply_fn, state: dict, ts: jax.Array, cfg: _Config) -> jax.Arr
     img, p = ts // per_image, ts % per_image
     i, j = p // n_cols, p % n_cols
     if cfg.method == "incremental":
-        one = functools.partial(incremental.window_outputs, apply_fn, params, images, fills, grid, state["caches"])
+        one = functools.partial(incremental.window_outputs, apply_fn, params, _model_input(images, cfg),
+                                _model_input(fills, cfg), grid, state["caches"])
         out = jax.vmap(one)(img, i, j)[:, 0]
     else:
         if cfg.mode == "crop":
@@ -171,8 +235,8 @@ def _chunk_scores(apply_fn, state: dict, ts: jax.Array, cfg: _Config) -> jax.Arr
             row_pos, col_pos = jnp.arange(h), jnp.arange(w)
             variant = lambda n, a, b: jnp.where(  # noqa: E731
                 window_mask(grid, a, b, row_pos, col_pos)[:, :, None], fills[n], images[n])
-        out = apply_fn(params, jax.vmap(variant)(img, i, j))
-    out = out.astype(jnp.float32)
+        out = apply_fn(params, _model_input(jax.vmap(variant)(img, i, j), cfg))
+    out = out.astype(cfg.map_dtype)
 
     def select(scores):  # (B, K) → (B, K')
         return scores if cfg.target_kind == "all" else jnp.take_along_axis(scores, targets[img][:, None], axis=1)
@@ -314,6 +378,7 @@ def occlusion(
     chunk_size: int | str | None = None,
     devices: Sequence[Any] | None = None,
     method: str = "auto",
+    compute_dtype: Any = None,
 ) -> jax.Array:
     """Occlusion-sensitivity map of ``apply_fn`` for ``image``, all windows in one computation.
 
@@ -326,7 +391,8 @@ def occlusion(
             probabilities, e.g. a Flax ``model.apply``. Hashable; it keys the compilation cache.
         params: the first argument of ``apply_fn`` (e.g. Flax variables); traced, so new weights
             of the same shapes reuse the compiled computation.
-        image: ``(H, W, C)`` or ``(N, H, W, C)``, floating point (float32), finite.
+        image: ``(H, W, C)`` or ``(N, H, W, C)``, floating point (float32; float16, bfloat16 and
+            float64 too), finite.
         window: ``(h, w)`` or an int; the window spans all channels.
         stride: ``(sh, sw)`` or an int, ``1 <= s <= window``; ``None`` means ``window``.
         target: the class scored: an int, one int per image (``(N,)``), ``"all"`` (every class;
@@ -364,9 +430,16 @@ def occlusion(
             least :data:`saliency_jax.occlude.incremental.AUTO_MIN_RATIO` times fewer, else ``"full"``
             (decided from the traced program; nothing is run).
 
+        compute_dtype: ``None`` (default: the model sees the image's dtype and ``params`` as
+            given) or a floating dtype such as ``jnp.bfloat16``: every variant and every
+            floating leaf of ``params`` is cast to it before the model runs; the scores are cast
+            back and the map is accumulated in the map dtype below.
+
     Returns:
-        float32 ``(H, W)`` for one image, ``(N, H, W)`` for a batch, with a class axis before
-        ``H`` for ``target="all"``: ``(K, H, W)`` or ``(N, K, H, W)``.
+        ``(H, W)`` for one image, ``(N, H, W)`` for a batch, with a class axis before ``H`` for
+        ``target="all"``: ``(K, H, W)`` or ``(N, K, H, W)``. float32 whatever the image's
+        floating dtype, float64 for a float64 image (with ``jax_enable_x64``); the same rule as
+        the backprop maps (:func:`map_dtype`).
 
     Raises:
         TypeError, ValueError: for a malformed argument, before the occlusion is traced.
@@ -384,7 +457,7 @@ def occlusion(
     cfg, images, fill_arr, targets, batched = _resolve(
         apply_fn, params, image, window=window, stride=stride, target=target, mode=mode, fill=fill, score=score,
         combine=combine, placement=placement, blur_sigma=blur_sigma, chunk_size=chunk_size, devices=devices,
-        method=method,
+        method=method, compute_dtype=compute_dtype,
     )
     args = (params, images, fill_arr, targets)
     if _host_executes(len(cfg.devices), args):
@@ -402,7 +475,7 @@ def occlusion(
 
 
 def _resolve(apply_fn, params, image, *, window, stride, target, mode, fill, score, combine, placement, blur_sigma,
-             chunk_size, devices, method):
+             chunk_size, devices, method, compute_dtype=None):
     """Check every argument of :func:`occlusion` and resolve its defaults.
 
     Returns ``(cfg, images (N, H, W, C), fill, targets (N,) int32, batched)``. The model is
@@ -427,6 +500,7 @@ def _resolve(apply_fn, params, image, *, window, stride, target, mode, fill, sco
     fill_kind, fill_arr = _check_fill(fill, mode, images.shape)
     blur_sigma = _check_blur_sigma(blur_sigma, window_yx)
     _check_chunk_size(chunk_size)
+    compute_dtype = check_compute_dtype(compute_dtype)
     devices = tuple(jax.local_devices()) if devices is None else tuple(devices)
     if not devices:
         raise ValueError("`devices` (=()) must name at least one device")
@@ -446,6 +520,8 @@ def _resolve(apply_fn, params, image, *, window, stride, target, mode, fill, sco
         chunk_size=_chunk_size(chunk_size, method, apply_fn, params, images.shape[1:]),
         devices=devices,
         method=method,
+        compute_dtype=compute_dtype,
+        map_dtype=map_dtype(images.dtype).name,
     )
     return cfg, images, fill_arr, targets, batched
 
