@@ -12,31 +12,48 @@ evaluates it in two passes:
    for a max-pool), and so is the value at each point where the computation turns "full".
 2. **per window** (``vmap`` over windows): every value that depends on the image is carried as
    a *patch* — the layer's changed region, of a static size (the largest over all windows) at
-   a dynamic position. An elementwise operation maps the patch; a convolution or pooling reads
-   the input region its output region needs with ``lax.dynamic_slice`` from the padded cache,
-   splices the input patch into it (a gather and a select: no scatter) and runs the same
-   operation with ``VALID`` padding on that region only — under ``vmap`` one batched
-   convolution per layer for all windows of a chunk. From the first
-   operation that mixes all positions (reshape/flatten, dense, global pooling, anything not
-   recognised) the patch is spliced back into the cached map and the model runs in full.
+   a dynamic position, along the value's two spatial axes (wherever the layout puts them). An
+   elementwise operation maps the patch; a convolution or pooling reads the input region its
+   output region needs with ``lax.dynamic_slice`` from the padded cache, splices the input
+   patch into it (a gather and a select: no scatter) and runs the same operation with
+   ``VALID`` padding on that region only — under ``vmap`` one batched convolution per layer
+   for all windows of a chunk.
 
-A layer whose changed region would cover at least :data:`FULL_LAYER_FRACTION` of its output
-(counted FLOPs of the region against the full layer) is computed in full instead, and so is
-everything after it. The result equals full re-inference up to float32 rounding (the same
+DAGs: where two branches with *different* changed regions meet (a residual addition, ``max``,
+``mul``, ``select_n``, ``concatenate`` along channels), the result is computed on the bounding
+box of the operands' regions (Krypton's merge, Nakandala et al. 2019); each operand is read
+from the cache of its unoccluded value outside its own patch. Layouts: the two spatial axes
+are tracked through ``transpose``, ``reshape`` (splitting or merging non-spatial axes only),
+``broadcast_in_dim``, ``squeeze``, slices and ``split`` of non-spatial axes and reductions over
+non-spatial axes, so NCHW models (an NHWC→NCHW transpose at the input, OIHW kernels) get the
+same regions as their NHWC twins. The ``pad`` primitive (zero-padding layers; negative padding
+crops, interior padding spreads) moves the region and writes the padded patch into the cached
+padded map. ``dot_general`` that keeps the spatial axes free (a dense layer applied at every
+position) runs on the patch.
+
+What goes full: an operation that mixes all positions — a reduction over the spatial axes
+(global pooling, a squeeze-excitation's mean, a norm over the map), a flatten (``reshape``
+merging a spatial axis) and the dense layers after it, attention, ``scan``/``cond``/``while``
+on the feature maps, any primitive not listed here — runs in full, and so does everything that
+depends on its result: a squeeze-excitation block's scale multiplied back into the map turns
+the map full at that point. A convolution or pooling whose changed region would cover at least
+:data:`FULL_LAYER_FRACTION` of its output is computed in full too. :func:`flop_report` names,
+per layer, why (``FlopReport.full_layers``, ``FlopReport.reasons``, ``FlopReport.table()``).
+Still exact, just not cheaper; a model with none of the region operations (an MLP) runs
+entirely in full. The result equals full re-inference up to float32 rounding (the same
 operations on the same numbers, only fewer of them).
 
 What it applies to: ``mode="occlude"`` occlusion of any model ``apply_fn(params, (B, H, W, C))``
 whose data path is traceable to a jaxpr; the savings come from 2-D ``conv_general_dilated``
-whose spatial axes are the image's H and W axes (any padding, stride, dilation and feature
-groups; not transposed convolutions), ``reduce_window_max/min/sum`` pools over those two axes
-(max/avg pooling), and elementwise operations (bias, ReLU, scaling, constants of the map's
-size, ``select`` …) between them. Residual additions of two *different* changed regions,
-``scan``/``cond``/``while`` on the feature maps, transposes, padding primitives and anything
-else make the computation full from that point (still exact, just not cheaper); a model with
-none of these layers (an MLP) runs entirely in full.
+over the image's two spatial axes in any layout (any padding, stride, dilation and feature
+groups — depthwise and grouped included; not transposed convolutions),
+``reduce_window_max/min/sum`` pools over those two axes (max/avg pooling) and the operations
+between them listed above (bias, BatchNorm in inference form, ReLU/ReLU6, scaling, constants of
+the map's size …).
 
 Memory: per image, one padded copy of the input of every layer computed incrementally (about
-one forward pass's activations), plus, per chunk, the regions of its windows.
+one forward pass's activations), one copy of each merge operand and padded map, plus, per
+chunk, the regions of its windows.
 
 Example:
     >>> import jax, jax.numpy as jnp
@@ -240,16 +257,32 @@ class FlopReport:
 
     def table(self) -> str:
         """The per-layer arithmetic as text: one line per equation with FLOPs (and per point
-        where the computation turns full), program order, MFLOP full → per window."""
-        lines = [f"counted FLOPs per window: full {self.full_flops / 1e6:.1f} M, incremental "
-                 f"{self.incremental_flops / 1e6:.1f} M, ratio {self.ratio:.2f}"]
+        where the computation turns full), program order: ``#k``, primitive, full output shape
+        -> shape computed per window, counted FLOPs full -> per window, reason.
+
+        Example:
+            >>> import jax, jax.numpy as jnp
+            >>> from saliency_jax.occlude import incremental
+            >>> def net(w, x):   # (B, 16, 16, 1) -> (B, 2): convolution, ReLU, global mean
+            ...     y = jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            ...     return jax.nn.relu(y).mean(axis=(1, 2))
+            >>> rep = incremental.flop_report(net, jnp.ones((3, 3, 1, 2)), (16, 16, 1), window=4, stride=4)
+            >>> print(rep.table())  # doctest: +NORMALIZE_WHITESPACE
+            counted FLOPs per window: full 9,730, incremental 1,370, ratio 7.10
+            #1   conv_general_dilated  1×16×16×2 -> 1×6×6×2  9,216 -> 1,296
+            #2   max                   1×16×16×2 -> 1×6×6×2    512 ->    72
+            #3   reduce_sum                  1×2 -> full         0 ->     0  global reduction over spatial axes (reduce_sum)
+            #4   div                         1×2 -> full         2 ->     2  after reduce_sum #3 (full from there)
+        """
+        lines = [f"counted FLOPs per window: full {self.full_flops:,}, incremental {self.incremental_flops:,}, "
+                 f"ratio {self.ratio:.2f}"]
         for layer in self.order or (*self.layers, *self.full_layers):
             if layer.full_flops == 0 and (not layer.reason or layer.reason.startswith("after ")):
                 continue
             shape = "×".join(map(str, layer.full_shape))
             win = "full" if layer.reason else "×".join(map(str, layer.window_shape))
-            lines.append(f"#{layer.index:<4d} {layer.primitive:22s} {shape:>16s} -> {win:>16s} {layer.full_flops / 1e6:10.2f} -> "
-                         f"{layer.window_flops / 1e6:10.2f} MFLOP  {layer.reason}".rstrip())
+            lines.append(f"#{layer.index:<3d} {layer.primitive:20s} {shape:>14s} -> {win:<14s} "
+                         f"{layer.full_flops:>13,} -> {layer.window_flops:>13,}  {layer.reason}".rstrip())
         return "\n".join(lines)
 
 # --------------------------------------------------------------------------------------------
