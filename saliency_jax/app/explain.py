@@ -54,7 +54,6 @@ checks), :mod:`~saliency_jax.app.inputs` (finding, hashing and reading the files
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import dataclasses
 import json
@@ -451,41 +450,9 @@ def _pending(run: _Run, found: Sequence[tuple[Path, str]], force: bool) -> list[
 
 
 def _execute_local(run: _Run, pending: list[Item], loaded: checkpoint.LoadedModel, batch_size: int) -> None:
-    """Read, compute and write ``pending`` a batch at a time in this process, as a pipeline.
-
-    While the model computes batch b (this thread), a reader thread hashes, decodes and resizes
-    batch b + 1 and a writer thread renders and writes batch b − 1 (XLA, zlib and PIL's
-    decoders release the GIL). At most one batch waits on each side. A write error stops the run
-    before the next model call; it (and an interrupt raised while writing) surfaces here. On an
-    interrupt of the main thread the batch being written is finished first (leaving the pool
-    waits for it).
-    """
-    worker = BatchWorker(run.out, run.info, loaded, batch_size)
-    chunks = [pending[i:i + batch_size] for i in range(0, len(pending), batch_size)]
-
-    def write(batch, computed):
-        for i in range(len(batch.items)):
-            run.record(worker.write_one(batch, computed, i))
-
-    with concurrent.futures.ThreadPoolExecutor(1, "sj-read") as reader, \
-            concurrent.futures.ThreadPoolExecutor(1, "sj-write") as writer:
-        next_read = reader.submit(worker.read, chunks[0]) if chunks else None
-        in_flight = None
-        for b in range(len(chunks)):
-            batch = next_read.result()
-            next_read = reader.submit(worker.read, chunks[b + 1]) if b + 1 < len(chunks) else None
-            for outcome in batch.failed:
-                run.record(outcome)
-            if in_flight is not None and in_flight.done():
-                in_flight.result()  # a write error stops the run before the next model call
-            if not batch.items:
-                continue
-            computed = worker.compute(batch)
-            if in_flight is not None:
-                in_flight.result()
-            in_flight = writer.submit(write, batch, computed)
-        if in_flight is not None:
-            in_flight.result()
+    """Read, compute and write ``pending`` in this process: :meth:`BatchWorker.run`, a pipeline
+    (reader thread, model on this thread, writer thread); each outcome is recorded as it comes."""
+    BatchWorker(run.out, run.info, loaded, batch_size).run(pending, on_outcome=run.record)
 
 
 def _write_summary(result: ExplainResult, found: Sequence[tuple[Path, str]], info: sidecar.RunInfo,

@@ -1,8 +1,9 @@
 """One batch of the folder job, start to finish: read the files, run every method, write the outputs.
 
 Both engines of :func:`saliency_jax.explain_paths` use a :class:`BatchWorker`: the local engine
-in its own process (overlapping the writing of one batch with the computing of the next), the
-Ray engine inside each actor (:mod:`saliency_jax.app.ray_engine`). A worker holds one loaded
+in its own process, the Ray engine inside each actor (:mod:`saliency_jax.app.ray_engine`).
+:meth:`BatchWorker.run` keeps the model busy: the next batch is read and the previous one
+rendered and written on two threads while the current one is computed. A worker holds one loaded
 model and pads every batch to the same size, so each method compiles once per worker.
 
 What a worker reports for each image is an :class:`Outcome`; it never raises for a bad input
@@ -14,11 +15,12 @@ sidecar, or none of them.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import os
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 
@@ -170,20 +172,56 @@ class BatchWorker:
             raise
         return Outcome(str(item.path), "done", None, side)
 
-    def run(self, items: Sequence[Item]) -> list[Outcome]:
-        """Read, compute and write ``items`` (any number), ``batch_size`` at a time, in order.
+    def run(self, items: Sequence[Item], on_outcome: Callable[[Outcome], None] | None = None) -> list[Outcome]:
+        """Read, compute and write ``items`` (any number), ``batch_size`` at a time, as a pipeline.
+
+        While the model computes batch b (the calling thread), a reader thread hashes, decodes
+        and resizes batch b + 1 and a writer thread renders and writes batch b − 1 (XLA, zlib
+        and PIL's decoders release the GIL). At most one batch waits on each side. A write
+        error stops the run before the next model call. On an interrupt of the calling thread
+        the batch being written is finished first (leaving the pool waits for it).
+
+        Args:
+            items: the inputs.
+            on_outcome: called with each :class:`Outcome` as soon as it is known (from the
+                calling thread for unreadable files, from the writer thread for written ones).
 
         Returns:
             One :class:`Outcome` per item, in the order of ``items``.
 
         Raises:
             OutputWriteError: an output could not be written (the run stops there; the images
-                written before it are complete).
+                written before it are complete and were reported to ``on_outcome``).
         """
         by_path: dict[str, Outcome] = {}
-        for start in range(0, len(items), self.batch_size):
-            batch = self.read(items[start:start + self.batch_size])
-            by_path.update((o.path, o) for o in batch.failed)
-            if batch.items:
-                by_path.update((o.path, o) for o in self.write(batch, self.compute(batch)))
+
+        def report(outcome: Outcome) -> None:
+            by_path[outcome.path] = outcome
+            if on_outcome is not None:
+                on_outcome(outcome)
+
+        def write(batch: ReadBatch, computed: maps.BatchMaps) -> None:
+            for i in range(len(batch.items)):
+                report(self.write_one(batch, computed, i))
+
+        chunks = [items[i:i + self.batch_size] for i in range(0, len(items), self.batch_size)]
+        with concurrent.futures.ThreadPoolExecutor(1, "sj-read") as reader, \
+                concurrent.futures.ThreadPoolExecutor(1, "sj-write") as writer:
+            next_read = reader.submit(self.read, chunks[0]) if chunks else None
+            in_flight = None
+            for b in range(len(chunks)):
+                batch = next_read.result()
+                next_read = reader.submit(self.read, chunks[b + 1]) if b + 1 < len(chunks) else None
+                for outcome in batch.failed:
+                    report(outcome)
+                if in_flight is not None and in_flight.done():
+                    in_flight.result()  # a write error stops the run before the next model call
+                if not batch.items:
+                    continue
+                computed = self.compute(batch)
+                if in_flight is not None:
+                    in_flight.result()
+                in_flight = writer.submit(write, batch, computed)
+            if in_flight is not None:
+                in_flight.result()
         return [by_path[str(item.path)] for item in items]
