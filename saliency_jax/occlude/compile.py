@@ -24,6 +24,16 @@ inside a caller's ``jit``/``vmap`` (traced arguments: the caller's compilation d
 **Chunks** (:func:`chunk_indices`): the windows run through the model in chunks of one fixed
 size, the last one padded, so each shape is traced once.
 
+**Backend defaults** (:func:`default_chunk_size`, :data:`CHUNK_SIZES`): windows per model call
+when ``chunk_size`` is not given, per method and per backend. On the CPU they are the measured
+ones (full re-inference 16, incremental 32: ``benchmarks/results/occlusion.md`` and
+``incremental.md``). On a GPU or TPU a batch must be much larger to fill the device, and memory
+is not the limit at these sizes (a 224² float32 image is 0.6 MB; the widest activation of the
+VGG16-style model at batch 64 is about 0.8 GB), so full re-inference defaults to 64 and the
+incremental engine, whose per-window work is a small region, to 128. **These two were not
+measured** (no accelerator was at hand when they were set); ``chunk_size="auto"`` measures
+the model on its device over :data:`TUNE_CANDIDATES` (:func:`seconds_per_item` times it).
+
 Example:
     >>> from saliency_jax.occlude.compile import chunk_indices
     >>> chunk_indices(7, 3).tolist()   # 3 chunks of 3; the padding repeats the last window
@@ -34,6 +44,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 from typing import Any, Callable, Sequence
 
 import jax
@@ -41,7 +52,8 @@ import jax.numpy as jnp
 
 from saliency_jax import _validate
 
-__all__ = ["cpu_compiler_options", "jit_with_policy", "chunk_indices"]
+__all__ = ["cpu_compiler_options", "jit_with_policy", "chunk_indices", "CHUNK_SIZES", "TUNE_CANDIDATES",
+           "backend_kind", "default_chunk_size", "seconds_per_item"]
 
 _OPTION = "xla_cpu_experimental_ynn_fusion_type"
 
@@ -110,3 +122,63 @@ def chunk_indices(total: int, chunk_size: int, n_groups: int = 1) -> jax.Array:
     chunk = -(-total // (n_chunks * n_groups))
     padded = n_groups * n_chunks * chunk
     return jnp.minimum(jnp.arange(padded, dtype=jnp.int32), total - 1).reshape(n_groups, n_chunks, chunk)
+
+
+CHUNK_SIZES = {"cpu": {"full": 16, "incremental": 32}, "gpu": {"full": 64, "incremental": 128},
+               "tpu": {"full": 64, "incremental": 128}}
+"""Default windows per model call, per backend kind and method (see the module)."""
+
+TUNE_CANDIDATES = {"cpu": (1, 2, 4, 8, 16, 32), "gpu": (8, 16, 32, 64, 128, 256), "tpu": (8, 16, 32, 64, 128, 256)}
+"""Batch sizes ``chunk_size="auto"`` tries, per backend kind."""
+
+
+def backend_kind(platform: str | None = None) -> str:
+    """``"cpu"``, ``"gpu"`` or ``"tpu"`` for a device's ``platform`` (``"cuda"``, ``"rocm"`` … are
+    GPUs; any other accelerator counts as one); default the default backend's.
+
+    Example:
+        >>> backend_kind("cuda"), backend_kind("cpu")
+        ('gpu', 'cpu')
+    """
+    platform = (platform or jax.default_backend()).lower()
+    if platform == "cpu":
+        return "cpu"
+    return "tpu" if platform == "tpu" else "gpu"
+
+
+def default_chunk_size(method: str = "full", platform: str | None = None) -> int:
+    """Windows per model call for ``method`` (``"full"`` or ``"incremental"``) on ``platform``.
+
+    Args:
+        method: ``"full"`` or ``"incremental"``.
+        platform: a device's ``platform`` (``device.platform``); default the default backend's.
+
+    Returns:
+        :data:`CHUNK_SIZES` ``[backend_kind(platform)][method]``.
+
+    Example:
+        >>> default_chunk_size("full", "cpu"), default_chunk_size("incremental", "gpu")
+        (16, 128)
+    """
+    _validate.choice("method", method, ("full", "incremental"))
+    return CHUNK_SIZES[backend_kind(platform)][method]
+
+
+def seconds_per_item(run: Callable[[], Any], items: int, repeats: int = 3) -> float:
+    """Seconds per item of ``run()`` (which handles ``items`` items): one warm-up call (compile),
+    then the fastest of ``repeats`` timed calls, each waited for with ``block_until_ready``.
+
+    The fastest, not the median: on a shared machine other work only ever adds time.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> seconds_per_item(lambda: jnp.ones(4) * 2, items=4) > 0
+        True
+    """
+    jax.block_until_ready(run())
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(run())
+        best = min(best, time.perf_counter() - start)
+    return best / items

@@ -22,8 +22,7 @@ import dataclasses
 import functools
 import math
 import numbers
-import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -32,10 +31,12 @@ from jax.sharding import Mesh, PartitionSpec
 
 from saliency_jax import _validate
 from saliency_jax.occlude import incremental
-from saliency_jax.occlude.compile import chunk_indices, jit_with_policy
+from saliency_jax.occlude.compile import (TUNE_CANDIDATES, backend_kind, chunk_indices, default_chunk_size,
+                                          jit_with_policy, seconds_per_item)
 from saliency_jax.occlude.windows import COMBINES, accumulate, window_grid, window_mask
 
-__all__ = ["occlusion", "tune_chunk_size", "map_dtype", "check_compute_dtype", "cast_floating", "MODES", "SCORES",
+__all__ = ["occlusion", "tune_chunk_size", "auto_plan", "auto_decisions", "AutoDecision", "MEASURE_MIN_FLOPS",
+           "map_dtype", "check_compute_dtype", "cast_floating", "MODES", "SCORES",
            "COMBINES", "METHODS", "DEFAULT_CHUNK_SIZE"]
 
 MODES = ("occlude", "crop")
@@ -46,8 +47,29 @@ DEFAULT_CHUNK_SIZE = 16
 """Variants per model call for ``method="full"`` when ``chunk_size`` is not given: on a 2-core CPU,
 of the chunk sizes 1, 2, 4, 8 and 16, 16 was the fastest for both the small 128 model (w32 s8:
 585.5 windows/s, next 4 at 560.7) and the ZF-style 224 model (w64 s8: 52.5 windows/s, next 8 at
-51.8) (``benchmarks/results/occlusion.md``). Use ``chunk_size="auto"`` to measure per model and
-shape."""
+51.8) (``benchmarks/results/occlusion.md``). This is the CPU value; other backends have their own
+(:func:`saliency_jax.occlude.compile.default_chunk_size`). Use ``chunk_size="auto"`` to measure
+per model and shape."""
+
+MEASURE_MIN_FLOPS = 1e8
+"""``method="auto"`` on the CPU also measures full re-inference one window per call (the naive
+loop's batch) against the default chunk, for models of at least this many counted FLOPs per
+forward pass. Below it the call overhead dominates and batching always wins, so nothing is
+measured (and nothing extra compiled)."""
+
+
+class AutoDecision(NamedTuple):
+    """What ``method="auto"`` measured and chose for one model, shape and setting.
+
+    Attributes:
+        method: ``"full"`` or ``"incremental"``: the choice.
+        chunk_size: windows per model call: the choice.
+        seconds_per_window: ``((method, chunk_size, seconds), ...)`` for every candidate measured.
+    """
+
+    method: str
+    chunk_size: int
+    seconds_per_window: tuple[tuple[str, int, float], ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -314,51 +336,157 @@ def _engine(n_devices: int, *args):
 _TUNED: dict = {}
 
 
+def _too_big(err: Exception) -> bool:
+    return "RESOURCE_EXHAUSTED" in str(err) or "out of memory" in str(err).lower()
+
+
 def tune_chunk_size(
     apply_fn: Callable[[Any, jax.Array], jax.Array],
     params: Any,
     image_shape: tuple[int, int, int],
-    candidates: Sequence[int] = (1, 2, 4, 8, 16, 32),
+    candidates: Sequence[int] | None = None,
     repeats: int = 3,
+    *,
+    compute_dtype: Any = None,
 ) -> int:
     """Measure the model's forward time per image at each batch size and return the fastest.
 
-    The result is cached per ``(apply_fn, image_shape, parameter shapes, candidates)``; this is
-    what ``occlusion(..., chunk_size="auto")`` uses. It compiles the model once per candidate.
+    It runs on the default device, compiled as the engine compiles. The result is cached per
+    ``(apply_fn, image_shape, parameter shapes, candidates, compute_dtype)``; this is what
+    ``occlusion(..., chunk_size="auto")`` uses for full re-inference. It compiles the model once
+    per candidate. A candidate the device has no memory for (``RESOURCE_EXHAUSTED``) ends the
+    search: larger ones are not tried.
 
     Args:
         apply_fn: ``apply_fn(params, images (B, H, W, C)) -> (B, K)``.
         params: its parameters (concrete arrays).
         image_shape: ``(H, W, C)`` of one variant.
-        candidates: batch sizes to try (positive ints).
-        repeats: timed runs per candidate after one warm-up; the median counts.
+        candidates: batch sizes to try (positive ints); default per backend,
+            :data:`saliency_jax.occlude.compile.TUNE_CANDIDATES` (CPU 1 … 32, GPU/TPU 8 … 256).
+        repeats: timed runs per candidate after one warm-up; the fastest counts.
+        compute_dtype: as for :func:`occlusion` (the model measured in that dtype).
 
     Returns:
-        The candidate with the lowest median time per image.
+        The candidate with the lowest time per image.
 
     Example:
         >>> best = sj.tune_chunk_size(model.apply, variables, (128, 128, 3))  # doctest: +SKIP
     """
     _validate.apply_fn(apply_fn)
+    if candidates is None:
+        candidates = TUNE_CANDIDATES[backend_kind()]
     if not candidates or any(not _validate.is_int(c) or c < 1 for c in candidates):
         raise ValueError(f"`candidates` (={candidates!r}) must be a non-empty sequence of positive ints")
     repeats = _validate.integer("repeats", repeats, lo=1)
+    compute_dtype = check_compute_dtype(compute_dtype)
     shape = tuple(int(d) for d in image_shape)
-    key = (apply_fn, shape, _validate.signature(params), tuple(candidates))
+    key = (apply_fn, shape, _validate.signature(params), tuple(candidates), compute_dtype)
     if key not in _TUNED:
+        cast = cast_floating(params, compute_dtype)
         forward = jit_with_policy(apply_fn, args=params)  # as the engine compiles
         per_image = {}
-        for batch in candidates:
-            x = jnp.zeros((batch, *shape), jnp.float32)
-            forward(params, x).block_until_ready()
-            times = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                forward(params, x).block_until_ready()
-                times.append(time.perf_counter() - start)
-            per_image[batch] = float(np.median(times)) / batch
+        for batch in sorted(candidates):
+            x = jnp.zeros((batch, *shape), compute_dtype or jnp.float32)
+            try:
+                per_image[batch] = seconds_per_item(lambda: forward(cast, x), batch, repeats)
+            except Exception as err:  # noqa: BLE001 — only a device out of memory ends the search
+                if not _too_big(err) or not per_image:
+                    raise
+                break
         _TUNED[key] = min(per_image, key=per_image.get)
     return _TUNED[key]
+
+
+def auto_plan(
+    *,
+    ratio: float | None,
+    full_flops: float,
+    platform: str,
+    chunk_size: int | None,
+    measurable: bool,
+) -> list[tuple[str, int]]:
+    """The candidates ``method="auto"`` considers: ``[(method, chunk_size), ...]``, the first one
+    the counted-FLOP rule's choice; with more than one, the fastest measured wins.
+
+    * Counted-FLOP rule: incremental where ``ratio`` (full over incremental FLOPs) is at least
+      :data:`saliency_jax.occlude.incremental.AUTO_MIN_RATIO`, else full.
+    * Nothing is measured where the call cannot run the model (``measurable`` false: inside a
+      caller's ``jit``/``vmap``, or sharded over several devices), nor where incremental has
+      nothing to save (``ratio <= 1``, or a crop: ``ratio`` is ``None``).
+    * On a GPU/TPU both methods are measured (gathers and small convolutions can make the
+      incremental engine slower than its FLOPs promise there, as Krypton found).
+    * On the CPU the rule stands where it is clear (ratio at least ``AUTO_MIN_RATIO``) and both
+      are measured below it. Where full re-inference is a candidate, ``chunk_size`` is not
+      given and the model has at least :data:`MEASURE_MIN_FLOPS` per forward pass, one window
+      per call (the naive loop's batch) is measured too: on a 2-core CPU, batches of 16 were
+      slower per image than single images for depthwise and channels-first models
+      (``benchmarks/results/execution.md``).
+
+    Args:
+        ratio: ``flop_report(...).ratio``, or ``None`` for ``mode="crop"``.
+        full_flops: counted FLOPs of one forward pass (``flop_report(...).full_flops``).
+        platform: the device's ``platform`` (``"cpu"``, ``"cuda"``, ``"tpu"`` …).
+        chunk_size: the user's int, or ``None`` for the backend's defaults.
+        measurable: whether the call can time the model (concrete arguments, one device).
+
+    Example:
+        >>> auto_plan(ratio=3.0, full_flops=1e9, platform="cpu", chunk_size=None, measurable=True)
+        [('incremental', 32)]
+        >>> auto_plan(ratio=3.0, full_flops=1e9, platform="cuda", chunk_size=None, measurable=True)
+        [('incremental', 128), ('full', 64)]
+        >>> auto_plan(ratio=1.0, full_flops=1e9, platform="cpu", chunk_size=None, measurable=True)
+        [('full', 16), ('full', 1)]
+    """
+    rule = "incremental" if ratio is not None and ratio >= incremental.AUTO_MIN_RATIO else "full"
+    methods = [rule]
+    if measurable and ratio is not None and ratio > 1.0:
+        if backend_kind(platform) != "cpu" or rule == "full":
+            methods.append("full" if rule == "incremental" else "incremental")
+    plan = [(m, chunk_size or default_chunk_size(m, platform)) for m in methods]
+    if measurable and chunk_size is None and "full" in methods and backend_kind(platform) == "cpu" \
+            and full_flops >= MEASURE_MIN_FLOPS:
+        plan.append(("full", 1))
+    return plan
+
+
+_PLANS: dict = {}
+
+
+def auto_decisions() -> tuple[AutoDecision, ...]:
+    """Every measured ``method="auto"`` decision of this process, oldest first (one per model,
+    shape and setting: each is measured once, on the first call, then reused).
+
+    Example:
+        >>> isinstance(auto_decisions(), tuple)
+        True
+    """
+    return tuple(_PLANS.values())
+
+
+def _measured(apply_fn, args, cfg: _Config, plan: list[tuple[str, int]]) -> _Config:
+    """``cfg`` with the fastest of ``plan``'s ``(method, chunk_size)``, timed on this call's own
+    windows (from the middle of the grid) on the first call for the shape, then cached."""
+    params, images = args[0], args[1]
+    key = (apply_fn, _validate.signature(params), tuple(images.shape), images.dtype.name,
+           dataclasses.replace(cfg, method="full", chunk_size=1), tuple(plan))
+    if key not in _PLANS:
+        total = _n_variants(images.shape, cfg)
+        windows = min(total, max(c for _, c in plan))  # per timed sample, the same for every candidate
+        first = max(0, total // 2 - windows // 2)
+        timings = []
+        for method, chunk_size in plan:
+            trial = dataclasses.replace(cfg, method=method, chunk_size=chunk_size)
+            state = _engine(1, *args)(apply_fn, *args, trial)
+            chunk = jit_with_policy(_chunk_scores, (0, 3), args=args)
+            length = chunk_indices(total, chunk_size).shape[-1]  # the real run's chunk: its compilation is reused
+            calls = [np.minimum(np.arange(first + k * length, first + (k + 1) * length), total - 1).astype(np.int32)
+                     for k in range(-(-windows // length))]
+            run = functools.partial(lambda st, tr: [chunk(apply_fn, st, ts, tr) for ts in calls], state, trial)
+            timings.append((method, chunk_size, seconds_per_item(run, len(calls) * length, repeats=2)))
+        best = min(timings, key=lambda t: t[2])
+        _PLANS[key] = AutoDecision(best[0], best[1], tuple(timings))
+    decision = _PLANS[key]
+    return dataclasses.replace(cfg, method=decision.method, chunk_size=decision.chunk_size)
 
 
 def occlusion(
@@ -414,9 +542,12 @@ def occlusion(
         blur_sigma: Gaussian σ in pixels for ``fill="blur"`` (truncated at 3σ, symmetric edges);
             default a quarter of the window's shorter side.
         chunk_size: variants per model call (memory grows with it, not with the number of
-            windows); default :data:`DEFAULT_CHUNK_SIZE`; ``"auto"`` measures the model once per
-            shape with :func:`tune_chunk_size`. The last chunk is padded, so there is one trace
-            per shape.
+            windows); default per backend and method
+            (:func:`saliency_jax.occlude.compile.default_chunk_size`: CPU 16 for ``"full"``, 32
+            for ``"incremental"``; GPU/TPU 64 and 128); ``"auto"`` measures full re-inference's
+            batch on the device once per model and shape with :func:`tune_chunk_size` (the
+            incremental method keeps its default). The last chunk is padded, so there is one
+            trace per shape.
         devices: the devices to shard the windows over; default all local devices.
         method: ``"auto"`` (default), ``"full"`` or ``"incremental"``. ``"full"``: every
             occluded image runs through the whole model.
@@ -424,12 +555,22 @@ def occlusion(
             unoccluded image's activations are cached once and, per window, each convolution,
             pooling and elementwise layer is recomputed only on the region the window changes
             (:mod:`saliency_jax.occlude.incremental`); the map equals ``"full"`` up to float32
-            rounding, and a model without such layers simply runs in full. Default chunk size
-            :data:`saliency_jax.occlude.incremental.DEFAULT_CHUNK_SIZE` (``"auto"`` uses it too).
-            ``"auto"``: ``"incremental"`` when ``mode="occlude"`` and its counted FLOPs are at
-            least :data:`saliency_jax.occlude.incremental.AUTO_MIN_RATIO` times fewer, else ``"full"``
-            (decided from the traced program; nothing is run).
+            rounding, and a model without such layers simply runs in full.
+            ``"auto"``: the candidates of :func:`auto_plan`, the counted-FLOP rule's choice
+            first (incremental where its counted FLOPs are at least
+            :data:`saliency_jax.occlude.incremental.AUTO_MIN_RATIO` times fewer). Where there
+            are several (both methods on a GPU/TPU or below that ratio on the CPU; one window
+            per call beside the default chunk on the CPU), each is timed on a few of this
+            call's own windows on the first call for a model, shape and setting, and the
+            fastest is kept (:func:`auto_decisions` lists them); later calls reuse it. Inside a
+            caller's ``jit``/``vmap`` or over several devices nothing is timed: the rule decides.
 
+            Execution: with concrete arguments on one device, the chunks are driven from Python,
+            one jitted call each; inside a caller's ``jit``/``vmap`` and over several devices,
+            one program runs them (``lax.map``, ``shard_map``). Same maps. The first is the
+            default because XLA:CPU runs channels-first convolutions (``NCHW``/``OIHW``
+            kernels, as Equinox and PyTorch ports write them) an order of magnitude slower
+            inside a loop body (jax-ml/jax#12868; ``benchmarks/results/execution.md``).
         compute_dtype: ``None`` (default: the model sees the image's dtype and ``params`` as
             given) or a floating dtype such as ``jnp.bfloat16``: every variant and every
             floating leaf of ``params`` is cast to it before the model runs; the scores are cast
@@ -454,13 +595,15 @@ def occlusion(
         >>> heat.shape
         (128, 128)
     """
-    cfg, images, fill_arr, targets, batched = _resolve(
+    cfg, images, fill_arr, targets, batched, plan = _resolve(
         apply_fn, params, image, window=window, stride=stride, target=target, mode=mode, fill=fill, score=score,
         combine=combine, placement=placement, blur_sigma=blur_sigma, chunk_size=chunk_size, devices=devices,
         method=method, compute_dtype=compute_dtype,
     )
     args = (params, images, fill_arr, targets)
     if _host_executes(len(cfg.devices), args):
+        if len(plan) > 1:
+            cfg = _measured(apply_fn, args, cfg, plan)
         heat = _host_loop(apply_fn, *args, cfg)  # (N, K', H, W)
     else:
         heat = _engine(len(cfg.devices), *args)(apply_fn, *args, cfg)
@@ -505,8 +648,10 @@ def _resolve(apply_fn, params, image, *, window, stride, target, mode, fill, sco
     if not devices:
         raise ValueError("`devices` (=()) must name at least one device")
     target_kind, targets = _validate.target(target, n=n, num_classes=_validate.num_classes(apply_fn, params, images))
-    if method == "auto":
-        method = _auto_method(apply_fn, params, images.shape[1:], mode, window_yx, stride_yx, placement)
+    measurable = _host_executes(len(devices), (params, images, fill_arr, targets))
+    geometry = dict(window=window_yx, stride=stride_yx, placement=placement)
+    plan = _plan(apply_fn, params, images, mode, geometry, method, chunk_size, devices[0].platform, measurable,
+                 compute_dtype)
     cfg = _Config(
         window=window_yx,
         stride=stride_yx,
@@ -517,13 +662,13 @@ def _resolve(apply_fn, params, image, *, window, stride, target, mode, fill, sco
         fill_kind=fill_kind,
         blur_sigma=blur_sigma,
         target_kind=target_kind,
-        chunk_size=_chunk_size(chunk_size, method, apply_fn, params, images.shape[1:]),
+        chunk_size=plan[0][1],
         devices=devices,
-        method=method,
+        method=plan[0][0],
         compute_dtype=compute_dtype,
         map_dtype=map_dtype(images.dtype).name,
     )
-    return cfg, images, fill_arr, targets, batched
+    return cfg, images, fill_arr, targets, batched, plan
 
 
 def _check_fill(fill, mode: str, images_shape) -> tuple[str, jax.Array]:
@@ -579,22 +724,19 @@ def _check_chunk_size(chunk_size) -> None:
     _validate.integer("chunk_size", chunk_size, lo=1)
 
 
-def _auto_method(apply_fn, params, image_shape, mode, window_yx, stride_yx, placement) -> str:
-    """``method="auto"``: incremental where its counted FLOPs are low enough (nothing is run)."""
-    if mode != "occlude":
-        return "full"
-    report = incremental.flop_report(apply_fn, params, image_shape, window=window_yx, stride=stride_yx,
-                                     placement=placement)
-    return "incremental" if report.ratio >= incremental.AUTO_MIN_RATIO else "full"
-
-
-def _chunk_size(chunk_size, method: str, apply_fn, params, image_shape) -> int:
-    """The chunk size for ``method`` (already resolved from ``"auto"``)."""
-    if method == "incremental" and (chunk_size is None or chunk_size == "auto"):
-        return incremental.DEFAULT_CHUNK_SIZE
-    if chunk_size is None:
-        return DEFAULT_CHUNK_SIZE
-    if chunk_size == "auto":
-        traced = not all(_validate.is_concrete(x) for x in jax.tree.leaves(params))
-        return DEFAULT_CHUNK_SIZE if traced else tune_chunk_size(apply_fn, params, image_shape)
-    return int(chunk_size)
+def _plan(apply_fn, params, images, mode, geometry, method, chunk_size, platform, measurable, compute_dtype):
+    """``[(method, chunk_size), ...]``: one entry where nothing is left to measure, else
+    :func:`auto_plan`'s candidates (the counted-FLOP rule's choice first)."""
+    tuned = None
+    if chunk_size == "auto" and method != "incremental" and all(_validate.is_concrete(x)
+                                                                for x in jax.tree.leaves(params)):
+        tuned = tune_chunk_size(apply_fn, params, images.shape[1:], compute_dtype=compute_dtype)
+    given = chunk_size if _validate.is_int(chunk_size) else None
+    if method != "auto":
+        return [(method, tuned or given or default_chunk_size(method, platform))]
+    report = incremental.flop_report(apply_fn, params, images.shape[1:], **geometry)
+    plan = auto_plan(ratio=report.ratio if mode == "occlude" else None, full_flops=report.full_flops,
+                     platform=platform, chunk_size=given, measurable=measurable)
+    if tuned is not None:  # chunk_size="auto" already measured full re-inference's batch
+        plan = [(m, tuned if m == "full" else c) for m, c in plan if (m, c) != ("full", 1)]
+    return list(dict.fromkeys(plan))
