@@ -16,10 +16,12 @@ loop's):
 * ``lax.map``: ``sj.occlusion(method="full")`` traced inside ``jax.jit`` (the old execution);
 * ``full``, ``incremental``, ``auto``: ``sj.occlusion`` as a user calls it (the host loop).
 
-Models (random weights, 96×96×3 images, window 16 stride 8: 121 windows): two 3×3 convolutions
-with HWIO kernels (``nhwc``), the same with OIHW kernels and the input transposed to NCHW
-(``nchw``, as Equinox and PyTorch ports do), and a MobileNet-style stack of depthwise and
-pointwise convolutions with ReLU6 (``depthwise``).
+Models (random weights, 128×128×3 images, window 16 stride 8: 225 windows): two 3×3
+convolutions with HWIO kernels (``nhwc``), the same with OIHW kernels and the input transposed
+to NCHW (``nchw``, as Equinox and PyTorch ports do), and a MobileNet-style stack of depthwise
+and pointwise convolutions with ReLU6 (``depthwise``); each also ``-centred`` (each image's mean
+subtracted first, so the incremental engine has nothing to save and ``auto`` must pick among
+full re-inference's batch sizes).
 
 Usage:  python benchmarks/execution.py [--repeats 3] [--out benchmarks/results]
 """
@@ -46,11 +48,17 @@ import saliency_jax as sj  # noqa: E402
 from benchmarks._lock import machine_lock  # noqa: E402
 from benchmarks._timing import timed  # noqa: E402
 
-SIZE, WINDOW, STRIDE, TARGET = 96, 16, 8, 3
+SIZE, WINDOW, STRIDE, TARGET = 128, 16, 8, 3
 NHWC = ("NHWC", "HWIO", "NHWC")
 
 
-def two_conv(layout: str, c1=16, c2=32, k=10):
+def centred(x):
+    """Subtract each image's mean: every pixel then depends on every window, so the incremental
+    engine has nothing to save and ``method="auto"`` must choose among full re-inference's ways."""
+    return x - x.mean(axis=(1, 2, 3), keepdims=True)
+
+
+def two_conv(layout: str, c1=16, c2=32, k=10, centre=False):
     r = jax.random.split(jax.random.key(0), 3)
     if layout == "nchw":
         params = {"w1": jax.random.normal(r[0], (c1, 3, 3, 3)) * 0.2, "w2": jax.random.normal(r[1], (c2, c1, 3, 3)) * 0.1}
@@ -59,6 +67,7 @@ def two_conv(layout: str, c1=16, c2=32, k=10):
     params["d"] = jax.random.normal(r[2], (c2, k)) * 0.3
 
     def apply(p, x):  # x: (B, H, W, C)
+        x = centred(x) if centre else x
         if layout == "nchw":
             dn, axes = ("NCHW", "OIHW", "NCHW"), (2, 3)
             x = jnp.transpose(x, (0, 3, 1, 2))
@@ -71,13 +80,14 @@ def two_conv(layout: str, c1=16, c2=32, k=10):
     return apply, params
 
 
-def depthwise(c=32, blocks=3, k=10):
+def depthwise(c=64, blocks=3, k=10, centre=False):
     r = jax.random.split(jax.random.key(0), 2 + 2 * blocks)
     params = {"stem": jax.random.normal(r[0], (3, 3, 3, c)) * 0.2, "d": jax.random.normal(r[1], (c, k)) * 0.3,
               "dw": [jax.random.normal(r[2 + 2 * b], (3, 3, 1, c)) * 0.3 for b in range(blocks)],
               "pw": [jax.random.normal(r[3 + 2 * b], (1, 1, c, c)) * 0.2 for b in range(blocks)]}
 
     def apply(p, x):
+        x = centred(x) if centre else x
         x = jax.nn.relu6(lax.conv_general_dilated(x, p["stem"], (2, 2), "SAME", dimension_numbers=NHWC))
         for dw, pw in zip(p["dw"], p["pw"]):
             y = jax.nn.relu6(lax.conv_general_dilated(x, dw, (1, 1), "SAME", dimension_numbers=NHWC,
@@ -88,7 +98,9 @@ def depthwise(c=32, blocks=3, k=10):
     return apply, params
 
 
-MODELS = {"nhwc": lambda: two_conv("nhwc"), "nchw": lambda: two_conv("nchw"), "depthwise": depthwise}
+MODELS = {"nhwc": lambda: two_conv("nhwc"), "nchw": lambda: two_conv("nchw"), "depthwise": depthwise,
+          "nhwc-centred": lambda: two_conv("nhwc", centre=True), "nchw-centred": lambda: two_conv("nchw", centre=True),
+          "depthwise-centred": lambda: depthwise(centre=True)}
 
 
 def naive_map(apply, params, image):
@@ -116,8 +128,11 @@ def bench(name, repeats):
         "incremental": lambda: sj.occlusion(apply, params, image, method="incremental", **kw),
         "auto": lambda: sj.occlusion(apply, params, image, **kw),
     }
+    report = sj.flop_report(apply, params, image.shape, window=WINDOW, stride=STRIDE)
     n_windows = ((SIZE - WINDOW) // STRIDE + 1) ** 2
-    out = {"model": name, "windows": n_windows, "runs": {}}
+    known = len(sj.occlude.engine.auto_decisions())
+    out = {"model": name, "windows": n_windows, "runs": {}, "flop_ratio": report.ratio,
+           "gflop_per_forward": report.full_flops / 1e9}
     ref = None
     for label, fn in runs.items():
         first, median, heat = timed(fn, repeats)
@@ -127,6 +142,9 @@ def bench(name, repeats):
         out["runs"][label] = {"windows_per_s": n_windows / median, "first_call_s": first, "max_rel_err_vs_naive": err}
         print(f"{name:10s} {label:12s} {n_windows / median:9.1f} windows/s  (first call {first:.2f} s, "
               f"rel. err {err:.1e})", flush=True)
+    decisions = sj.occlude.engine.auto_decisions()[known:]
+    decision = decisions[-1] if decisions else None
+    out["auto_choice"] = decision._asdict() if decision else "rule (nothing measured)"
     best_other = max(out["runs"][k]["windows_per_s"] for k in ("naive", "lax.map"))
     out["auto_over_best_of_naive_and_lax_map"] = out["runs"]["auto"]["windows_per_s"] / best_other
     out["auto_over_best_of_naive_and_full"] = out["runs"]["auto"]["windows_per_s"] / max(
@@ -142,15 +160,19 @@ def write_markdown(res, path):
         f"({res['models'][0]['windows']} windows), windows/s (median of {res['repeats']} after a warm-up; "
         "every map checked against the naive loop's: column `err` is the largest relative error).",
         "",
-        "| model | naive loop | lax.map (old full) | full (host loop) | incremental | auto | auto / best of naive, lax.map | max err |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | FLOP ratio | naive loop | lax.map (old full) | full (host loop) | incremental | auto | auto / best of naive, lax.map | auto / best of naive, full | max err |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m in res["models"]:
         r = m["runs"]
         err = max(v["max_rel_err_vs_naive"] for v in r.values())
-        lines.append(f"| {m['model']} | " + " | ".join(f"{r[k]['windows_per_s']:.1f}" for k in
+        lines.append(f"| {m['model']} | {m['flop_ratio']:.2f} | " + " | ".join(f"{r[k]['windows_per_s']:.1f}" for k in
                                                        ("naive", "lax.map", "full", "incremental", "auto"))
-                     + f" | {m['auto_over_best_of_naive_and_lax_map']:.2f}× | {err:.1e} |")
+                     + f" | {m['auto_over_best_of_naive_and_lax_map']:.2f}× | {m['auto_over_best_of_naive_and_full']:.2f}×"
+                     + f" | {err:.1e} |")
+    lines += ["", "What `auto` chose (measured candidates, seconds per window):", ""]
+    for m in res["models"]:
+        lines.append(f"- {m['model']}: {m['auto_choice']}")
     lines += ["", "Produced by `python benchmarks/execution.py`; see its docstring for the cause (jax-ml/jax#12868)."]
     tmp = path.with_suffix(".md.tmp")
     tmp.write_text("\n".join(lines) + "\n")
