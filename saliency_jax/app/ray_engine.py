@@ -15,8 +15,11 @@ connects to Ray (``address=None``: a Ray instance started inside this process; `
   many intra-op threads as the CPUs it reserved (one by default), so workers do not
   oversubscribe the cores.
 * **Scheduling** is a driver loop over ``ray.wait`` (no queue or RPC server of our own): every
-  actor has up to two batches queued, so it starts the next as soon as one ends, and each
-  image's :class:`~saliency_jax.app.worker.Outcome` is reported when its batch returns.
+  actor has two batches at a time and runs them in two threads, so one computes while the other
+  writes (as the local engine overlaps them), and each image's
+  :class:`~saliency_jax.app.worker.Outcome` is reported when its batch returns. An engine kept
+  open runs a later :meth:`RayEngine.run` with the same output folder, settings, batch size and
+  model on the same warm actors.
 * **Faults.** An actor whose process dies (killed, out of memory, node lost) is restarted by Ray
   (up to :data:`MAX_RESTARTS` times) and its unfinished batches are redone; a batch whose
   worker died :data:`MAX_ATTEMPTS` times is reported as failed images instead of retried
@@ -42,6 +45,7 @@ import logging
 import math
 import os
 import socket
+import threading
 import warnings
 from pathlib import Path
 from typing import Callable, Sequence
@@ -55,7 +59,7 @@ __all__ = ["MAX_RESTARTS", "MAX_ATTEMPTS", "QUEUE_DEPTH", "RESTART_TIMEOUT_S", "
 MAX_RESTARTS = 3
 #: How many times a batch is tried on workers that die under it before its images fail.
 MAX_ATTEMPTS = 3
-#: Batches queued on each worker at once (one running, the next ready to start).
+#: Batches on each worker at once (run in as many threads: one computes while another writes).
 QUEUE_DEPTH = 2
 #: Seconds to wait for Ray to restart a worker whose process died before giving it up.
 RESTART_TIMEOUT_S = 300.0
@@ -135,18 +139,20 @@ class _Worker:
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip()  # before JAX's backend starts
         if 0 < gpus < 1:  # actors sharing a GPU: each takes its share of its memory, not JAX's default 75 %
             os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{0.9 * gpus:.2f}")
-        self.args, self.worker = (out, info, batch_size), None
+        self.args, self.worker, self.lock = (out, info, batch_size), None, threading.Lock()
 
     def run(self, items, model: list):
-        if self.worker is None:
-            import jax
-            import ray
+        with self.lock:
+            if self.worker is None:  # the first call loads the model and compiles, alone
+                import jax
+                import ray
 
-            loaded = ray.get(model[0])
-            loaded = dataclasses.replace(loaded, params=jax.device_put(loaded.params))  # on the device once
-            out, info, batch_size = self.args
-            self.worker = BatchWorker(out, info, loaded, batch_size)
-        return self.worker.run(items)
+                loaded = ray.get(model[0])
+                loaded = dataclasses.replace(loaded, params=jax.device_put(loaded.params))  # on the device once
+                out, info, batch_size = self.args
+                self.worker = BatchWorker(out, info, loaded, batch_size)
+                return self.worker.run(items)
+        return self.worker.run(items)  # two calls at once: one computes while the other writes
 
     def pid(self) -> int:
         return os.getpid()
@@ -188,7 +194,7 @@ class RayEngine:
         self.address, self.workers, self.gpus = address, workers, float(gpus_per_worker or 0.0)
         self.pin_cpus = bool(pin_cpus)
         self.stats: dict[str, int] = {}
-        self._ray, self._started, self._actors, self._model = None, False, [], None
+        self._ray, self._started, self._actors, self._model, self._key = None, False, [], None, (None,) * 4
 
     # ------------------------------------------------------------------ connection
 
@@ -232,7 +238,7 @@ class RayEngine:
                 self._ray.kill(actor, no_restart=True)
             except Exception:  # already gone  # noqa: BLE001
                 pass
-        self._actors, self._model = [], None
+        self._actors, self._model, self._key = [], None, (None,) * 4
 
     def worker_pids(self) -> list[int]:
         """The process id of each live worker of the running :meth:`run` (for monitoring and tests)."""
@@ -260,14 +266,19 @@ class RayEngine:
         if self._ray is None:
             raise RuntimeError("RayEngine.run needs the engine entered: `with RayEngine(...) as engine:`")
         batches = [tuple(items[i:i + batch_size]) for i in range(0, len(items), batch_size)]
-        self.stats = {"workers": 0, "batches": len(batches), "redone": 0, "deaths": 0}
+        self.stats = {"workers": len(self._actors), "batches": len(batches), "redone": 0, "deaths": 0}
         if not batches:
             return
-        self._start_actors(len(batches), Path(out), info, loaded, batch_size)
+        key = self._key
+        if not (self._actors and key[0] == Path(out) and key[1] == info and key[2] == batch_size and key[3] is loaded):
+            self._stop_actors()
+            self._start_actors(len(batches), Path(out), info, loaded, batch_size)
+            self._key = (Path(out), info, batch_size, loaded)
         try:
             self._drive(batches, on_outcome)
-        finally:
+        except BaseException:
             self._stop_actors()
+            raise
 
     def _sizes(self, n_batches: int) -> tuple[int, float, int]:
         """(actors, CPUs each reserves, XLA threads each) for the cluster's resources."""
@@ -296,7 +307,8 @@ class RayEngine:
         # Held here for the whole run: a restarted actor reads it again.
         self._model = ray.put(dataclasses.replace(loaded, params=jax.device_get(loaded.params)))
         actor_cls = ray.remote(concurrency_groups={"control": 1})(_Worker).options(
-            num_cpus=cpus, num_gpus=self.gpus, max_restarts=MAX_RESTARTS, max_task_retries=0)
+            num_cpus=cpus, num_gpus=self.gpus, max_restarts=MAX_RESTARTS, max_task_retries=0,
+            max_concurrency=QUEUE_DEPTH)
         self._actors = [actor_cls.remote(out, info, batch_size, threads, rank, self.pin_cpus, self.gpus)
                         for rank in range(workers)]
         self.stats["workers"] = workers
