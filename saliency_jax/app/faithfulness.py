@@ -286,12 +286,20 @@ def _load_sanity(sanity) -> dict | None:
     return json.loads(Path(sanity).read_text())
 
 
+def _display_path(path) -> str:
+    """``path`` relative to the working directory when it lies below it (reports stay portable)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def _assemble(loaded, gen, logits, methods, per_image, seconds, settings, sanity) -> dict:
     baselines = [b for b in BASELINES if b in methods]
     compared = [m for m in methods if m not in BASELINES]
     fractions = next(iter(per_image.values()))["fractions"]
     return {
-        "model": str(loaded.path),
+        "model": _display_path(loaded.path),
         "classes": list(loaded.classes),
         "data": {"split": "test", **{k: v for k, v in gen.info.items() if k in ("seed", "n", "size", "task")}},
         "settings": {**settings, "target": "the true label", "score": "softmax probability (deletion/insertion)",
