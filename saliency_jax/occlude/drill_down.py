@@ -293,6 +293,10 @@ def drill_down_occlusion(
             ``"auto"``: incremental when its counted FLOPs at the fine grid are at least
             :data:`saliency_jax.occlude.incremental.AUTO_MIN_RATIO` times fewer.
 
+    The model runs in the dtype of ``image`` and ``params`` as given (cast both, e.g. to
+    ``jnp.bfloat16``, to run it in that dtype: what ``sj.occlusion(..., compute_dtype=...)`` does);
+    scores, estimates and the map are float32.
+
     Returns:
         ``(heatmap, record)``: float32 ``(H, W)`` (``(N, H, W)`` for a batch) and a
         :class:`DrillDownRecord`.
@@ -386,12 +390,12 @@ def _resolve(apply_fn, params, image, *, window, stride, drill_down, target, mod
 
 
 def _fills(fill, images) -> jax.Array:
-    """What an occluded pixel becomes, ``(N, H, W, C)`` float32."""
+    """What an occluded pixel becomes, ``(N, H, W, C)`` in the images' dtype (the model's input dtype)."""
     n, h, w, c = images.shape
     if isinstance(fill, str):
         if fill != "mean":
             raise ValueError(f"`fill` (={fill!r}) must be a number, a vector ({c},), a baseline image or 'mean'")
-        return jnp.broadcast_to(images.mean(axis=(1, 2), keepdims=True), images.shape).astype(jnp.float32)
+        return jnp.broadcast_to(images.mean(axis=(1, 2), keepdims=True), images.shape)
     if fill is None:
         fill = 0.0
     if isinstance(fill, bool) or not (isinstance(fill, numbers.Real) or hasattr(fill, "shape")):
@@ -404,7 +408,7 @@ def _fills(fill, images) -> jax.Array:
     if arr.shape not in ((), (c,), (h, w, c), (n, h, w, c)):
         raise ValueError(f"`fill` (shape={tuple(arr.shape)}) must be a scalar, a vector ({c},), or a baseline image "
                          f"({h}, {w}, {c}) or ({n}, {h}, {w}, {c})")
-    return jnp.broadcast_to(arr.astype(jnp.float32), images.shape)
+    return jnp.broadcast_to(arr.astype(images.dtype), images.shape)
 
 
 def _chunk(chunk_size) -> int | None:

@@ -240,3 +240,25 @@ def test_bad_arguments_are_rejected_naming_them(kwargs, error, fragment):
     with pytest.raises(error) as info:
         drill_down_occlusion(f, None, rand_image((12, 12, 2)), **args)
     assert fragment in str(info.value)
+
+
+def test_bfloat16_inputs_run_in_bfloat16_and_give_a_float32_map():
+    # what sj.occlusion(..., compute_dtype=jnp.bfloat16, drill_down=...) hands over: image and params cast
+    shape = (12, 12, 2)
+    from tests.occlude.test_engine import mlp_apply
+
+    params, image = mlp_params(shape), rand_image(shape)
+    kw = dict(window=4, stride=2, target=0, method="full", drill_down=DrillDown(coarse_stride=4, fraction=1.0))
+    seen = []
+
+    def f(p, x):
+        seen.append(x.dtype)
+        return mlp_apply(p, x)
+
+    low = jax.tree.map(lambda a: jnp.asarray(a, jnp.bfloat16), params)
+    heat, _ = drill_down_occlusion(f, low, jnp.asarray(image, jnp.bfloat16), fill=0.25, **kw)
+    assert heat.dtype == jnp.float32 and set(seen) == {jnp.dtype(jnp.bfloat16)}
+    ref = reference.occlusion_map(lambda x: np.asarray(mlp_apply(params, jnp.asarray(x, jnp.float32)[None])[0],
+                                                       np.float64), image, window=(4, 4), stride=(2, 2), target=0,
+                                  fill=0.25)
+    np.testing.assert_allclose(np.asarray(heat), ref, atol=0.05 * np.abs(ref).max())  # bf16: ~3 significant digits
