@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import jax
@@ -82,13 +83,19 @@ def explain_batch(apply_fn: Callable, params: Any, pixels: np.ndarray, settings:
         A :class:`BatchMaps`.
     """
     x = jnp.asarray(data.preprocess(pixels))
-    logits = np.asarray(apply_fn(params, x), np.float32)
+    logits, probs = (np.asarray(a, np.float32) for a in _predict(apply_fn, params, x))
     target = settings.target
     targets = "all" if target == "all" else jnp.asarray(
         logits.argmax(-1) if target == "predicted" else np.full((len(pixels),), target), jnp.int32)
     maps = compute_maps(apply_fn, params, x, targets, settings)
-    probs = np.asarray(jax.nn.softmax(jnp.asarray(logits), axis=-1))
     return BatchMaps(logits, probs, maps)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _predict(apply_fn: Callable, params: Any, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(logits, softmax)`` of a batch in one compiled call (not op by op)."""
+    logits = apply_fn(params, x).astype(jnp.float32)
+    return logits, jax.nn.softmax(logits, axis=-1)
 
 
 def explained_classes(target: str | int, predicted: int, num_classes: int) -> list[int]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import io
 import os
 from pathlib import Path
 from typing import Callable, Literal, Sequence
@@ -28,7 +29,10 @@ from saliency_jax._io import atomic_write
 from saliency_jax.app import inputs, maps, panels, sidecar
 from saliency_jax.model import checkpoint, data
 
-__all__ = ["Item", "Outcome", "ReadBatch", "BatchWorker"]
+__all__ = ["RENDER_THREADS", "Item", "Outcome", "Prepared", "ReadBatch", "BatchWorker"]
+
+#: Threads that render and encode the images of one batch at once (at most 4, at most the CPUs).
+RENDER_THREADS = max(1, min(4, os.cpu_count() or 1))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +68,28 @@ class Outcome:
     status: Literal["done", "failed"]
     reason: str | None = None
     sidecar: Path | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """One image's outputs, encoded in memory and not yet written (:meth:`BatchWorker.prepare`).
+
+    Attributes:
+        item: the input.
+        payloads: ``{path relative to the output folder: file bytes}``, every output but the sidecar.
+        sidecar: the sidecar's contents (written last).
+    """
+
+    item: Item
+    payloads: dict
+    sidecar: dict
+
+
+def _encoded(save: Callable[[io.BytesIO], object]) -> bytes:
+    """The bytes ``save`` writes into a file object (``np.save``, ``PIL.Image.save``)."""
+    buf = io.BytesIO()
+    save(buf)
+    return buf.getvalue()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,35 +164,55 @@ class BatchWorker:
         return [self.write_one(batch, computed, i) for i in range(len(batch.items))]
 
     def write_one(self, batch: ReadBatch, computed: maps.BatchMaps, i: int) -> Outcome:
-        """The outputs of the ``i``-th readable image of a computed batch, its sidecar last.
-
-        PNGs are rendered only when ``"png"`` is among the formats.
+        """The outputs of the ``i``-th readable image of a computed batch, its sidecar last:
+        :meth:`commit` of :meth:`prepare`.
 
         Raises:
-            OutputWriteError: an output could not be written; the image's outputs written so far
-                (and an older sidecar of it) are removed first. An interrupt removes them too.
+            OutputWriteError: see :meth:`commit`.
+        """
+        return self.commit(self.prepare(batch, computed, i))
+
+    def prepare(self, batch: ReadBatch, computed: maps.BatchMaps, i: int) -> Prepared:
+        """The encoded outputs of the ``i``-th readable image of a computed batch, in memory.
+
+        No file is touched, so images can be prepared on several threads at once. PNGs are
+        rendered only when ``"png"`` is among the formats.
         """
         settings, classes = self.info.settings, self.info.classes
         item, orig = batch.items[i]
         explained = maps.explained_classes(settings.target, int(computed.probs[i].argmax()), len(classes))
         files = sidecar.output_names(item.name, settings)
-        side = sidecar.sidecar_path(self.out, item.name)
         per = {m: computed.maps[m][i] for m in settings.methods}
+        payloads = {}
+        if "npy" in settings.formats:
+            for m in settings.methods:
+                payloads[files[f"{m}.npy"]] = _encoded(lambda f, a=per[m]: np.save(f, a.astype(np.float32)))
+        if "png" in settings.formats:
+            panel, tiles = panels.render_image(batch.pixels[i].astype(np.float32) / 255.0, per, classes,
+                                               explained, computed.probs[i], settings)
+            for m in settings.methods:
+                payloads[files[f"{m}.png"]] = _encoded(lambda f, im=tiles[m]: im.save(f, **panels.PNG_OPTIONS))
+            payloads[files["panel"]] = _encoded(lambda f, im=panel: im.save(f, **panels.PNG_OPTIONS))
+        side = self.info.sidecar(path=item.path, name=item.name, sha256=item.sha256, size=orig,
+                                 logits=computed.logits[i], probs=computed.probs[i], explained=explained, maps=per,
+                                 files=files)
+        return Prepared(item, payloads, side)
+
+    def commit(self, prepared: Prepared) -> Outcome:
+        """Write a prepared image's files (each atomically), its sidecar last.
+
+        Raises:
+            OutputWriteError: an output could not be written; the image's outputs written so far
+                (and an older sidecar of it) are removed first. An interrupt removes them too.
+        """
+        item = prepared.item
+        side = sidecar.sidecar_path(self.out, item.name)
         try:
-            if "npy" in settings.formats:
-                for m in settings.methods:
-                    atomic_write(self.out / files[f"{m}.npy"], lambda t, a=per[m]: np.save(t, a.astype(np.float32)))
-            if "png" in settings.formats:
-                panel, tiles = panels.render_image(batch.pixels[i].astype(np.float32) / 255.0, per, classes,
-                                                   explained, computed.probs[i], settings)
-                for m in settings.methods:
-                    atomic_write(self.out / files[f"{m}.png"], lambda t, im=tiles[m]: im.save(t, **panels.PNG_OPTIONS))
-                atomic_write(self.out / files["panel"], lambda t, im=panel: im.save(t, **panels.PNG_OPTIONS))
-            sidecar.write_sidecar(side, self.info.sidecar(
-                path=item.path, name=item.name, sha256=item.sha256, size=orig, logits=computed.logits[i],
-                probs=computed.probs[i], explained=explained, maps=per, files=files))
+            for name, payload in prepared.payloads.items():
+                atomic_write(self.out / name, lambda t, b=payload: Path(t).write_bytes(b))
+            sidecar.write_sidecar(side, prepared.sidecar)
         except BaseException:
-            for f in [side, *(self.out / f for f in files.values())]:  # sidecar first: never one without its files
+            for f in [side, *(self.out / name for name in prepared.payloads)]:  # sidecar first: never one without its files
                 with contextlib.suppress(OSError):
                     os.unlink(f)
             raise
@@ -176,9 +222,11 @@ class BatchWorker:
         """Read, compute and write ``items`` (any number), ``batch_size`` at a time, as a pipeline.
 
         While the model computes batch b (the calling thread), a reader thread hashes, decodes
-        and resizes batch b + 1 and a writer thread renders and writes batch b − 1 (XLA, zlib
-        and PIL's decoders release the GIL). At most one batch waits on each side. A write
-        error stops the run before the next model call. On an interrupt of the calling thread
+        and resizes batch b + 1 and a writer thread writes batch b − 1, in order, as
+        :data:`RENDER_THREADS` threads render and encode its images (:meth:`prepare`; XLA, zlib
+        and PIL's codecs release the GIL, and after the last model call the rendering has every
+        core). At most one batch waits on each side. A write error stops the run before the
+        next model call; no image after the failed one is written. On an interrupt of the calling thread
         the batch being written is finished first (leaving the pool waits for it).
 
         Args:
@@ -201,12 +249,18 @@ class BatchWorker:
                 on_outcome(outcome)
 
         def write(batch: ReadBatch, computed: maps.BatchMaps) -> None:
-            for i in range(len(batch.items)):
-                report(self.write_one(batch, computed, i))
+            futures = [renderers.submit(self.prepare, batch, computed, i) for i in range(len(batch.items))]
+            try:
+                for f in futures:  # committed in order: a failure leaves no later image behind
+                    report(self.commit(f.result()))
+            finally:
+                for f in futures:
+                    f.cancel()
 
         chunks = [items[i:i + self.batch_size] for i in range(0, len(items), self.batch_size)]
         with concurrent.futures.ThreadPoolExecutor(1, "sj-read") as reader, \
-                concurrent.futures.ThreadPoolExecutor(1, "sj-write") as writer:
+                concurrent.futures.ThreadPoolExecutor(1, "sj-write") as writer, \
+                concurrent.futures.ThreadPoolExecutor(RENDER_THREADS, "sj-render") as renderers:
             next_read = reader.submit(self.read, chunks[0]) if chunks else None
             in_flight = None
             for b in range(len(chunks)):
