@@ -20,7 +20,14 @@ rate is ``windows / (cache time + windows × per-window time)``. The results say
 settings were sampled. Trace + compile time is reported apart; timings are medians of repeats
 after a warm-up, with ``block_until_ready``.
 
-Usage:  python benchmarks/incremental.py [--quick] [--out DIR] [--library-defaults]
+``--dag`` (issue 15) runs the DAG models of :mod:`benchmarks.zoo` instead (Flax ResNet-18,
+ResNet-50, MobileNetV2; random weights, BatchNorm in inference form) at 224² with window 16
+stride 4 (Krypton's setting) on a sample of windows, and writes ``incremental-dag.{json,md}``:
+the counted FLOP ratio, the ratio the geometry allows with no layer sent full by
+``FULL_LAYER_FRACTION`` (every region merged by its bounding box), the reasons the computation
+turns full, the per-layer arithmetic (``flop_report(...).table()``) and the measured speed-up.
+
+Usage:  python benchmarks/incremental.py [--quick] [--out DIR] [--library-defaults] [--dag]
 """
 
 from __future__ import annotations
@@ -275,6 +282,112 @@ def approx_runs(model, window, stride, caps, repeats):
     return rows
 
 
+class ZooModel:
+    """A :mod:`benchmarks.zoo` model with the interface ``run_setting`` uses (``init``, ``apply``,
+    ``input_size``): ``init`` returns the zoo's variables (calibrated BatchNorm statistics)."""
+
+    def __init__(self, name: str, size: int = 224):
+        from benchmarks import zoo
+
+        self.name = name
+        self.apply, self.variables = zoo.build(name, size)
+        self.input_size = (size, size, 3)
+
+    def init(self, key, x):
+        del key, x
+        return self.variables
+
+
+def dag_counts(model: ZooModel, window: int, stride: int) -> dict:
+    """Counted FLOP ratios of one zoo model: as run (the default ``FULL_LAYER_FRACTION``) and what
+    bounding-box merging allows when no layer is sent full by that rule."""
+    size = model.input_size
+    report = inc.flop_report(model.apply, model.variables, size, window=window, stride=stride)
+    default = inc.FULL_LAYER_FRACTION
+    try:
+        inc.FULL_LAYER_FRACTION = 1.01
+        bound = inc.flop_report(model.apply, model.variables, size, window=window, stride=stride)
+    finally:
+        inc.FULL_LAYER_FRACTION = default
+    return dict(model=model.name, window=window, stride=stride, flop_ratio=report.ratio,
+                full_gflop_per_window=report.full_flops / 1e9,
+                incremental_gflop_per_window=report.incremental_flops / 1e9,
+                geometry_bound_ratio=bound.ratio, reasons=list(report.reasons), table=report.table())
+
+
+def dag_markdown(meta, counts, results):
+    lines = [
+        "# Incremental occlusion through DAGs (issue 15): ResNet-18, ResNet-50, MobileNetV2",
+        "",
+        f"Machine: {meta['machine']}, {meta['cpus']} CPU cores (load average {meta.get('load_average', 'n/a')}), "
+        f"jax {meta['jax']}, {meta['date']}. Models from `benchmarks/zoo.py` (Flax linen, random weights, "
+        "BatchNorm in inference form), 224×224×3, fill 0. Residual additions are merged on the bounding box "
+        "of their operands' changed regions (Krypton); a convolution whose region would cover at least "
+        f"FULL_LAYER_FRACTION = {inc.FULL_LAYER_FRACTION:g} of its output runs in full, and so does everything "
+        "after it.",
+        "",
+        "Counted FLOPs per window (`flop_report`; the ratio is the ceiling on the speed-up). "
+        "'Geometry bound': the ratio with no layer sent full by FULL_LAYER_FRACTION (every region computed "
+        "on its bounding box up to the global mean), i.e. what bounding-box merging allows.",
+        "",
+        "| model | window / stride | GFLOP/window full | GFLOP/window incr. | FLOP ratio | geometry bound | "
+        "where it turns full |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in counts:
+        lines.append(f"| {c['model']} | w{c['window']} s{c['stride']} | {c['full_gflop_per_window']:.3f} "
+                     f"| {c['incremental_gflop_per_window']:.3f} | {c['flop_ratio']:.2f}× "
+                     f"| {c['geometry_bound_ratio']:.2f}× | {'; '.join(c['reasons'])} |")
+    if results:
+        lines += [
+            "",
+            f"Measured (median of {meta['repeats']} after a warm-up, compile apart; full re-inference at the faster "
+            f"of chunks {', '.join(map(str, FULL_CHUNKS))}, incremental at chunk {meta['incremental_chunk']}; "
+            "the same evenly spread sample of windows for both, the cache pass charged once per image):",
+            "",
+            "| model | windows (timed) | FLOP ratio | full win/s | incr. win/s | speed-up | speed-up / FLOP ratio "
+            "| max abs diff (max score) |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in results:
+            lines.append(
+                f"| {r['setting']} w{r['window']} s{r['stride']} | {r['windows']} ({r['sample_windows']}) "
+                f"| {r['flop_ratio']:.2f}× | {r['full_windows_per_s']:.2f} | {r['incremental_windows_per_s']:.2f} "
+                f"| {r['speedup']:.2f}× | {100 * r['speedup_over_flop_ratio']:.0f}% "
+                f"| {r['max_abs_diff']:.1e} ({r['max_abs_score']:.2f}) |")
+    for c in counts:
+        lines += ["", f"Per-layer arithmetic, {c['model']} w{c['window']} s{c['stride']} (FLOPs per window, "
+                  "full -> incremental; `#k` numbers the image-dependent equations):", "", "```", c["table"], "```"]
+    return "\n".join(lines) + "\n"
+
+
+def dag_main(args, repeats, meta):
+    global FULL_CHUNKS
+    FULL_CHUNKS = (DEFAULT_CHUNK_SIZE,)  # one full chunk: the sample is one chunk, and these models are slow
+    names = ("resnet18", "resnet50", "mobilenet_v2")
+    samples = dict.fromkeys(names, 32) if not args.quick else dict.fromkeys(names, 8)
+    models = {n: ZooModel(n, 224 if not args.quick else 96) for n in names}
+    counts = [dag_counts(models[n], w, s) for n in names for (w, s) in ((16, 4), (32, 8))]
+    for c in counts:
+        print(f"{c['model']} w{c['window']} s{c['stride']}: FLOP ratio {c['flop_ratio']:.2f}, "
+              f"geometry bound {c['geometry_bound_ratio']:.2f}", flush=True)
+    results = []
+    if not args.counts_only:
+        for n in names:
+            print(f"{n} window 16 stride 4 (sample of {samples[n]}) …", flush=True)
+            r = run_setting(n, models[n], 16, 4, sample=samples[n], chunk_inc=inc.DEFAULT_CHUNK_SIZE, repeats=repeats)
+            print(json.dumps(r, indent=1), flush=True)
+            results.append(r)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    suffix = "-quick" if args.quick else ""
+    (out / f"incremental-dag{suffix}.json").write_text(json.dumps(dict(meta=meta, counts=counts, results=results),
+                                                                  indent=1))
+    text = dag_markdown(meta, counts, results)
+    (out / f"incremental-dag{suffix}.md").write_text(text)
+    print(text)
+
+
 def markdown(meta, results, sweep, forms=None, approx=None):
     lines = [
         "# Incremental occlusion vs full re-inference",
@@ -360,10 +473,20 @@ def main():
                     help="compile both methods with jaxlib's defaults (YNNPACK on) instead of the engine's options")
     ap.add_argument("--sweep", action="store_true",
                     help="also sweep the incremental chunk size and compare the splice formulations")
+    ap.add_argument("--dag", action="store_true",
+                    help="the DAG models of benchmarks/zoo.py (ResNet-18/50, MobileNetV2) at 224, w16 s4 (issue 15)")
+    ap.add_argument("--counts-only", action="store_true", help="with --dag: counted FLOPs only, no timing")
     args = ap.parse_args()
     repeats = 1 if args.quick else 3
     global OPTIONS
     OPTIONS = {} if args.library_defaults else cpu_compiler_options()
+    if args.dag:
+        meta = dict(machine=platform.processor() or platform.machine(), cpus=os.cpu_count(), jax=jax.__version__,
+                    load_average=", ".join(f"{x:.1f}" for x in os.getloadavg()),
+                    date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), repeats=repeats,
+                    incremental_chunk=inc.DEFAULT_CHUNK_SIZE, compile_options=repr(OPTIONS or "jaxlib defaults"))
+        dag_main(args, repeats, meta)
+        return
     zf, vgg = get_model("zf"), vgg16()
     settings = [
         ("ZF-style", zf, 64, 8, None if not args.quick else 32),

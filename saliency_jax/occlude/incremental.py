@@ -258,7 +258,8 @@ class FlopReport:
     def table(self) -> str:
         """The per-layer arithmetic as text: one line per equation with FLOPs (and per point
         where the computation turns full), program order: ``#k``, primitive, full output shape
-        -> shape computed per window, counted FLOPs full -> per window, reason.
+        -> shape computed per window, counted FLOPs full -> per window, reason; each run of
+        equations computed in full after such a point is summed on one line.
 
         Example:
             >>> import jax, jax.numpy as jnp
@@ -272,18 +273,30 @@ class FlopReport:
             #1   conv_general_dilated  1×16×16×2 -> 1×6×6×2  9,216 -> 1,296
             #2   max                   1×16×16×2 -> 1×6×6×2    512 ->    72
             #3   reduce_sum                  1×2 -> full         0 ->     0  global reduction over spatial axes (reduce_sum)
-            #4   div                         1×2 -> full         2 ->     2  after reduce_sum #3 (full from there)
+            #4-4: 1 equations in full, 2 FLOPs, after reduce_sum #3 (full from there)
         """
         lines = [f"counted FLOPs per window: full {self.full_flops:,}, incremental {self.incremental_flops:,}, "
                  f"ratio {self.ratio:.2f}"]
-        for layer in self.order or (*self.layers, *self.full_layers):
-            if layer.full_flops == 0 and (not layer.reason or layer.reason.startswith("after ")):
-                continue
-            shape = "×".join(map(str, layer.full_shape))
-            win = "full" if layer.reason else "×".join(map(str, layer.window_shape))
-            lines.append(f"#{layer.index:<3d} {layer.primitive:20s} {shape:>14s} -> {win:<14s} "
-                         f"{layer.full_flops:>13,} -> {layer.window_flops:>13,}  {layer.reason}".rstrip())
+        layers = list(self.order or (*self.layers, *self.full_layers))
+        k = 0
+        while k < len(layers):
+            layer = layers[k]
+            if layer.reason.startswith("after "):  # one line for a run of equations after a full point
+                run = [layer]
+                while k + 1 < len(layers) and layers[k + 1].reason == layer.reason:
+                    k += 1
+                    run.append(layers[k])
+                flops = sum(item.full_flops for item in run)
+                lines.append(f"#{run[0].index}-{run[-1].index}: {len(run)} equations in full, {flops:,} FLOPs, "
+                             f"{layer.reason}")
+            elif layer.full_flops or layer.reason:
+                shape = "×".join(map(str, layer.full_shape))
+                win = "full" if layer.reason else "×".join(map(str, layer.window_shape))
+                lines.append(f"#{layer.index:<3d} {layer.primitive:20s} {shape:>14s} -> {win:<14s} "
+                             f"{layer.full_flops:>13,} -> {layer.window_flops:>13,}  {layer.reason}".rstrip())
+            k += 1
         return "\n".join(lines)
+
 
 # --------------------------------------------------------------------------------------------
 # The interpreter: one handler, two passes; one function per primitive family
