@@ -73,12 +73,15 @@ def cpu_compiler_options() -> dict:
     return options
 
 
-def jit_with_policy(fn: Callable, static_argnums: Sequence[int] = (), *, args: Any = (), n_devices: int = 1) -> Callable:
+def jit_with_policy(fn: Callable, static_argnums: Sequence[int] = (), *, args: Any = (), n_devices: int = 1,
+                    library_defaults: bool = False) -> Callable:
     """``fn`` under ``jax.jit``, with :func:`cpu_compiler_options` where the policy applies them.
 
-    The options apply when ``n_devices == 1`` and no leaf of ``args`` (the call's array
-    arguments) is a tracer; otherwise, and wherever the options are ``{}``, this is the plain
-    ``jax.jit(fn, static_argnums=...)``. The jitted function is cached per ``(fn,
+    The options apply when ``n_devices == 1``, no leaf of ``args`` (the call's array
+    arguments) is a tracer and ``library_defaults`` is false; otherwise, and wherever the
+    options are ``{}``, this is the plain ``jax.jit(fn, static_argnums=...)`` (XLA's defaults:
+    YNNPACK on, which measured faster for depthwise convolutions and single-image batches,
+    so ``method="auto"`` can measure both; ``benchmarks/results/execution.md``). The jitted function is cached per ``(fn,
     static_argnums, options applied)``, so repeated calls reuse its compilation cache.
 
     Args:
@@ -86,6 +89,7 @@ def jit_with_policy(fn: Callable, static_argnums: Sequence[int] = (), *, args: A
         static_argnums: as for ``jax.jit``.
         args: the arguments the call will pass (any pytree); only inspected for tracers.
         n_devices: how many devices the computation is sharded over.
+        library_defaults: compile with XLA's defaults whatever the policy says.
 
     Example:
         >>> import jax.numpy as jnp
@@ -96,7 +100,7 @@ def jit_with_policy(fn: Callable, static_argnums: Sequence[int] = (), *, args: A
         >>> jit_with_policy(double, n_devices=2) is jit_with_policy(double, n_devices=3)
         True
     """
-    tuned = n_devices == 1 and all(_validate.is_concrete(x) for x in jax.tree.leaves(args))
+    tuned = not library_defaults and n_devices == 1 and all(_validate.is_concrete(x) for x in jax.tree.leaves(args))
     return _jitted(fn, tuple(static_argnums), tuned and bool(cpu_compiler_options()))
 
 

@@ -65,12 +65,15 @@ class AutoDecision(NamedTuple):
     Attributes:
         method: ``"full"`` or ``"incremental"``: the choice.
         chunk_size: windows per model call: the choice.
-        seconds_per_window: ``((method, chunk_size, seconds), ...)`` for every candidate measured.
+        compiler: ``"policy"`` or ``"xla"`` (see :func:`auto_plan`): the choice.
+        seconds_per_window: ``((method, chunk_size, compiler, seconds), ...)`` for every
+            candidate measured.
     """
 
     method: str
     chunk_size: int
-    seconds_per_window: tuple[tuple[str, int, float], ...]
+    compiler: str
+    seconds_per_window: tuple[tuple[str, int, str, float], ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +94,7 @@ class _Config:
     method: str = "full"  # "full" or "incremental" (resolved from "auto" before tracing)
     compute_dtype: str | None = None  # dtype name the model runs in (None: as given)
     map_dtype: str = "float32"  # scores, accumulation and the map (see map_dtype)
+    compiler: str = "policy"  # "policy" (compile.jit_with_policy's options) or "xla" (XLA's defaults)
 
 
 def map_dtype(image_dtype) -> jnp.dtype:
@@ -315,15 +319,16 @@ def _host_loop(apply_fn, params, images, fill, targets, cfg: _Config) -> jax.Arr
     one device). See :func:`occlusion`'s notes on execution for why."""
     args = (params, images, fill, targets)
     state = _state(apply_fn, args, cfg)
-    chunk = jit_with_policy(_chunk_scores, (0, 3), args=args)
+    chunk = jit_with_policy(_chunk_scores, (0, 3), args=args, library_defaults=cfg.compiler == "xla")
     flat = np.asarray(chunk_indices(_n_variants(images.shape, cfg), cfg.chunk_size))[0]
     scores = jnp.stack([chunk(apply_fn, state, ts, cfg) for ts in flat])
     return jit_with_policy(_finish, (1, 2), args=args)(scores, tuple(images.shape), _unchunked(cfg))
 
 
 def _unchunked(cfg: _Config) -> _Config:
-    """``cfg`` without its chunk size, for the steps that do not depend on it (one compilation)."""
-    return dataclasses.replace(cfg, chunk_size=0)
+    """``cfg`` without its chunk size and compiler, for the steps that do not depend on them (one
+    compilation, under the policy)."""
+    return dataclasses.replace(cfg, chunk_size=0, compiler="policy")
 
 
 def _state(apply_fn, args, cfg: _Config) -> dict:
@@ -416,8 +421,10 @@ def auto_plan(
     chunk_size: int | None,
     measurable: bool,
 ) -> list[tuple[str, int]]:
-    """The candidates ``method="auto"`` considers: ``[(method, chunk_size), ...]``, the first one
-    the counted-FLOP rule's choice; with more than one, the fastest measured wins.
+    """The candidates ``method="auto"`` considers: ``[(method, chunk_size, compiler), ...]``, the
+    first one the counted-FLOP rule's choice; with more than one, the fastest measured wins.
+    ``compiler`` is ``"policy"`` (:func:`saliency_jax.occlude.compile.jit_with_policy`'s CPU
+    options: XLA's own convolutions) or ``"xla"`` (XLA's defaults: YNNPACK).
 
     * Counted-FLOP rule: incremental where ``ratio`` (full over incremental FLOPs) is at least
       :data:`saliency_jax.occlude.incremental.AUTO_MIN_RATIO`, else full.
@@ -429,9 +436,10 @@ def auto_plan(
     * On the CPU the rule stands where it is clear (ratio at least ``AUTO_MIN_RATIO``) and both
       are measured below it. Where full re-inference is a candidate, ``chunk_size`` is not
       given and the model has at least :data:`MEASURE_MIN_FLOPS` per forward pass, one window
-      per call (the naive loop's batch) is measured too: on a 2-core CPU, batches of 16 were
-      slower per image than single images for depthwise and channels-first models
-      (``benchmarks/results/execution.md``).
+      per call (the naive loop's batch) is measured too, and both batches under XLA's default
+      compile options: on a 2-core CPU, batches of 16 were slower per image than single
+      images, and YNNPACK faster than XLA's own convolutions, for small, depthwise and
+      channels-first models (``benchmarks/results/execution.md``).
 
     Args:
         ratio: ``flop_report(...).ratio``, or ``None`` for ``mode="crop"``.
@@ -442,21 +450,22 @@ def auto_plan(
 
     Example:
         >>> auto_plan(ratio=3.0, full_flops=1e9, platform="cpu", chunk_size=None, measurable=True)
-        [('incremental', 32)]
+        [('incremental', 32, 'policy')]
         >>> auto_plan(ratio=3.0, full_flops=1e9, platform="cuda", chunk_size=None, measurable=True)
-        [('incremental', 128), ('full', 64)]
-        >>> auto_plan(ratio=1.0, full_flops=1e9, platform="cpu", chunk_size=None, measurable=True)
-        [('full', 16), ('full', 1)]
+        [('incremental', 128, 'policy'), ('full', 64, 'policy')]
+        >>> auto_plan(ratio=1.0, full_flops=1e4, platform="cpu", chunk_size=None, measurable=True)
+        [('full', 16, 'policy')]
     """
     rule = "incremental" if ratio is not None and ratio >= incremental.AUTO_MIN_RATIO else "full"
     methods = [rule]
     if measurable and ratio is not None and ratio > 1.0:
         if backend_kind(platform) != "cpu" or rule == "full":
             methods.append("full" if rule == "incremental" else "incremental")
-    plan = [(m, chunk_size or default_chunk_size(m, platform)) for m in methods]
+    plan = [(m, chunk_size or default_chunk_size(m, platform), "policy") for m in methods]
     if measurable and chunk_size is None and "full" in methods and backend_kind(platform) == "cpu" \
             and full_flops >= MEASURE_MIN_FLOPS:
-        plan.append(("full", 1))
+        full = default_chunk_size("full", platform)
+        plan += [("full", 1, "policy"), ("full", 1, "xla"), ("full", full, "xla")]
     return plan
 
 
@@ -474,32 +483,32 @@ def auto_decisions() -> tuple[AutoDecision, ...]:
     return tuple(_PLANS.values())
 
 
-def _measured(apply_fn, args, cfg: _Config, plan: list[tuple[str, int]]) -> _Config:
-    """``cfg`` with the fastest of ``plan``'s ``(method, chunk_size)``, timed on this call's own
+def _measured(apply_fn, args, cfg: _Config, plan: list[tuple[str, int, str]]) -> _Config:
+    """``cfg`` with the fastest of ``plan``'s ``(method, chunk_size, compiler)``, timed on this call's own
     windows (from the middle of the grid) on the first call for the shape, then cached."""
     params, images = args[0], args[1]
     key = (apply_fn, _validate.signature(params), tuple(images.shape), images.dtype.name,
-           dataclasses.replace(cfg, method="full", chunk_size=1), tuple(plan))
+           dataclasses.replace(cfg, method="full", chunk_size=1, compiler="policy"), tuple(plan))
     if key not in _PLANS:
         total = _n_variants(images.shape, cfg)
-        windows = min(total, max(c for _, c in plan))  # per timed sample, the same for every candidate
+        windows = min(total, max(c for _, c, _ in plan))  # per timed sample, the same for every candidate
         first = max(0, total // 2 - windows // 2)
         timings, states = [], {}
-        for method, chunk_size in plan:
-            trial = dataclasses.replace(cfg, method=method, chunk_size=chunk_size)
+        for method, chunk_size, compiler in plan:
+            trial = dataclasses.replace(cfg, method=method, chunk_size=chunk_size, compiler=compiler)
             if method not in states:
                 states[method] = _state(apply_fn, args, trial)
             state = states[method]
-            chunk = jit_with_policy(_chunk_scores, (0, 3), args=args)
+            chunk = jit_with_policy(_chunk_scores, (0, 3), args=args, library_defaults=compiler == "xla")
             length = chunk_indices(total, chunk_size).shape[-1]  # the real run's chunk: its compilation is reused
             calls = [np.minimum(np.arange(first + k * length, first + (k + 1) * length), total - 1).astype(np.int32)
                      for k in range(-(-windows // length))]
             run = functools.partial(lambda st, tr: [chunk(apply_fn, st, ts, tr) for ts in calls], state, trial)
-            timings.append((method, chunk_size, seconds_per_item(run, len(calls) * length, repeats=2)))
-        best = min(timings, key=lambda t: t[2])
-        _PLANS[key] = AutoDecision(best[0], best[1], tuple(timings))
-    decision = _PLANS[key]
-    return dataclasses.replace(cfg, method=decision.method, chunk_size=decision.chunk_size)
+            timings.append((method, chunk_size, compiler, seconds_per_item(run, len(calls) * length, repeats=2)))
+        best = min(timings, key=lambda t: t[3])
+        _PLANS[key] = AutoDecision(*best[:3], tuple(timings))
+    d = _PLANS[key]
+    return dataclasses.replace(cfg, method=d.method, chunk_size=d.chunk_size, compiler=d.compiler)
 
 
 def occlusion(
@@ -676,6 +685,7 @@ def _resolve(apply_fn, params, image, *, window, stride, target, mode, fill, sco
         blur_sigma=blur_sigma,
         target_kind=target_kind,
         chunk_size=plan[0][1],
+        compiler=plan[0][2],
         devices=devices,
         method=plan[0][0],
         compute_dtype=compute_dtype,
@@ -746,10 +756,10 @@ def _plan(apply_fn, params, images, mode, geometry, method, chunk_size, platform
         tuned = tune_chunk_size(apply_fn, params, images.shape[1:], compute_dtype=compute_dtype)
     given = chunk_size if _validate.is_int(chunk_size) else None
     if method != "auto":
-        return [(method, tuned or given or default_chunk_size(method, platform))]
+        return [(method, tuned or given or default_chunk_size(method, platform), "policy")]
     report = incremental.flop_report(apply_fn, params, images.shape[1:], **geometry)
     plan = auto_plan(ratio=report.ratio if mode == "occlude" else None, full_flops=report.full_flops,
                      platform=platform, chunk_size=given, measurable=measurable)
     if tuned is not None:  # chunk_size="auto" already measured full re-inference's batch
-        plan = [(m, tuned if m == "full" else c) for m, c in plan if (m, c) != ("full", 1)]
+        plan = [(m, tuned if m == "full" else c, k) for m, c, k in plan if k == "policy" and (m, c) != ("full", 1)]
     return list(dict.fromkeys(plan))

@@ -22,21 +22,22 @@ CUT = incremental.AUTO_MIN_RATIO
     "ratio, flops, platform, chunk, measurable, expected",
     [
         # CPU: a clear FLOP ratio keeps the rule; nothing measured
-        (3.0, 1e9, "cpu", None, True, [("incremental", 32)]),
+        (3.0, 1e9, "cpu", None, True, [("incremental", 32, "policy")]),
         # CPU below the cut: both methods, and one window per call for a big enough model
-        (1.2, 1e9, "cpu", None, True, [("full", 16), ("incremental", 32), ("full", 1)]),
-        (1.2, 1e3, "cpu", None, True, [("full", 16), ("incremental", 32)]),
-        # nothing to save: full, and its batch measured against the naive loop's on the CPU only
-        (1.0, 1e9, "cpu", None, True, [("full", 16), ("full", 1)]),
-        (1.0, 1e9, "cuda", None, True, [("full", 64)]),
-        # a crop: no incremental
-        (None, 1e9, "cpu", 8, True, [("full", 8)]),
+        (1.2, 1e9, "cpu", None, True, [("full", 16, "policy"), ("incremental", 32, "policy"), ("full", 1, "policy"),
+                                       ("full", 1, "xla"), ("full", 16, "xla")]),
+        (1.2, 1e3, "cpu", None, True, [("full", 16, "policy"), ("incremental", 32, "policy")]),
+        # nothing to save: full, its batch and compile options measured on the CPU only
+        (1.0, 1e9, "cpu", None, True, [("full", 16, "policy"), ("full", 1, "policy"), ("full", 1, "xla"), ("full", 16, "xla")]),
+        (1.0, 1e9, "cuda", None, True, [("full", 64, "policy")]),
+        # a crop: no incremental; a chunk size given is kept
+        (None, 1e9, "cpu", 8, True, [("full", 8, "policy")]),
         # accelerators measure both methods whatever the ratio says
-        (3.0, 1e9, "cuda", None, True, [("incremental", 128), ("full", 64)]),
-        (1.2, 1e9, "tpu", 4, True, [("full", 4), ("incremental", 4)]),
+        (3.0, 1e9, "cuda", None, True, [("incremental", 128, "policy"), ("full", 64, "policy")]),
+        (1.2, 1e9, "tpu", 4, True, [("full", 4, "policy"), ("incremental", 4, "policy")]),
         # inside a caller's jit or over several devices: the rule alone
-        (1.2, 1e9, "cuda", None, False, [("full", 64)]),
-        (3.0, 1e9, "cpu", None, False, [("incremental", 32)]),
+        (1.2, 1e9, "cuda", None, False, [("full", 64, "policy")]),
+        (3.0, 1e9, "cpu", None, False, [("incremental", 32, "policy")]),
     ],
 )
 def test_auto_plan_per_backend(ratio, flops, platform, chunk, measurable, expected):
@@ -86,9 +87,9 @@ def test_measured_auto_runs_once_per_shape_and_equals_full():
     decisions = engine.auto_decisions()[before:]
     assert len(decisions) == 1
     d = decisions[0]
-    assert {(m, c) for m, c, _ in d.seconds_per_window} == {("full", 16), ("incremental", 32)}
-    assert (d.method, d.chunk_size) in {("full", 16), ("incremental", 32)}
-    assert all(t > 0 for _, _, t in d.seconds_per_window)
+    assert {(m, c, k) for m, c, k, _ in d.seconds_per_window} == {("full", 16, "policy"), ("incremental", 32, "policy")}
+    assert (d.method, d.chunk_size, d.compiler) in {("full", 16, "policy"), ("incremental", 32, "policy")}
+    assert all(t > 0 for *_, t in d.seconds_per_window)
     traces = model.traces
 
     # same shape, new weights and pixels: no measurement, no trace
@@ -111,14 +112,26 @@ def test_measured_auto_runs_once_per_shape_and_equals_full():
 
 def test_naive_batch_is_a_candidate_for_big_models(monkeypatch):
     """With the FLOP threshold at 0, a plain MLP (nothing for incremental to save) measures its
-    default chunk against one window per call; the map is the brute-force one either way."""
+    default chunk against one window per call, each under both compile options; the map is the
+    brute-force one whichever wins."""
     monkeypatch.setattr(engine, "MEASURE_MIN_FLOPS", 0)
+    timed = []
+
+    def last_is_fastest(run, items, repeats=3):  # runs each candidate; the last one measured wins
+        jax.block_until_ready(run())
+        timed.append(items)
+        return 1.0 / len(timed)
+
+    monkeypatch.setattr(engine, "seconds_per_item", last_is_fastest)
     shape = (9, 8, 3)
     model = CountingModel()
     params, image = mlp_params(shape), rand_image(shape)
     before = len(engine.auto_decisions())
     heat = sj.occlusion(model, params, image, window=3, stride=2, target=2)
     (d,) = engine.auto_decisions()[before:]
-    assert {(m, c) for m, c, _ in d.seconds_per_window} == {("full", 16), ("full", 1)}
+    assert {(m, c, k) for m, c, k, _ in d.seconds_per_window} == {(m, c, k) for m in ["full"] for c in (16, 1)
+                                                                   for k in ("policy", "xla")}
+    assert (d.method, d.chunk_size, d.compiler) == d.seconds_per_window[-1][:3] == ("full", 16, "xla")
+    assert timed == [16] * 4  # all 16 windows (4 × 4 grid) per timed sample, for every candidate
     ref = reference.occlusion_map(mlp_numpy(params), image, window=(3, 3), stride=(2, 2), target=2)
     assert_maps_equal(heat, ref)
