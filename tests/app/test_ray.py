@@ -233,17 +233,24 @@ def two_nodes(_ray_module):
         shutil.rmtree(temp, ignore_errors=True)
 
 
+def _explain_cli(images: Path, out: Path, address: str, env: dict) -> subprocess.CompletedProcess:
+    """`saliency-jax explain --engine ray --address ...` in a process of its own, as a user runs it."""
+    cmd = [sys.executable, "-m", "saliency_jax", "explain", str(images), "--out", str(out), "--methods", "occlusion",
+           "--window", str(W), "--stride", str(S), "--batch-size", "2", "--no-progress", "--engine", "ray",
+           "--address", address, "--workers", "2"]
+    return subprocess.run(cmd, env=env, timeout=600, capture_output=True, text=True)
+
+
 @pytest.mark.slow
-def test_two_node_cluster_matches_the_local_engine(two_nodes, images, loaded, reference, tmp_path, monkeypatch):
+def test_two_node_cluster_matches_the_local_engine(two_nodes, images, reference, tmp_path, monkeypatch):
     address, env = two_nodes
     monkeypatch.setenv("RAY_AUTH_MODE", env["RAY_AUTH_MODE"])
     with ray_engine.RayEngine(address=address):
         assert sum(n["Alive"] for n in ray.nodes()) == 2  # one CPU each: the two workers sit on both nodes
     assert not ray.is_initialized()  # leaving disconnects; the cluster keeps running
-    r = explain_paths([images], tmp_path / "out", model=loaded, batch_size=2, log=lambda line: None,
-                      engine="ray", address=address, workers=2, **OPTIONS)
-    assert len(r.done) == N_IMAGES and [Path(p).name for p, _ in r.failed] == [CORRUPT]
+    run = _explain_cli(images, tmp_path / "out", address, env)
+    assert run.returncode == 1, run.stdout + run.stderr  # the corrupt file, reported and skipped
+    assert f"{N_IMAGES} explained" in run.stdout and CORRUPT in run.stderr
     assert_same_outputs(tmp_path / "out", reference)
-    rerun = explain_paths([images], tmp_path / "out", model=loaded, batch_size=2, log=lambda line: None,
-                          engine="ray", address=address, workers=2, **OPTIONS)
-    assert rerun.done == () and len(rerun.skipped) == N_IMAGES  # the sidecar rule: nothing redone
+    rerun = _explain_cli(images, tmp_path / "out", address, env)  # the sidecar rule: nothing redone
+    assert f"0 explained, {N_IMAGES} already done" in rerun.stdout, rerun.stdout + rerun.stderr
