@@ -483,9 +483,21 @@ def auto_decisions() -> tuple[AutoDecision, ...]:
     return tuple(_PLANS.values())
 
 
+def _seconds_per_window(apply_fn, args, trial: _Config, state: dict, first: int, windows: int) -> float:
+    """Time ``trial``'s chunk function on ``windows`` of this call's windows from ``first`` on,
+    in chunks of the length the real run will use (so its compilation is reused)."""
+    total = _n_variants(args[1].shape, trial)
+    chunk = jit_with_policy(_chunk_scores, (0, 3), args=args, library_defaults=trial.compiler == "xla")
+    length = chunk_indices(total, trial.chunk_size).shape[-1]
+    calls = [np.minimum(np.arange(first + k * length, first + (k + 1) * length), total - 1).astype(np.int32)
+             for k in range(-(-windows // length))]
+    return seconds_per_item(lambda: [chunk(apply_fn, state, ts, trial) for ts in calls], len(calls) * length,
+                            repeats=2)
+
+
 def _measured(apply_fn, args, cfg: _Config, plan: list[tuple[str, int, str]]) -> _Config:
-    """``cfg`` with the fastest of ``plan``'s ``(method, chunk_size, compiler)``, timed on this call's own
-    windows (from the middle of the grid) on the first call for the shape, then cached."""
+    """``cfg`` with the fastest of ``plan``'s ``(method, chunk_size, compiler)``, timed on this
+    call's own windows (from the middle of the grid) on the first call for the shape, then cached."""
     params, images = args[0], args[1]
     key = (apply_fn, _validate.signature(params), tuple(images.shape), images.dtype.name,
            dataclasses.replace(cfg, method="full", chunk_size=1, compiler="policy"), tuple(plan))
@@ -496,15 +508,10 @@ def _measured(apply_fn, args, cfg: _Config, plan: list[tuple[str, int, str]]) ->
         timings, states = [], {}
         for method, chunk_size, compiler in plan:
             trial = dataclasses.replace(cfg, method=method, chunk_size=chunk_size, compiler=compiler)
-            if method not in states:
+            if method not in states:  # full and incremental differ (the caches); chunk and compiler do not
                 states[method] = _state(apply_fn, args, trial)
-            state = states[method]
-            chunk = jit_with_policy(_chunk_scores, (0, 3), args=args, library_defaults=compiler == "xla")
-            length = chunk_indices(total, chunk_size).shape[-1]  # the real run's chunk: its compilation is reused
-            calls = [np.minimum(np.arange(first + k * length, first + (k + 1) * length), total - 1).astype(np.int32)
-                     for k in range(-(-windows // length))]
-            run = functools.partial(lambda st, tr: [chunk(apply_fn, st, ts, tr) for ts in calls], state, trial)
-            timings.append((method, chunk_size, compiler, seconds_per_item(run, len(calls) * length, repeats=2)))
+            seconds = _seconds_per_window(apply_fn, args, trial, states[method], first, windows)
+            timings.append((method, chunk_size, compiler, seconds))
         best = min(timings, key=lambda t: t[3])
         _PLANS[key] = AutoDecision(*best[:3], tuple(timings))
     d = _PLANS[key]
