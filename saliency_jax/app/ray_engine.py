@@ -66,6 +66,8 @@ RESTART_TIMEOUT_S = 300.0
 #: Seconds to wait for a TCP connection to a cluster's address before giving up.
 CONNECT_TIMEOUT_S = 5.0
 
+_STARTED_LOCAL = []  # non-empty once this process started a Ray instance of its own (see RayEngine.__enter__)
+
 _ADDRESS_HELP = "None (a Ray instance in this process), 'auto' (the running cluster) or 'HOST:PORT'"
 
 
@@ -183,6 +185,9 @@ class RayEngine:
         ImportError: Ray is not installed (on entering).
         ValueError, TypeError, ConnectionError: a bad or unreachable ``address`` (on entering,
             before anything is read).
+        RuntimeError: ``address`` names a cluster, and this process already started a Ray
+            instance of its own (Ray 2.60 then cancels the creation of every actor on the
+            cluster); run the job in a new process.
 
     Example:
         >>> with RayEngine(workers=2) as engine:                                   # doctest: +SKIP
@@ -205,6 +210,11 @@ class RayEngine:
             if self.address is not None:
                 raise RuntimeError(f"`address` (={self.address!r}): Ray is already initialized in this process; "
                                    "call ray.shutdown() first, or pass address=None to use that instance")
+        elif self.address is not None and _STARTED_LOCAL:
+            # Ray 2.60 cancels every actor creation on a cluster joined after this process ran its own instance
+            raise RuntimeError(f"`address` (={self.address!r}): this process already ran a Ray instance of its own "
+                               "(address=None), and Ray then cannot start workers on a cluster from it; run the "
+                               "job on the cluster in a new process (e.g. the `saliency-jax` command)")
         else:
             self._init(ray)
         self._ray = ray
@@ -216,6 +226,7 @@ class RayEngine:
             warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
             if self.address is None:
                 ray.init(address="local", num_cpus=len(os.sched_getaffinity(0)), include_dashboard=False, **quiet)
+                _STARTED_LOCAL.append(True)
             else:
                 try:
                     ray.init(address=self.address, **quiet)
