@@ -10,23 +10,27 @@ Per model and setting:
 
 * the counted FLOP ratio (``saliency_jax.occlude.incremental.flop_report``) of the real grid;
 * windows/s of the naive loop (one jitted call per occluded image, the ``jax.jit`` a user
-  writes first), of ``sj.occlusion(method="full")``, ``"incremental"`` and ``"auto"`` (and what
-  auto chose, from ``saliency_jax.occlude.engine.auto_decisions``);
+  writes first), of full re-inference as the engine runs it (``full@16``: 16 occluded images per
+  jitted call, the CPU default chunk, compiled with the engine's ``jit_with_policy``; ``full@1``
+  where ``method="auto"`` would consider it), and of the exact incremental engine
+  (``incremental@32``: ``incremental.prepare`` once per image, ``incremental.window_outputs``
+  vmapped over 32 windows per jitted call);
+* what ``method="auto"`` resolves to: ``engine.auto_plan`` lists its candidates for this model
+  and grid; with one candidate that is the choice, with several the fastest of this run's
+  timings (the engine times the same candidates on its first call);
 * incremental's speed-up over full as a share of the FLOP ratio;
-* every method's map (or scores) against full: max abs difference over the largest |value|.
+* every method's scores against full re-inference: max abs difference over the largest |score|.
 
 Timing on a subset. The real grids have 2809 (w16 s4) and 625 (w32 s8) windows; a ResNet-50
-over 2809 windows takes minutes per method on 2 cores. Every method is therefore timed on the
-same subset: the windows of the real grid whose origins are every k-th origin along each axis,
-borders included (``subset_stride``: the multiple of the stride, at least the window so that
-windows do not overlap, dividing ``224 − window``, giving about ``--per-axis`` windows per axis;
-25 windows here), passed to ``sj.occlusion`` as ``stride = k × stride``. Every subset window is a
-full window of the real grid, so the per-window work of every method is the real grid's. The
-incremental engine's cache pass (one forward pass of the unoccluded image) runs once per call,
-i.e. per 25 windows here instead of per 2809 or 625: its measured rate is the pessimistic one;
-the "amortised" column charges the cache pass (estimated as one naive call) once per real map:
-``N / (t_fwd + N × (t_subset − t_fwd) / n)``. Medians of ``--repeats`` timed calls after a
-warm-up call (which compiles and, for auto, measures), ``block_until_ready``; compile time apart.
+over 2809 windows takes minutes per method on 2 cores, and ``sj.occlusion`` cannot be given a
+subset (its stride may not exceed the window). Every method therefore scores the same subset:
+``--windows`` (64) windows of the real grid, evenly spread over its flat index (first and last
+included), 32 for models whose 64 full forward passes would exceed ``--budget`` GFLOP. Windows/s
+are per window of the subset; the incremental engine's cache pass is timed alone and charged
+once per real map: ``N / (t_cache + N × t_windows / n)``. Medians of ``--repeats`` timed calls
+after a warm-up call, ``block_until_ready``; the warm-up (trace, compile, first run) apart.
+Every map of ``sj.occlusion`` with ``method="incremental"`` / ``"auto"`` equal to ``"full"`` is
+checked by the tests (``tests/clients``, ``tests/occlude``), not here.
 
 Usage:  python benchmarks/architectures.py [--smoke] [--out DIR] [--models a,b] [--repeats R]
 """
@@ -60,9 +64,10 @@ from benchmarks._timing import timed  # noqa: E402
 from saliency_jax.occlude import engine  # noqa: E402
 from saliency_jax.occlude import incremental  # noqa: E402
 from saliency_jax.occlude.incremental import flop_report  # noqa: E402
+from saliency_jax.occlude.compile import default_chunk_size, jit_with_policy  # noqa: E402
 from saliency_jax.occlude.windows import window_grid  # noqa: E402
 
-__all__ = ["MODELS", "SETTINGS", "equinox_twins", "subset_stride", "naive_scores", "run_model", "main"]
+__all__ = ["MODELS", "SETTINGS", "equinox_twins", "subset", "method_runs", "run_setting", "run_model", "main"]
 
 MODELS = {  # label → builder key
     "ResNet-18": "resnet18",
@@ -150,34 +155,73 @@ def build(key: str, size: int):
 # measuring
 
 
-def subset_stride(size: int, window: int, stride: int, per_axis: int) -> int:
-    """The subset's stride: a multiple of ``stride``, at least ``window``, dividing ``size − window``
-    (every subset window is then a full window of the real grid), with the number of windows per
-    axis closest to ``per_axis`` (the larger on a tie)."""
-    span = size - window
-    options = [m for m in range(stride, span + 1, stride) if m >= window and span % m == 0]
-    if not options:
-        raise ValueError(f"no subset stride for size {size}, window {window}, stride {stride}")
-    return min(options, key=lambda m: (abs(span // m + 1 - per_axis), m))
+def subset(n_total: int, n: int) -> np.ndarray:
+    """``n`` flat window indices of the real grid, evenly spread, first and last included."""
+    return np.unique(np.linspace(0, n_total - 1, min(n, n_total)).round().astype(np.int32))
 
 
-def naive_scores(apply_fn, variables, image, window: int, origins):
-    """The naive loop: one jitted call per occluded image; returns ``(fn, scores)`` where ``fn()``
-    runs the loop (``(n,)`` differences ``f(x)[t] − f(x_occluded)[t]``)."""
-    patch = jnp.zeros((window, window, image.shape[-1]), image.dtype)
+def _occluder(window: int, channels: int):
+    patch = jnp.zeros((window, window, channels), jnp.float32)
+    return lambda image, oy, ox: lax.dynamic_update_slice(image, patch, (oy, ox, jnp.int32(0)))
 
-    @jax.jit
-    def one(variables, image, oy, ox):
-        occluded = lax.dynamic_update_slice(image, patch, (oy, ox, jnp.int32(0)))
-        return apply_fn(variables, occluded[None])[0, TARGET]
 
-    base = float(jax.jit(apply_fn)(variables, image[None])[0, TARGET])
+def _name(method: str, chunk: int, compiler: str = "policy") -> str:
+    return f"{method}@{chunk}" + ("" if compiler == "policy" else f"/{compiler}")
 
-    def run():
-        outs = [one(variables, image, jnp.int32(oy), jnp.int32(ox)) for oy, ox in origins]
-        return base - jnp.stack(outs)
 
-    return run
+def method_runs(apply_fn, variables, image, grid, window, ts, candidates):
+    """Zero-argument timed callables, each scoring the windows ``ts`` of ``grid`` (``(n,)`` target
+    logits of the occluded images), the way each method runs them:
+
+    * ``naive``: one jitted call per occluded image (what a user writes first);
+    * ``full@c``: the engine's full re-inference, ``c`` occluded images per jitted call (compiled
+      with the engine's policy, ``jit_with_policy``; ``full@c/xla``: with XLA's defaults);
+    * ``incremental@c`` (windows only) and ``cache``: the exact incremental engine
+      (``incremental.prepare`` once per image, then ``incremental.window_outputs`` vmapped over
+      ``c`` windows per jitted call).
+    """
+    occlude = _occluder(window, image.shape[-1])
+    oy, ox = np.asarray(grid.origins_y), np.asarray(grid.origins_x)
+    n_cols = len(ox)
+    rows, cols = ts // n_cols, ts % n_cols
+
+    def padded(a, c):
+        return np.concatenate([a, np.full((-len(a)) % c, a[-1], a.dtype)]).reshape(-1, c)
+
+    def full_chunk(v, img, oys, oxs):
+        return apply_fn(v, jax.vmap(lambda a, b: occlude(img, a, b))(oys, oxs))[:, TARGET]
+
+    one = jax.jit(lambda v, img, a, b: apply_fn(v, occlude(img, a, b)[None])[0, TARGET])
+    fills = jnp.zeros((1, *image.shape), image.dtype)
+
+    def prepare(v, img):
+        return incremental.prepare(apply_fn, v, img[None], grid)
+
+    prep = jit_with_policy(prepare, args=(variables,))
+
+    def inc_chunk(v, img, caches, iys, ixs):
+        def w(i, j):
+            return incremental.window_outputs(apply_fn, v, img[None], fills, grid, caches, jnp.int32(0), i, j)[0, TARGET]
+        return jax.vmap(w)(iys, ixs)
+
+    caches = jax.block_until_ready(prep(variables, image))
+    runs = {"naive": lambda: jnp.stack([one(variables, image, jnp.int32(oy[i]), jnp.int32(ox[j]))
+                                        for i, j in zip(rows, cols)]),
+            "cache": lambda: prep(variables, image)}
+    for method, c, compiler in candidates:
+        xla = compiler != "policy"
+        if method == "full":
+            fn = jit_with_policy(full_chunk, args=(variables,), library_defaults=xla)
+            ys, xs = padded(oy[rows].astype(np.int32), c), padded(ox[cols].astype(np.int32), c)
+            run = lambda fn=fn, ys=ys, xs=xs: jnp.concatenate(  # noqa: E731
+                [fn(variables, image, jnp.asarray(a), jnp.asarray(b)) for a, b in zip(ys, xs)])[:len(ts)]
+        else:
+            fn = jit_with_policy(inc_chunk, args=(variables,), library_defaults=xla)
+            ys, xs = padded(rows.astype(np.int32), c), padded(cols.astype(np.int32), c)
+            run = lambda fn=fn, ys=ys, xs=xs: jnp.concatenate(  # noqa: E731
+                [fn(variables, image, caches, jnp.asarray(a), jnp.asarray(b)) for a, b in zip(ys, xs)])[:len(ts)]
+        runs[_name(method, c, compiler)] = run
+    return runs
 
 
 def _error(a, b) -> float:
@@ -185,74 +229,59 @@ def _error(a, b) -> float:
     return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
 
 
-def per_axis_for(gflop: float, per_axis: int, budget: float) -> int:
-    """Timed windows per axis: ``per_axis`` where a timed call of ``per_axis²`` full windows stays
-    under ``budget`` GFLOP, fewer (at least 2) for heavier models."""
-    return max(2, min(per_axis, int(math.sqrt(budget / max(gflop, 1e-9)))))
-
-
-def cache_seconds(apply_fn, variables, image, window, stride, repeats) -> float:
-    """The incremental engine's cache pass alone (``incremental.prepare``, jitted), median seconds."""
-    grid = window_grid(image.shape[:2], window, stride)
-    prep = jax.jit(lambda v, x: incremental.prepare(apply_fn, v, x[None], grid))
-    return timed(lambda: prep(variables, image), repeats)[1]
-
-
-def run_setting(label, apply_fn, variables, size, window, stride, per_axis, repeats, budget=1e9):
+def run_setting(label, apply_fn, variables, size, window, stride, n_timed, repeats, budget=1e9):
     """One model at one window/stride: the row of the results table (see the module docstring)."""
     image = jax.random.normal(jax.random.key(1), (size, size, 3), jnp.float32)
     start = time.perf_counter()
     report = flop_report(apply_fn, variables, (size, size, 3), window=window, stride=stride)
     count_s = time.perf_counter() - start
-    sub = subset_stride(size, window, stride, per_axis_for(report.full_flops / 1e9, per_axis, budget))
-    starts = list(range(0, size - window + 1, sub))
-    origins = [(oy, ox) for oy in starts for ox in starts]
-    n, n_full = len(origins), (math.ceil((size - window) / stride) + 1) ** 2
-    sub_report = flop_report(apply_fn, variables, (size, size, 3), window=window, stride=sub)
-    row = dict(model=label, window=window, stride=stride, windows=n_full, subset_stride=sub, timed_windows=n,
-               gflop_full=report.full_flops / 1e9, gflop_incremental=report.incremental_flops / 1e9,
-               flop_ratio=report.ratio, subset_flop_ratio=sub_report.ratio, reasons=list(report.reasons),
-               count_seconds=count_s)
-    kw = dict(window=window, stride=sub, target=TARGET)
-    maps, seconds, compile_s = {}, {}, {}
-    before = len(engine.auto_decisions())
-    for method in ("full", "incremental", "auto"):
-        fn = lambda m=method: sj.occlusion(apply_fn, variables, image, method=m, **kw)  # noqa: E731
-        compile_s[method], seconds[method], maps[method] = timed(fn, repeats)
-    decisions = engine.auto_decisions()[before:]
-    row["auto_choice"] = (f"{decisions[-1].method}, chunk {decisions[-1].chunk_size}" if decisions
-                          else "counted-FLOP rule (nothing measured)")
-    naive = naive_scores(apply_fn, variables, image, window, origins)
-    compile_s["naive"], seconds["naive"], scores = timed(naive, repeats)
-    full_at_origins = np.asarray(maps["full"])[tuple(np.array(origins).T)]  # windows do not overlap
-    row["error"] = {m: _error(maps[m], maps["full"]) for m in ("incremental", "auto")}
-    row["error"]["naive"] = _error(scores, full_at_origins)
-    row["max_abs_full"] = float(np.abs(np.asarray(maps["full"])).max())
-    row["windows_per_s"] = {m: n / seconds[m] for m in seconds}
-    row["compile_s"] = compile_s
-    t_cache = cache_seconds(apply_fn, variables, image, window, sub, repeats)
-    row["cache_pass_s"] = t_cache
-    per_window = max(seconds["incremental"] - t_cache, 1e-9) / n
-    row["incremental_amortised_per_s"] = n_full / (t_cache + n_full * per_window)
-    speedup = row["windows_per_s"]["incremental"] / row["windows_per_s"]["full"]
-    row["speedup"] = speedup
-    row["share_of_ratio"] = speedup / sub_report.ratio
-    row["share_of_ratio_amortised"] = row["incremental_amortised_per_s"] / row["windows_per_s"]["full"] / report.ratio
-    best = max(row["windows_per_s"]["full"], row["windows_per_s"]["naive"])
-    row["auto_vs_best_of_full_naive"] = row["windows_per_s"]["auto"] / best
+    grid = window_grid((size, size), window, stride)
+    n_total = len(grid.origins_y) * len(grid.origins_x)
+    gflop = report.full_flops / 1e9
+    n = 32 * max(1, min(n_timed // 32, int(budget / max(gflop, 1e-9)) // 32))
+    ts = subset(n_total, n)
+    plan = engine.auto_plan(ratio=report.ratio, full_flops=report.full_flops, platform=jax.default_backend(),
+                            chunk_size=None, measurable=True)
+    plan = [tuple(p) + ("policy",) * (3 - len(p)) for p in plan]  # (method, chunk, compiler)
+    base_cands = [("full", default_chunk_size("full"), "policy"), ("incremental", default_chunk_size("incremental"), "policy")]
+    candidates = base_cands + [p for p in plan if p not in base_cands]
+    runs = method_runs(apply_fn, variables, image, grid, window, ts, candidates)
+    seconds, compile_s, scores = {}, {}, {}
+    for name, fn in runs.items():
+        compile_s[name], seconds[name], scores[name] = timed(fn, repeats)
+    base = float(jax.jit(apply_fn)(variables, image[None])[0, TARGET])
+    n = len(ts)
+    per_s = {name: n / seconds[name] for name in runs if name != "cache"}
+    for name in list(per_s):  # the incremental engine pays its cache pass once per image: over the real map
+        if name.startswith("incremental"):
+            per_s[name] = n_total / (seconds["cache"] + n_total * seconds[name] / n)
+    full_name, inc_name = _name(*base_cands[0]), _name(*base_cands[1])
+    candidates = [_name(*p) for p in plan]
+    auto = candidates[0] if len(candidates) == 1 else max(candidates, key=lambda c: per_s[c])
+    reference = scores[full_name]
+    row = dict(model=label, window=window, stride=stride, windows=n_total, timed_windows=n,
+               gflop_full=gflop, gflop_incremental=report.incremental_flops / 1e9, flop_ratio=report.ratio,
+               reasons=list(report.reasons), count_seconds=count_s, cache_pass_s=seconds["cache"],
+               windows_per_s=per_s, compile_s=compile_s, auto_candidates=candidates, auto_choice=auto,
+               error={name: _error(scores[name], reference) for name in runs if name != "cache"},
+               max_abs_score=float(np.abs(base - np.asarray(reference)).max()))
+    row["speedup"] = per_s[inc_name] / per_s[full_name]
+    row["share_of_ratio"] = row["speedup"] / report.ratio
+    best = max(per_s[full_name], per_s["naive"])
+    row["auto_vs_best_of_full_naive"] = per_s[auto] / best
     print(f"{label} w{window} s{stride}: ratio {report.ratio:.2f}x; win/s " + ", ".join(
-        f"{m} {v:.1f}" for m, v in row["windows_per_s"].items()) + f"; auto → {row['auto_choice']}", flush=True)
+        f"{m} {v:.1f}" for m, v in per_s.items()) + f"; auto → {auto}", flush=True)
     return row
 
 
-def run_model(label, key, size, settings, per_axis, repeats, budget):
+def run_model(label, key, size, settings, n_timed, repeats, budget):
     """Every setting of one model (built once); ``[]`` when its library is absent."""
     built = build(key, size)
     if built is None:
         print(f"{label}: skipped (library not installed)", flush=True)
         return []
     apply_fn, variables = built
-    return [run_setting(label, apply_fn, variables, size, w, s, per_axis, repeats, budget) for w, s in settings]
+    return [run_setting(label, apply_fn, variables, size, w, s, n_timed, repeats, budget) for w, s in settings]
 
 
 def twins_difference(size: int) -> float | None:
@@ -274,52 +303,51 @@ def markdown(meta, rows) -> str:
         "# Occlusion on the architectures people use: naive loop, full, incremental, auto",
         "",
         f"Machine: {meta['machine']}, {meta['cpus']} CPU cores (load average before the run "
-        f"{meta['load_before']}), jax {meta['jax']}, {meta['backend']}, {meta['date']}. "
+        f"{meta['load_before']}, after {meta['load_after']}), jax {meta['jax']}, {meta['backend']}, {meta['date']}. "
         f"`python benchmarks/architectures.py{' --smoke' if meta['smoke'] else ''}`, {meta['wall_s']:.0f} s wall. "
         f"Images {meta['size']}², fill 0, target logit {TARGET}, random weights (BatchNorm statistics "
         "calibrated on a random batch, inference form). Median of "
         f"{meta['repeats']} timed calls after a warm-up call; compile time apart.",
         "",
-        "**Timed on a subset** (same windows for every method): the real grid's windows whose "
-        "origins are every k-th origin along each axis, borders included, i.e. `sj.occlusion(..., "
-        "stride=k × stride)`; k × stride (the *subset stride*) is at least the window (no overlap, so "
-        "the naive loop's scores are read off the full map) and divides the image side − window, "
-        "so each timed window is a full window of the real grid; about "
-        f"{meta['per_axis']} windows per axis, fewer (at least 2) where a timed call would exceed "
-        f"{meta['budget_gflop']:g} GFLOP of full re-inference. The incremental engine's cache pass (one "
-        "forward pass storing the activations) runs once per call, here once per subset: *incr. win/s* "
-        "is therefore pessimistic; *amortised* charges the cache pass (timed alone: "
-        "`incremental.prepare`, jitted) once per real map: `N / (t_cache + N × (t_subset − t_cache) / n)`.",
+        f"**Timed on a subset**, the same for every method: {meta['windows']} windows of the real grid evenly "
+        "spread over its flat index (first and last included; 32 where 64 full forward passes exceed "
+        f"{meta['budget_gflop']:g} GFLOP). *full@16*: the engine's full re-inference, 16 occluded images per "
+        "jitted call (`jit_with_policy`, the CPU default chunk); *incr.*: the exact incremental engine, 32 "
+        "windows per jitted call, its cache pass (timed alone) charged once per real map, "
+        "`N / (t_cache + N × t_windows / n)`; *naive*: one jitted call per occluded image. *auto*: what "
+        "`method=\"auto\"` resolves to: the candidates of `engine.auto_plan` for this model and grid, the "
+        "only one or the fastest of this run's timings (the engine times the same candidates on its first "
+        "call). `sj.occlusion` itself cannot score a subset (stride ≤ window); its maps for incremental and "
+        "auto equal full in the tests.",
         "",
-        "| model | window/stride | windows (timed, subset stride) | GFLOP/window full → incr. | FLOP ratio | naive win/s | "
-        "full win/s | incr. win/s | incr. amortised | auto win/s (choice) | incr./full | share of FLOP ratio "
-        "(amortised) | auto / best of full, naive | max error vs full: incr., auto, naive |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | window/stride | windows (timed) | GFLOP/window full → incr. | FLOP ratio | naive win/s | "
+        "full@16 win/s | incr. win/s | auto: choice, win/s | incr./full | share of FLOP ratio | "
+        "auto / best of full, naive | max error vs full@16: incr., naive |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         wps, e = r["windows_per_s"], r["error"]
+        full, inc = "full@16", "incremental@32"
         lines.append(
-            f"| {r['model']} | {r['window']}/{r['stride']} | {r['windows']} ({r['timed_windows']}, "
-            f"{r['subset_stride']}) | {r['gflop_full']:.3f} → {r['gflop_incremental']:.3f} | {r['flop_ratio']:.2f}× | "
-            f"{wps['naive']:.2f} | {wps['full']:.2f} | {wps['incremental']:.2f} | "
-            f"{r['incremental_amortised_per_s']:.2f} | {wps['auto']:.2f} ({r['auto_choice']}) | {r['speedup']:.2f}× | "
-            f"{100 * r['share_of_ratio']:.0f}% ({100 * r['share_of_ratio_amortised']:.0f}%) | "
-            f"{r['auto_vs_best_of_full_naive']:.2f} | {e['incremental']:.1e}, {e['auto']:.1e}, {e['naive']:.1e} |")
+            f"| {r['model']} | {r['window']}/{r['stride']} | {r['windows']} ({r['timed_windows']}) | "
+            f"{r['gflop_full']:.3f} → {r['gflop_incremental']:.3f} | {r['flop_ratio']:.2f}× | "
+            f"{wps['naive']:.2f} | {wps[full]:.2f} | {wps[inc]:.2f} | {r['auto_choice']}, {wps[r['auto_choice']]:.2f} | "
+            f"{r['speedup']:.2f}× | {100 * r['share_of_ratio']:.0f}% | {r['auto_vs_best_of_full_naive']:.2f} | "
+            f"{e[inc]:.1e}, {e['naive']:.1e} |")
     if meta.get("twins_logit_error") is not None:
         lines += ["", f"The Equinox NCHW model and its NHWC twin compute the same logits (max relative "
                   f"difference {meta['twins_logit_error']:.1e})."]
-    lines += ["", "Errors are max |map − full map| / max |full map| (naive: its scores against the full map at "
-              "the window origins). *Share of FLOP ratio*: incr./full speed-up over the counted ratio of the "
-              "timed (subset) grid; amortised: over the real grid's ratio.", "",
-              "Where the computation turns full (`flop_report(...).reasons`, real grid) and compile + first "
-              "call seconds:", "",
-              "| model | window/stride | reasons | compile s: naive, full, incr., auto (auto: incl. its measurement) |",
-              "|---|---|---|---|"]
+    lines += ["", "Errors: max |scores − full@16 scores| / max |full@16 scores| over the timed windows (target "
+              "logit of the occluded image).", "",
+              "Where the computation turns full (`flop_report(...).reasons`), auto's candidates, every timing "
+              "(win/s) and the warm-up seconds (trace + compile + first run):", "",
+              "| model | window/stride | reasons | auto candidates | win/s | warm-up s |", "|---|---|---|---|---|---|"]
     for r in rows:
-        c = r["compile_s"]
         reasons = "; ".join(r["reasons"]) or "none (incremental to the end)"
-        lines.append(f"| {r['model']} | {r['window']}/{r['stride']} | {reasons} | "
-                     f"{c['naive']:.1f}, {c['full']:.1f}, {c['incremental']:.1f}, {c['auto']:.1f} |")
+        wps = ", ".join(f"{k} {v:.1f}" for k, v in r["windows_per_s"].items())
+        warm = ", ".join(f"{k} {v:.1f}" for k, v in r["compile_s"].items())
+        lines.append(f"| {r['model']} | {r['window']}/{r['stride']} | {reasons} | {', '.join(r['auto_candidates'])} | "
+                     f"{wps} | {warm} |")
     return "\n".join(lines) + "\n"
 
 
@@ -329,7 +357,7 @@ def main(argv=None):
     ap.add_argument("--out", default=None, help="results folder (default benchmarks/results; a temp folder for --smoke)")
     ap.add_argument("--models", default=None, help="comma-separated builder keys: " + ", ".join(MODELS.values()))
     ap.add_argument("--repeats", type=int, default=None)
-    ap.add_argument("--per-axis", type=int, default=5, help="timed windows per axis (about; fewer for heavy models)")
+    ap.add_argument("--windows", type=int, default=64, help="timed windows (a multiple of 32; fewer for heavy models)")
     ap.add_argument("--budget", type=float, default=None,
                     help="GFLOP of full re-inference per timed call; heavier models time fewer windows")
     args = ap.parse_args(argv)
@@ -346,7 +374,7 @@ def main(argv=None):
         meta = dict(machine=platform.machine(), cpus=os.cpu_count(), jax=jax.__version__,
                     backend=jax.default_backend(), load_before=", ".join(f"{v:.1f}" for v in os.getloadavg()),
                     date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                    size=size, repeats=repeats, smoke=args.smoke, per_axis=args.per_axis,
+                    size=size, repeats=repeats, smoke=args.smoke, windows=args.windows,
                     budget_gflop=args.budget or (5.0 if args.smoke else 80.0))
         if "eqx_nchw" in keys and "eqx_nhwc" in keys:
             meta["twins_logit_error"] = twins_difference(size)
@@ -354,7 +382,7 @@ def main(argv=None):
         rows = []
         for label, key in MODELS.items():
             if key in keys:
-                rows += run_model(label, key, size, settings, args.per_axis, repeats, meta["budget_gflop"])
+                rows += run_model(label, key, size, settings, args.windows, repeats, meta["budget_gflop"])
         meta["wall_s"] = time.perf_counter() - start
         meta["load_after"] = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     out.mkdir(parents=True, exist_ok=True)
