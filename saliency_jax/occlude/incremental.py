@@ -860,8 +860,14 @@ def prepare(apply_fn: Callable, params: Any, images: jax.Array, grid: WindowGrid
     """The per-image caches of the unoccluded images ``(N, H, W, C)``, for :func:`window_outputs`.
 
     A list of arrays, each with a leading image axis: the padded inputs of the layers computed
-    incrementally and the full values where the computation turns full.
+    incrementally, the unoccluded operands of merges and padded maps, and the full values where
+    the computation turns full.
     """
+    return _cache_pass(apply_fn, params, images, grid, cap)
+
+
+def _cache_pass(apply_fn, params, images, grid: WindowGrid, cap):
+    """:func:`prepare` (also traced abstractly by :func:`flop_report`, which runs no occlusion)."""
     traced = _traced(apply_fn, params, images.shape, images.dtype)
 
     def one(image):
@@ -964,7 +970,7 @@ def flop_report(
     stats: list[_Interpreter] = []
 
     def run(p, imgs):
-        caches = prepare(apply_fn, p, imgs, grid, cap=cap)
+        caches = _cache_pass(apply_fn, p, imgs, grid, cap)
         zero = jnp.zeros((), jnp.int32)
         out, interp = _window_pass(apply_fn, p, imgs, imgs, grid, caches, zero, zero, zero, cap)
         stats.append(interp)
