@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
 
 from saliency_jax import _validate
 from saliency_jax.backprop.methods import TopActivations
@@ -47,7 +48,8 @@ def normalize_map(m, *, method: str = "signed", percentile: float = 99.5, eps: f
         eps: floor for the scale (an all-zero map renders as 0.5 / 0).
 
     Returns:
-        float32 array in ``[0, 1]``.
+        float32 array in ``[0, 1]``: a NumPy array for a NumPy input (computed on the host, as
+        renderers want it: no device round trip per tile), else a JAX array.
 
     Example:
         >>> import jax.numpy as jnp
@@ -58,22 +60,21 @@ def normalize_map(m, *, method: str = "signed", percentile: float = 99.5, eps: f
         raise ValueError(f"`method` (={method!r}) must be one of {NORMALIZATIONS}")
     if not isinstance(percentile, (int, float)) or not 0.0 < percentile <= 100.0:
         raise ValueError(f"`percentile` (={percentile!r}) must be a number in (0, 100]")
-    m = jnp.asarray(m)
+    xp = np if isinstance(m, np.ndarray) else jnp
+    m = xp.asarray(m)
     if m.ndim < 3:
         raise ValueError(f"`m` (shape {m.shape}) must be (..., H, W, C)")
     if not jnp.issubdtype(m.dtype, jnp.floating):
         raise TypeError(f"`m` (dtype {m.dtype}) must have a floating dtype")
-    m = m.astype(jnp.float32)
+    m = m.astype(np.float32)
     if method == "abs":
-        a = jnp.max(jnp.abs(m), axis=-1)  # (..., H, W)
-        lead = a.shape[:-2]
-        s = jnp.percentile(a.reshape(lead + (-1,)), percentile, axis=-1)
-        s = jnp.maximum(s, eps)
-        return jnp.clip(a / s[..., None, None], 0.0, 1.0)
-    lead = m.shape[:-3]
-    s = jnp.percentile(jnp.abs(m).reshape(lead + (-1,)), percentile, axis=-1)
-    s = jnp.maximum(s, eps)
-    return jnp.clip(0.5 + 0.5 * m / s[..., None, None, None], 0.0, 1.0)
+        a = xp.max(xp.abs(m), axis=-1)  # (..., H, W)
+        s = xp.percentile(a.reshape(a.shape[:-2] + (-1,)), percentile, axis=-1)
+        s = xp.maximum(s, np.float32(eps)).astype(np.float32)
+        return xp.clip(a / s[..., None, None], 0.0, 1.0).astype(np.float32)
+    s = xp.percentile(xp.abs(m).reshape(m.shape[:-3] + (-1,)), percentile, axis=-1)
+    s = xp.maximum(s, np.float32(eps)).astype(np.float32)
+    return xp.clip(0.5 + 0.5 * m / s[..., None, None, None], 0.0, 1.0).astype(np.float32)
 
 
 def top_grid(tiles, rows: int = 3, gap: int = 1, fill: float = 1.0):

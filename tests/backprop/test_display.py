@@ -32,6 +32,18 @@ def test_normalize_map_by_hand():
         normalize_map(m, method="log")
 
 
+@pytest.mark.parametrize("method", ["signed", "abs"])
+def test_normalize_map_on_the_host_equals_the_device_path(method):
+    # A NumPy map is scaled with NumPy (the renderers' path, no device round trip per tile): same
+    # values as the JAX path, which the by-hand test pins down; a percentile between pixels too.
+    m = np.random.default_rng(0).normal(size=(2, 9, 7, 3)).astype(np.float32)
+    for q in (99.5, 50.0, 100.0):
+        host = normalize_map(m, method=method, percentile=q)
+        assert isinstance(host, np.ndarray) and host.dtype == np.float32
+        np.testing.assert_allclose(host, np.asarray(normalize_map(jnp.asarray(m), method=method, percentile=q)),
+                                   rtol=1e-6, atol=1e-6)
+
+
 def test_one_normalize_map_under_its_old_names():
     """Moved from app.render (display of backprop results belongs to backprop); the old names still work."""
     assert sj.render.normalize_map is normalize_map
