@@ -304,7 +304,7 @@ def markdown(meta, rows) -> str:
         "",
         f"Machine: {meta['machine']}, {meta['cpus']} CPU cores (load average before the run "
         f"{meta['load_before']}, after {meta['load_after']}), jax {meta['jax']}, {meta['backend']}, {meta['date']}. "
-        f"`python benchmarks/architectures.py{' --smoke' if meta['smoke'] else ''}`, {meta['wall_s']:.0f} s wall. "
+        f"`{meta.get('command', 'python benchmarks/architectures.py')}`, {meta['wall_s']:.0f} s wall. "
         f"Images {meta['size']}², fill 0, target logit {TARGET}, random weights (BatchNorm statistics "
         "calibrated on a random batch, inference form). Median of "
         f"{meta['repeats']} timed calls after a warm-up call; compile time apart.",
@@ -371,7 +371,8 @@ def main(argv=None):
         raise SystemExit(f"unknown models {sorted(unknown)}; choose from {list(MODELS.values())}")
     out = Path(args.out) if args.out else (Path(tempfile.mkdtemp()) if args.smoke else ROOT / "benchmarks" / "results")
     with machine_lock(exclusive=True):
-        meta = dict(machine=platform.machine(), cpus=os.cpu_count(), jax=jax.__version__,
+        meta = dict(command=" ".join(["python benchmarks/architectures.py", *(argv if argv is not None else sys.argv[1:])]),
+                    machine=platform.machine(), cpus=os.cpu_count(), jax=jax.__version__,
                     backend=jax.default_backend(), load_before=", ".join(f"{v:.1f}" for v in os.getloadavg()),
                     date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                     size=size, repeats=repeats, smoke=args.smoke, windows=args.windows,
