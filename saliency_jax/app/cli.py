@@ -8,10 +8,16 @@ Subcommands:
                save the checkpoint with its model card, evaluate it on held-out data.
     evaluate   accuracy, confusion matrix, ROC/AUC and precision-recall/AP of a checkpoint,
                written as PNG plots and JSON.
+    faithfulness  are the maps right? every method and the baselines scored against the
+               generated test split's object masks (pointing games, ranks, AUC, deletion and
+               insertion curves), a markdown table, curves and JSON.
+    audit      the original write-up's lesson as numbers: a model with a spurious cue, ROC on
+               biased and clean test splits, how much of each map lies on the cue (--check).
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import shlex
 import sys
 from pathlib import Path
@@ -88,11 +94,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """``saliency-jax demo``: :func:`saliency_jax.app.demo.run_demo`."""
-    from saliency_jax.app.demo import run_demo
+    from saliency_jax.app.demo import run_demo, summary_line
 
     summary = run_demo(args.out, n=args.n, model=args.model, window=args.window, stride=args.stride, seed=args.seed)
-    rates = ", ".join(f"{m} {100 * r:.0f}%" for m, r in summary["peak_on_object_rate"].items())
-    print(f"{len(summary['images'])} images, accuracy {100 * summary['accuracy']:.0f}%; map peak on the object: {rates}")
+    print(summary_line(summary))
     print(f"wrote {Path(args.out) / 'index.html'}")
     return 0
 
@@ -144,12 +149,34 @@ def _window_arg(text: str):
     raise argparse.ArgumentTypeError(f"{text!r} is not an int or HxW")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``saliency-jax`` parser: one subcommand each, its function in ``args.func``."""
+# Subcommands whose options live beside their library (a module that loads JAX): the module is
+# imported only when its command is the one run, so `saliency-jax --help` stays light.
+_LIBRARY_COMMANDS = {
+    "faithfulness": ("saliency_jax.app.faithfulness",
+                     "score every map method and the baselines against the generated test split's object masks"),
+    "audit": ("saliency_jax.app.audit",
+              "the spurious-cue audit: ROC on biased and clean test splits, the maps on the cue, the deconvnet experiment"),
+}
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The ``saliency-jax`` parser: one subcommand each, its function in ``args.func``.
+
+    Args:
+        argv: the arguments about to be parsed; the options of a library subcommand
+            (``faithfulness``, ``audit``) are added only when it is the command in ``argv``.
+    """
     parser = argparse.ArgumentParser(prog="saliency-jax", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_explain, _add_demo, _add_train, _add_evaluate):
         add(sub)
+    command = next((a for a in (argv or []) if not a.startswith("-")), None)
+    for name, (module_name, text) in _LIBRARY_COMMANDS.items():
+        p = sub.add_parser(name, help=text, description=text)
+        if name == command:
+            module = importlib.import_module(module_name)
+            module.add_arguments(p)
+            p.set_defaults(func=module.cmd)
     return parser
 
 
@@ -245,12 +272,14 @@ def main(argv: list[str] | None = None) -> int:
     read-only file system: the message names the file and the errno; finished images are kept,
     rerun to continue); 130: interrupted (finished outputs are kept).
     """
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     args.command_line = _command_line(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError, OutputBusyError, OutputNotWritableError) as err:
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, OutputBusyError, OutputNotWritableError,
+            ConnectionError, ImportError) as err:  # the last two: a Ray address nothing answers at, Ray missing
         print(f"saliency-jax {args.command}: error: {err}", file=sys.stderr)
         return 2
     except OutputWriteError as err:
