@@ -6,9 +6,12 @@ Two flows, one house:
   jitted model over fixed-size chunks, sharded over local devices, exact incremental re-inference;
 * :mod:`saliency_jax.backprop` — deconvnet, guided backprop and gradients for any JAX function
   (custom-VJP rules, max-pool switches), unit projections;
-* :mod:`saliency_jax.model` — the Zeiler & Fergus family of convnets, generated data, training,
-  evaluation and checkpoints;
-* :mod:`saliency_jax.app` — the folder job, rendering, the demo and the command line.
+* :mod:`saliency_jax.metrics` — are the maps right? pointing games, ranks, pixel AUC, deletion
+  and insertion curves, and model-free baselines;
+* :mod:`saliency_jax.model` — the Zeiler & Fergus family of convnets, generated data (with masks
+  and a spurious-cue option), training, evaluation and checkpoints;
+* :mod:`saliency_jax.app` — the folder job (local or on Ray), rendering, the demo, the
+  faithfulness report, the spurious-cue audit and the command line.
 
 Names are re-exported lazily (PEP 562): ``import saliency_jax`` loads jax, numpy and flax only;
 optax, orbax and matplotlib load with the first name that needs them.
@@ -32,6 +35,7 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     # the flows (subpackages) and the shared interpreter
     "occlude": ("saliency_jax.occlude", None),
     "backprop": ("saliency_jax.backprop", None),
+    "metrics": ("saliency_jax.metrics", None),
     "model": ("saliency_jax.model", None),
     "app": ("saliency_jax.app", None),
     "jaxpr": ("saliency_jax.jaxpr", None),
@@ -46,6 +50,9 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "METHODS": ("saliency_jax.occlude.engine", "METHODS"),
     "flop_report": ("saliency_jax.occlude.incremental", "flop_report"),
     "capped_occlusion": ("saliency_jax.occlude.incremental", "capped_occlusion"),
+    "DrillDown": ("saliency_jax.occlude.drill_down", "DrillDown"),
+    "DrillDownRecord": ("saliency_jax.occlude.drill_down", "DrillDownRecord"),
+    "drill_down_occlusion": ("saliency_jax.occlude.drill_down", "drill_down_occlusion"),
     "window_grid": ("saliency_jax.occlude.windows", "window_grid"),
     "coverage": ("saliency_jax.occlude.windows", "coverage"),
     # backprop
@@ -66,7 +73,12 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     # app
     "explain_paths": ("saliency_jax.app.explain", "explain_paths"),
     "ExplainResult": ("saliency_jax.app.explain", "ExplainResult"),
+    "OutputBusyError": ("saliency_jax.app.explain", "OutputBusyError"),
+    "OutputNotWritableError": ("saliency_jax.app.explain", "OutputNotWritableError"),
+    "OutputWriteError": ("saliency_jax.app.explain", "OutputWriteError"),
     "run_demo": ("saliency_jax.app.demo", "run_demo"),
+    "faithfulness_report": ("saliency_jax.app.faithfulness", "faithfulness_report"),
+    "audit": ("saliency_jax.app.audit", "audit"),
 }
 
 __all__, __getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

@@ -11,6 +11,12 @@
   * :mod:`~saliency_jax.app.sidecar` — output names, the JSON sidecar and the rule for "done";
   * :mod:`~saliency_jax.app.gallery` — the ``index.html`` gallery (also the demo's);
 
+  * :mod:`~saliency_jax.app.worker` — one batch start to finish (read, compute, write), shared
+    by the local engine and :mod:`~saliency_jax.app.ray_engine` (Ray actors, the ``ray`` extra);
+
+* :mod:`~saliency_jax.app.faithfulness` — every map method and the baselines scored against
+  the generated test split's masks;
+* :mod:`~saliency_jax.app.audit` — the spurious-cue audit (the original write-up's lesson);
 * :mod:`~saliency_jax.app.render` — colour maps, overlays and panels;
 * :mod:`~saliency_jax.app.demo` — the demo on the shipped checkpoint;
 * :mod:`~saliency_jax.app.cli` — ``saliency-jax`` (also ``python -m saliency_jax``).
@@ -31,6 +37,10 @@ __all__, __getattr__, __dir__ = lazy_exports(globals(), {
     "panels": ("saliency_jax.app.panels", None),
     "sidecar": ("saliency_jax.app.sidecar", None),
     "gallery": ("saliency_jax.app.gallery", None),
+    "worker": ("saliency_jax.app.worker", None),
+    "ray_engine": ("saliency_jax.app.ray_engine", None),
+    "faithfulness": ("saliency_jax.app.faithfulness", None),
+    "audit": ("saliency_jax.app.audit", None),
     "render": ("saliency_jax.app.render", None),
     "demo": ("saliency_jax.app.demo", None),
     "cli": ("saliency_jax.app.cli", None),
