@@ -37,6 +37,11 @@ def tiny(p, x):
     return jnp.dot(hidden(p, x), p["w2"], precision=HI)
 
 
+def shifted_input(p, x):
+    """A layer with spatial activations ``(B, 6, 5, 3)`` for top_activations."""
+    return jax.nn.relu(x + p["b1"][0])
+
+
 class Unhashable:
     """A callable model that cannot key a compilation cache."""
 
@@ -139,6 +144,17 @@ def test_a_params_leaf_that_is_not_an_array_is_named_with_its_path(name):
         _entry_with_params(name, BAD_PARAMS)
     msg = str(err.value)
     assert "`params`" in msg and "['meta']['name']" in msg and "'tiny'" in msg, msg
+
+
+@pytest.mark.parametrize("call", [
+    lambda p: sj.project_units(tiny, p, IMAGE, layer=hidden, top_k=2),
+    lambda p: sj.top_activations(tiny, p, np.stack([IMAGE, IMAGE]), shifted_input, channels=[0], k=1),
+], ids=["project_units", "top_activations"])
+def test_unit_projections_name_a_bad_params_leaf_too(call):
+    # They count no classes (so num_classes does not check params for them): their own check.
+    call(PARAMS)  # a good pytree runs
+    with pytest.raises(TypeError, match=r"`params` leaf \['meta'\]\['name'\]"):
+        call(BAD_PARAMS)
 
 
 def test_params_check_accepts_arrays_numbers_and_keys_and_refuses_the_rest():

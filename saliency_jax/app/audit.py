@@ -54,7 +54,7 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Any, Sequence, TextIO
+from typing import Sequence, TextIO
 
 import jax.numpy as jnp
 import numpy as np

@@ -41,6 +41,7 @@ import numpy as np
 from jax import lax
 
 from saliency_jax import _validate
+from saliency_jax._dtypes import cast_floating, check_compute_dtype, map_dtype
 from saliency_jax.backprop import receptive_field as field
 from saliency_jax.backprop import rules
 from saliency_jax.backprop.rewrite import with_rule
@@ -63,33 +64,6 @@ def _check_flags(**flags) -> None:
         _validate.boolean(name, value)
 
 
-def _check_compute_dtype(compute_dtype) -> str | None:
-    """``None`` or the name of a floating dtype; else ``TypeError`` naming ``compute_dtype``."""
-    if compute_dtype is None:
-        return None
-    accepted = "None (the image's dtype) or a floating dtype such as jnp.bfloat16, jnp.float16 or jnp.float32"
-    try:
-        dtype = None if isinstance(compute_dtype, (bool, int, float)) else jnp.dtype(compute_dtype)
-    except TypeError:
-        dtype = None
-    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(f"`compute_dtype` (={compute_dtype!r}) must be {accepted}")
-    return dtype.name
-
-
-def _map_dtype(image_dtype) -> str:
-    """The maps' dtype: float32, or float64 for a float64 image (as occlusion's ``map_dtype``)."""
-    return "float64" if jnp.dtype(image_dtype) == jnp.float64 else "float32"
-
-
-def _cast(tree, dtype):
-    """Floating leaves of ``tree`` (params or an image) cast to ``dtype``; ``None``: unchanged."""
-    if dtype is None:
-        return tree
-    return jax.tree.map(lambda a: a.astype(dtype) if hasattr(a, "dtype") and jnp.issubdtype(a.dtype, jnp.floating)
-                        else a, tree)
-
-
 def _finite_or_nan(maps, scores):
     """``maps`` (``scores.shape + map shape``) where the score explained is finite, NaN where it is not."""
     ok = jnp.isfinite(scores).reshape(jnp.shape(scores) + (1,) * (maps.ndim - jnp.ndim(scores)))
@@ -104,7 +78,7 @@ def _maps_impl(apply_fn, rule, kind, strict, switches, bare_max, dtypes, params,
     compute, out = dtypes
     ruled = with_rule(lambda p, xi: apply_fn(p, xi[None])[0], rule, strict=strict, switches=switches,
                       bare_max=bare_max, data_argnums=1)
-    params, x = _cast(params, compute), _cast(x, compute)
+    params, x = cast_floating(params, compute), cast_floating(x, compute)
 
     def one(xi, ti):
         logits, vjp = jax.vjp(lambda v: ruled(params, v), xi)
@@ -154,11 +128,11 @@ def saliency_maps(apply_fn: Callable, params: Any, image, target=None, *, rule: 
     _validate.apply_fn(apply_fn)
     rules.check_rule(rule)
     _check_flags(strict=strict, switches=switches, bare_max=bare_max)
-    compute = _check_compute_dtype(compute_dtype)
+    compute = check_compute_dtype(compute_dtype)
     x, batched = _validate.image(image)
     k = _validate.num_classes(apply_fn, params, x)
     kind, targets = _validate.target(target, n=x.shape[0], num_classes=k)
-    dtypes = (compute, _map_dtype(x.dtype))
+    dtypes = (compute, map_dtype(x.dtype).name)
     out = _maps_jit(apply_fn, rule, kind, strict, switches, bare_max, dtypes, params, x, targets)
     return out if batched else out[0]
 
@@ -301,7 +275,7 @@ def _project_one(features, rule, strict, switches, bare_max, k, params, xi, ui, 
 
 def _project_impl(features, rule, strict, switches, bare_max, k, params, x, units, rf, dtypes):
     compute, out = dtypes
-    params, x = _cast(params, compute), _cast(x, compute)
+    params, x = cast_floating(params, compute), cast_floating(x, compute)
     one = functools.partial(_project_one, features, rule, strict, switches, bare_max, k, params, rf=rf)
     if units is None:
         maps, vals, coords = jax.vmap(lambda xi: one(xi, None))(x)
@@ -400,12 +374,13 @@ def project_units(apply_fn: Callable, params: Any, image, layer="conv5", *, unit
     _validate.apply_fn(apply_fn)
     rules.check_rule(rule)
     _check_flags(strict=strict, switches=switches, bare_max=bare_max, receptive_field=receptive_field)
-    compute = _check_compute_dtype(compute_dtype)
+    compute = check_compute_dtype(compute_dtype)
     x, batched = _validate.image(image)
+    _validate.params(params)
     features = layer_features(apply_fn, _check_layer(layer))
     u = _check_units(units, top_k, _activation_shape(features, params, x, layer), x.shape[0])
     k = None if u is not None else int(top_k)
-    opts = (rule, strict, switches, bare_max, k, params, x, u, receptive_field, (compute, _map_dtype(x.dtype)))
+    opts = (rule, strict, switches, bare_max, k, params, x, u, receptive_field, (compute, map_dtype(x.dtype).name))
     if isinstance(layer, str):
         out = _project_named_jit(apply_fn, layer, *opts)
     else:
@@ -549,6 +524,7 @@ def top_activations(apply_fn: Callable, params: Any, images, layer, channels: Se
     if not hasattr(images, "ndim") or images.ndim != 4:
         raise ValueError(f"`images` (shape {getattr(images, 'shape', None)}) must be a batch (N, H, W, C)")
     x, _ = _validate.image(images)
+    _validate.params(params)
     k = _validate.integer("k", k, lo=1, hi=x.shape[0])
     batch_size = _validate.integer("batch_size", batch_size, lo=1)
     features = layer_features(apply_fn, _check_layer(layer))

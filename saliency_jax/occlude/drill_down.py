@@ -45,16 +45,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from saliency_jax import _validate
+from saliency_jax._dtypes import cast_floating, check_compute_dtype
 from saliency_jax.occlude import incremental
-from saliency_jax.occlude.compile import chunk_indices, jit_with_policy
+from saliency_jax.occlude.compile import chunk_indices, default_chunk_size, jit_with_policy
 from saliency_jax.occlude.windows import COMBINES, PLACEMENTS, WindowGrid, accumulate, coverage, window_grid, window_mask
 
-__all__ = ["DrillDown", "DrillDownRecord", "drill_down_occlusion", "theoretical_speedup", "FULL_CHUNK_SIZE"]
-
-FULL_CHUNK_SIZE = 16
-"""Windows per model call for ``method="full"`` when ``chunk_size`` is ``None``: the full engine's
-default (``saliency_jax.occlude.engine.DEFAULT_CHUNK_SIZE``) at the time of writing; the
-incremental method uses :data:`saliency_jax.occlude.incremental.DEFAULT_CHUNK_SIZE`."""
+__all__ = ["DrillDown", "DrillDownRecord", "drill_down_occlusion", "theoretical_speedup"]
 
 _METHODS = ("full", "incremental", "auto")
 
@@ -261,6 +257,7 @@ def drill_down_occlusion(
     chunk_size: int | str | None = None,
     devices: Sequence[Any] | None = None,
     method: str = "auto",
+    compute_dtype: Any = None,
 ) -> tuple[jax.Array, DrillDownRecord]:
     """APPROXIMATE occlusion map at ``stride`` by adaptive drill-down, and a record of the work.
 
@@ -287,15 +284,15 @@ def drill_down_occlusion(
         placement: ``"clip"`` or ``"valid"``, for both grids.
         blur_sigma: must be ``None`` (``fill="blur"`` is not offered here).
         chunk_size: windows per model call: an int, or ``None``/``"auto"`` for the method's default
-            (:data:`FULL_CHUNK_SIZE`, :data:`saliency_jax.occlude.incremental.DEFAULT_CHUNK_SIZE`).
+            on the device's backend (:func:`saliency_jax.occlude.compile.default_chunk_size`).
         devices: ``None`` (the default device) or a sequence of one device.
         method: ``"full"``, ``"incremental"`` (exact incremental re-inference of each window) or
             ``"auto"``: incremental when its counted FLOPs at the fine grid are at least
             :data:`saliency_jax.occlude.incremental.AUTO_MIN_RATIO` times fewer.
 
-    The model runs in the dtype of ``image`` and ``params`` as given (cast both, e.g. to
-    ``jnp.bfloat16``, to run it in that dtype: what ``sj.occlusion(..., compute_dtype=...)`` does);
-    scores, estimates and the map are float32.
+        compute_dtype: ``None`` (the model runs in the dtype of ``image`` and ``params`` as given)
+            or a floating dtype such as ``jnp.bfloat16``: the image and every floating leaf of
+            ``params`` are cast to it. Scores, estimates and the map are float32 either way.
 
     Returns:
         ``(heatmap, record)``: float32 ``(H, W)`` (``(N, H, W)`` for a batch) and a
@@ -315,11 +312,13 @@ def drill_down_occlusion(
         >>> heat.shape, rec.selected.shape, rec.coarse_windows, rec.fine_windows, rec.theoretical_speedup
         ((2, 64, 64), (2, 13, 13), 16, 43, 3.2)
     """
+    compute_dtype = check_compute_dtype(compute_dtype)
     cfg, images, fills, targets, batched, device = _resolve(
         apply_fn, params, image, window=window, stride=stride, drill_down=drill_down, target=target, mode=mode,
         fill=fill, score=score, combine=combine, placement=placement, blur_sigma=blur_sigma, chunk_size=chunk_size,
         devices=devices, method=method,
     )
+    params, images, fills = cast_floating((params, images, fills), compute_dtype)
     if device is not None:
         images, fills, targets = jax.device_put((images, fills, targets), device)
     run = jit_with_policy(_drill_fn, (0, 5), args=(params, images, fills, targets))
@@ -383,7 +382,7 @@ def _resolve(apply_fn, params, image, *, window, stride, drill_down, target, mod
         report = incremental.flop_report(apply_fn, params, (h, w, c), window=window_yx, stride=stride_yx,
                                          placement=placement)
         method = "incremental" if report.ratio >= incremental.AUTO_MIN_RATIO else "full"
-    chunk = chunk or (incremental.DEFAULT_CHUNK_SIZE if method == "incremental" else FULL_CHUNK_SIZE)
+    chunk = chunk or default_chunk_size(method, None if device is None else device.platform)
     cfg = _Config(window=window_yx, stride=stride_yx, coarse_stride=coarse_yx, fraction=float(drill_down.fraction),
                   placement=placement, combine=combine, method=method, chunk_size=chunk, target_kind=kind)
     return cfg, images, fills, targets, batched, device

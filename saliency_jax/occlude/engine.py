@@ -30,21 +30,24 @@ import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
 from saliency_jax import _validate
+from saliency_jax._dtypes import cast_floating, check_compute_dtype, map_dtype
 from saliency_jax.occlude import incremental
-from saliency_jax.occlude.compile import (TUNE_CANDIDATES, backend_kind, chunk_indices, default_chunk_size,
+from saliency_jax.occlude.drill_down import DrillDown, DrillDownRecord, drill_down_occlusion
+from saliency_jax.occlude.compile import (CHUNK_SIZES, TUNE_CANDIDATES, backend_kind, chunk_indices, default_chunk_size,
                                           jit_with_policy, seconds_per_item)
 from saliency_jax.occlude.windows import COMBINES, accumulate, window_grid, window_mask
 
 __all__ = ["occlusion", "tune_chunk_size", "auto_plan", "auto_decisions", "AutoDecision", "MEASURE_MIN_FLOPS",
-           "map_dtype", "check_compute_dtype", "cast_floating", "MODES", "SCORES",
+           "MODES", "SCORES",
            "COMBINES", "METHODS", "DEFAULT_CHUNK_SIZE"]
 
 MODES = ("occlude", "crop")
 SCORES = ("difference", "output")
 METHODS = ("full", "incremental", "auto")
 _FILL_NAMES = ("mean", "blur")
-DEFAULT_CHUNK_SIZE = 16
-"""Variants per model call for ``method="full"`` when ``chunk_size`` is not given: on a 2-core CPU,
+DEFAULT_CHUNK_SIZE = CHUNK_SIZES["cpu"]["full"]
+"""Variants per model call for ``method="full"`` on the CPU when ``chunk_size`` is not given (other
+backends: :func:`saliency_jax.occlude.compile.default_chunk_size`): on a 2-core CPU,
 of the chunk sizes 1, 2, 4, 8 and 16, 16 was the fastest for both the small 128 model (w32 s8:
 585.5 windows/s, next 4 at 560.7) and the ZF-style 224 model (w64 s8: 52.5 windows/s, next 8 at
 51.8) (``benchmarks/results/occlusion.md``). This is the CPU value; other backends have their own
@@ -95,59 +98,6 @@ class _Config:
     compute_dtype: str | None = None  # dtype name the model runs in (None: as given)
     map_dtype: str = "float32"  # scores, accumulation and the map (see map_dtype)
     compiler: str = "policy"  # "policy" (compile.jit_with_policy's options) or "xla" (XLA's defaults)
-
-
-def map_dtype(image_dtype) -> jnp.dtype:
-    """The dtype of every map (occlusion and backprop alike) for an image of ``image_dtype``.
-
-    float32 for float16, bfloat16 and float32 images; float64 for a float64 image (which
-    exists only with ``jax_enable_x64``). ``compute_dtype`` never changes it.
-
-    Example:
-        >>> import jax.numpy as jnp
-        >>> map_dtype(jnp.bfloat16), map_dtype(jnp.float32)
-        (dtype('float32'), dtype('float32'))
-    """
-    return jnp.dtype(jnp.float64) if jnp.dtype(image_dtype) == jnp.float64 else jnp.dtype(jnp.float32)
-
-
-def check_compute_dtype(compute_dtype) -> str | None:
-    """``compute_dtype`` validated: ``None`` or the name of a floating dtype (``"bfloat16"`` …).
-
-    Raises:
-        TypeError: naming ``compute_dtype`` for anything but ``None`` or a floating dtype.
-
-    Example:
-        >>> import jax.numpy as jnp
-        >>> check_compute_dtype(jnp.bfloat16), check_compute_dtype(None)
-        ('bfloat16', None)
-    """
-    if compute_dtype is None:
-        return None
-    accepted = "None (the image's dtype) or a floating dtype such as jnp.bfloat16, jnp.float16 or jnp.float32"
-    try:
-        dtype = None if isinstance(compute_dtype, (bool, int, float)) else jnp.dtype(compute_dtype)
-    except TypeError:
-        dtype = None
-    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(f"`compute_dtype` (={compute_dtype!r}) must be {accepted}")
-    return dtype.name
-
-
-def cast_floating(tree: Any, dtype) -> Any:
-    """``tree`` with every floating-point leaf cast to ``dtype`` (``None``: unchanged); other
-    leaves (integers, step counters, keys) as they are.
-
-    Example:
-        >>> import jax.numpy as jnp
-        >>> out = cast_floating({"w": jnp.ones(2), "step": jnp.int32(3)}, jnp.bfloat16)
-        >>> out["w"].dtype, out["step"].dtype
-        (dtype(bfloat16), dtype('int32'))
-    """
-    if dtype is None:
-        return tree
-    return jax.tree.map(lambda a: a.astype(dtype) if hasattr(a, "dtype") and jnp.issubdtype(a.dtype, jnp.floating)
-                        else a, tree)
 
 
 # --------------------------------------------------------------------------------------------
@@ -536,7 +486,8 @@ def occlusion(
     devices: Sequence[Any] | None = None,
     method: str = "auto",
     compute_dtype: Any = None,
-) -> jax.Array:
+    drill_down: DrillDown | None = None,
+) -> jax.Array | tuple[jax.Array, DrillDownRecord]:
     """Occlusion-sensitivity map of ``apply_fn`` for ``image``, all windows in one computation.
 
     For each window of the grid a variant of the image is built (``mode="occlude"``: the window is
@@ -604,12 +555,19 @@ def occlusion(
             given) or a floating dtype such as ``jnp.bfloat16``: every variant and every
             floating leaf of ``params`` is cast to it before the model runs; the scores are cast
             back and the map is accumulated in the map dtype below.
+        drill_down: ``None`` (exact, the default) or a :class:`~saliency_jax.occlude.drill_down.DrillDown`:
+            an APPROXIMATE map by adaptive drill-down (after Krypton): a coarse pass at
+            ``drill_down.coarse_stride``, then windows at ``stride`` only over the top
+            ``drill_down.fraction`` of the fine grid, ranked by the coarse scores
+            (:func:`~saliency_jax.occlude.drill_down.drill_down_occlusion`, which lists the
+            options it does not offer). The call then returns ``(map, record)``.
 
     Returns:
         ``(H, W)`` for one image, ``(N, H, W)`` for a batch, with a class axis before ``H`` for
         ``target="all"``: ``(K, H, W)`` or ``(N, K, H, W)``. float32 whatever the image's
         floating dtype, float64 for a float64 image (with ``jax_enable_x64``); the same rule as
-        the backprop maps (:func:`map_dtype`).
+        the backprop maps (:func:`saliency_jax._dtypes.map_dtype`). With ``drill_down``:
+        ``(map, DrillDownRecord)``, the record saying which windows were computed.
 
     Raises:
         TypeError, ValueError: for a malformed argument, before the occlusion is traced.
@@ -624,6 +582,13 @@ def occlusion(
         >>> heat.shape
         (128, 128)
     """
+    if drill_down is not None:
+        if not isinstance(drill_down, DrillDown):
+            raise TypeError(f"`drill_down` (={drill_down!r}) must be None or a DrillDown(coarse_stride=..., fraction=...)")
+        return drill_down_occlusion(
+            apply_fn, params, image, window=window, stride=stride, drill_down=drill_down, target=target, mode=mode,
+            fill=fill, score=score, combine=combine, placement=placement, blur_sigma=blur_sigma,
+            chunk_size=chunk_size, devices=devices, method=method, compute_dtype=compute_dtype)
     cfg, images, fill_arr, targets, batched, plan = _resolve(
         apply_fn, params, image, window=window, stride=stride, target=target, mode=mode, fill=fill, score=score,
         combine=combine, placement=placement, blur_sigma=blur_sigma, chunk_size=chunk_size, devices=devices,

@@ -80,7 +80,7 @@ from jax import lax
 
 from saliency_jax import _validate
 from saliency_jax import jaxpr as jx
-from saliency_jax.occlude.compile import chunk_indices, jit_with_policy
+from saliency_jax.occlude.compile import CHUNK_SIZES, chunk_indices, jit_with_policy
 from saliency_jax.occlude.windows import WindowGrid, accumulate, window_grid, window_mask
 
 __all__ = [
@@ -99,8 +99,9 @@ FULL_LAYER_FRACTION = 0.8
 """A convolution / pooling whose changed region costs at least this fraction of the full layer
 (in counted FLOPs) is computed in full for every window, and so is everything after it."""
 
-DEFAULT_CHUNK_SIZE = 32
-"""Windows per chunk for ``method="incremental"`` when ``chunk_size`` is not given. On the 2-core
+DEFAULT_CHUNK_SIZE = CHUNK_SIZES["cpu"]["incremental"]
+"""Windows per chunk for ``method="incremental"`` on the CPU when ``chunk_size`` is not given (other
+backends: :func:`saliency_jax.occlude.compile.default_chunk_size`). On the 2-core
 CPU of ``benchmarks/results/incremental.md`` (XLA's own convolutions), 32 beat 16 by 20 % on the
 ZF-style model (w16 s4) and 6 % on the VGG16-style one, and 64 was no faster: the recomputed
 regions are small, so larger batches than full re-inference's pay, and the dense layers read

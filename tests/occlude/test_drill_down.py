@@ -262,3 +262,32 @@ def test_bfloat16_inputs_run_in_bfloat16_and_give_a_float32_map():
                                                        np.float64), image, window=(4, 4), stride=(2, 2), target=0,
                                   fill=0.25)
     np.testing.assert_allclose(np.asarray(heat), ref, atol=0.05 * np.abs(ref).max())  # bf16: ~3 significant digits
+
+
+def test_sj_occlusion_with_drill_down_is_the_drill_down_and_casts_compute_dtype():
+    # sj.occlusion(..., drill_down=) returns (map, record) from drill_down_occlusion; with
+    # compute_dtype the model sees bf16 (image and params cast by the call) and the map stays f32.
+    import saliency_jax as sj
+    from tests.occlude.test_engine import mlp_apply
+
+    shape = (12, 12, 2)
+    params, image = mlp_params(shape), rand_image(shape)
+    kw = dict(window=4, stride=2, target=0, method="full", fill=0.25, drill_down=DrillDown(coarse_stride=4, fraction=0.5))
+    heat, record = sj.occlusion(mlp_apply, params, image, **kw)
+    want, want_record = drill_down_occlusion(mlp_apply, params, image, **kw)
+    np.testing.assert_array_equal(np.asarray(heat), np.asarray(want))
+    np.testing.assert_array_equal(np.asarray(record.selected), np.asarray(want_record.selected))
+    seen = []
+
+    def f(p, x):
+        seen.append((x.dtype, jax.tree.leaves(p)[0].dtype))
+        return mlp_apply(p, x)
+
+    low, _ = sj.occlusion(f, params, image, compute_dtype=jnp.bfloat16, **kw)
+    by_hand, _ = drill_down_occlusion(f, jax.tree.map(lambda a: jnp.asarray(a, jnp.bfloat16), params),
+                                      jnp.asarray(image, jnp.bfloat16), **kw)
+    assert low.dtype == jnp.float32 and (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.bfloat16)) in seen
+    np.testing.assert_array_equal(np.asarray(low), np.asarray(by_hand))  # bf16 differs from f32 here:
+    assert np.abs(np.asarray(low) - np.asarray(heat)).max() > 0            # the cast did happen
+    with pytest.raises(TypeError, match="`drill_down`"):
+        sj.occlusion(mlp_apply, params, image, window=4, drill_down=(4, 0.5))
