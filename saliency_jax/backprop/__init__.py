@@ -38,6 +38,7 @@ from saliency_jax.backprop.rules import RULES as RULES
 from saliency_jax.backprop.rules import max_pool_spread as max_pool_spread
 from saliency_jax.backprop.rules import max_pool_switched as max_pool_switched
 from saliency_jax.backprop.rules import pool_with_switches as pool_with_switches
+from saliency_jax.backprop.rules import clip_rule as clip_rule
 from saliency_jax.backprop.rules import relu_rule as relu_rule
 from saliency_jax.backprop.rules import unpool as unpool
 from saliency_jax.backprop.rewrite import Finding as Finding
@@ -53,7 +54,7 @@ __all__ = [
     # display
     "normalize_map", "top_grid", "top_figure",
     # rules
-    "RULES", "FOOTPRINT", "relu_rule", "max_pool_switched", "max_pool_spread", "pool_with_switches", "unpool",
+    "RULES", "FOOTPRINT", "relu_rule", "clip_rule", "max_pool_switched", "max_pool_spread", "pool_with_switches", "unpool",
     # rewrite
     "with_rule", "RuleHandler", "report", "Report", "Finding",
 ]

@@ -208,15 +208,20 @@ class _Recorder:
 
     def record(self, eqn, invals, in_nodes):
         name = eqn.primitive.name
-        if name in jx.CALL_PRIMITIVES or self.rules.inlines(eqn):
+        if (name in jx.CALL_PRIMITIVES or self.rules.inlines(eqn)) and not self.rules.opaque(eqn):
             body = jx.sub_jaxprs(eqn)[0]
             if len(body.jaxpr.invars) == len(invals):
                 return self.evaluate(body, invals, in_nodes)
         out_nodes = [self.node() if _float(v.aval) else None for v in eqn.outvars]
         entry = _Entry("generic", eqn, invals, in_nodes, out_nodes)
         relu_pos = self.rules.relu_operand(eqn)
+        clip = self.rules.clip_call(eqn) if self.rules.opaque(eqn) else None
         if relu_pos is not None:
             entry.kind, entry.fn = "elementwise", (lambda *v, p=relu_pos: [self.rules.relu(v[p])])
+            outs = entry.fn(*invals)
+        elif clip is not None:  # ReLU6 / clip(x, 0, c): its rule, elementwise like a ReLU
+            clipped = rules.clip_rule(self.rules.rule, clip[1])
+            entry.kind, entry.fn = "elementwise", (lambda *v, p=clip[0]: [clipped(v[p])])
             outs = entry.fn(*invals)
         elif name == "reduce_window_max" and not isinstance(rewrite.pool_config(eqn), str) and in_nodes[0] is not None:
             entry.kind, outs = "pool", [self.pool(entry)]

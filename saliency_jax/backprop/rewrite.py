@@ -662,6 +662,13 @@ class RuleHandler:
             self._clips[key] = None if _is_relu_call(eqn) else _clip_call(eqn)
         return self._clips[key]
 
+    def opaque(self, eqn) -> bool:
+        """Whether ``eqn`` is a call this handler evaluates whole, never entering its body: a
+        ``clip(x, 0, c)`` (its rule) or a named activation (its ordinary backward pass)."""
+        if eqn.primitive.name not in jx.CALL_PRIMITIVES | jx.CUSTOM_CALL_PRIMITIVES:
+            return False
+        return _call_name(eqn) in NAMED_ACTIVATIONS or self.clip_call(eqn) is not None
+
     def inlines(self, eqn) -> bool:
         """Whether ``eqn`` is a custom-derivative call (not a ReLU) whose body holds ReLUs or, with
         ``switches``, max pools: the handler evaluates its body inline, dropping its custom rule."""

@@ -250,3 +250,32 @@ def test_bad_arguments_name_themselves():
         field.vjp(jax.nn.relu, x, rule="lrp")
     with pytest.raises(ValueError, match="`fn`"):
         field.vjp(lambda v: (jax.nn.relu(v), v), x, rule="gradient")
+
+
+def _relu6_features(p, x):
+    """Two SAME convolutions, each through ReLU6 written as ``jnp.clip`` (a call the rules replace
+    whole), with a max pool between: ``(B, 12, 12, 2) -> (B, 6, 6, 4)``."""
+    dn = ("NHWC", "HWIO", "NHWC")
+    h = jnp.clip(lax.conv_general_dilated(x, p["k1"], (1, 1), "SAME", dimension_numbers=dn) * 4.0, 0, 6)
+    h = lax.reduce_window(h, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+    return jnp.clip(lax.conv_general_dilated(h, p["k2"], (1, 1), "SAME", dimension_numbers=dn) * 0.1, 0, 6)
+
+
+@pytest.mark.parametrize("rule", ["deconvnet", "guided"])
+def test_relu6_unit_projections_restricted_equal_the_full_rewrite(rule):
+    # The restricted backward pass gives a clip(x, 0, c) call the same ReLU6 rule as with_rule
+    # (whose rule is checked against a hand-written custom-VJP model in test_rewrite); before, it
+    # entered the call's body and back-propagated the plain gradient there.
+    k = jax.random.split(jax.random.key(3), 3)
+    p = {"k1": jax.random.normal(k[0], (3, 3, 2, 4)), "k2": jax.random.normal(k[1], (3, 3, 4, 4))}
+    x = jax.random.normal(k[2], (2, 12, 12, 2))
+    apply = lambda p, v: _relu6_features(p, v).mean(axis=(1, 2))  # noqa: E731
+    kw = dict(layer=_relu6_features, top_k=5, rule=rule)
+    full = backprop.project_units(apply, p, x, receptive_field=False, **kw)
+    rf = backprop.project_units(apply, p, x, receptive_field=True, **kw)
+    np.testing.assert_array_equal(np.asarray(rf.units), np.asarray(full.units))
+    scale = np.abs(np.asarray(full.maps)).max()
+    np.testing.assert_allclose(np.asarray(rf.maps), np.asarray(full.maps), rtol=1e-5, atol=1e-6 * scale)
+    plain = backprop.project_units(apply, p, x, receptive_field=False, **{**kw, "rule": "gradient"})
+    assert np.abs(np.asarray(full.maps)).max() > 0 and float(full.values.max()) < 6  # top units unsaturated
+    assert not np.allclose(np.asarray(full.maps), np.asarray(plain.maps))  # the rule matters here
