@@ -92,21 +92,24 @@ def _relu_fwd_value(x):
     return jnp.maximum(x, jnp.zeros((), x.dtype))
 
 
-@functools.lru_cache(maxsize=None)
-def _relu(rule: str):
+def _rectifier(rule: str, value, open_mask, name: str):
+    """A ``custom_vjp`` function computing ``value(x)`` whose backward pass follows ``rule``:
+    gradient ``g·open_mask(x)``, guided ``relu(g)·open_mask(x)``, deconvnet ``relu(g)`` (the
+    forward value is never read), footprint ``|g|``. ReLU and ReLU6 / clip differ only in
+    ``value`` and ``open_mask``."""
     @jax.custom_vjp
-    def relu(x):
-        return _relu_fwd_value(x)
+    def f(x):
+        return value(x)
 
     if rule == "gradient":
         def fwd(x):
-            return _relu_fwd_value(x), x > 0
+            return value(x), open_mask(x)
 
         def bwd(mask, g):
             return (jnp.where(mask, g, jnp.zeros((), g.dtype)),)
     elif rule == "guided":
         def fwd(x):
-            return _relu_fwd_value(x), x > 0
+            return value(x), open_mask(x)
 
         def bwd(mask, g):
             # `~(g <= 0)`, not `g > 0`: a NaN signal passes where the unit is open (as with the
@@ -114,20 +117,25 @@ def _relu(rule: str):
             return (jnp.where(mask & ~(g <= 0), g, jnp.zeros((), g.dtype)),)
     elif rule == "deconvnet":
         def fwd(x):
-            return _relu_fwd_value(x), None
+            return value(x), None
 
         def bwd(_, g):
             return (jnp.maximum(g, jnp.zeros((), g.dtype)),)
     else:  # footprint
         def fwd(x):
-            return _relu_fwd_value(x), None
+            return value(x), None
 
         def bwd(_, g):
             return (jnp.abs(g),)
 
-    relu.defvjp(fwd, bwd)
-    relu.__name__ = f"relu_{rule}"
-    return relu
+    f.defvjp(fwd, bwd)
+    f.__name__ = name
+    return f
+
+
+@functools.lru_cache(maxsize=None)
+def _relu(rule: str):
+    return _rectifier(rule, _relu_fwd_value, lambda x: x > 0, f"relu_{rule}")
 
 
 def relu_rule(rule: str):
@@ -155,41 +163,10 @@ def _clip(rule: str, upper: float):
     def value(x):
         return jnp.minimum(_relu_fwd_value(x), jnp.asarray(upper, x.dtype))
 
-    @jax.custom_vjp
-    def clip(x):
-        return value(x)
-
     def open_mask(x):
         return (x > 0) & (x < jnp.asarray(upper, x.dtype))
 
-    if rule == "gradient":
-        def fwd(x):
-            return value(x), open_mask(x)
-
-        def bwd(mask, g):
-            return (jnp.where(mask, g, jnp.zeros((), g.dtype)),)
-    elif rule == "guided":
-        def fwd(x):
-            return value(x), open_mask(x)
-
-        def bwd(mask, g):
-            return (jnp.where(mask & ~(g <= 0), g, jnp.zeros((), g.dtype)),)  # NaN passes, as for ReLU
-    elif rule == "deconvnet":
-        def fwd(x):
-            return value(x), None
-
-        def bwd(_, g):
-            return (jnp.maximum(g, jnp.zeros((), g.dtype)),)
-    else:  # footprint
-        def fwd(x):
-            return value(x), None
-
-        def bwd(_, g):
-            return (jnp.abs(g),)
-
-    clip.defvjp(fwd, bwd)
-    clip.__name__ = f"relu{upper:g}_{rule}"
-    return clip
+    return _rectifier(rule, value, open_mask, f"relu{upper:g}_{rule}")
 
 
 def clip_rule(rule: str, upper: float):
