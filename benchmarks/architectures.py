@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import math
 import os
 import platform
 import sys
@@ -56,7 +55,6 @@ from jax import lax
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import saliency_jax as sj  # noqa: E402
 from saliency_jax._io import atomic_write_text  # noqa: E402
 from benchmarks import zoo  # noqa: E402
 from benchmarks._lock import machine_lock  # noqa: E402

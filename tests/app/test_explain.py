@@ -23,7 +23,7 @@ from PIL import Image
 
 import saliency_jax as sj
 from saliency_jax._io import OutputBusyError, folder_lock
-from saliency_jax.app import cli, explain, inputs, maps, worker
+from saliency_jax.app import cli, inputs, maps, worker
 from saliency_jax.app.explain import explain_paths
 from saliency_jax.app.inputs import find_images
 from saliency_jax.model import data

@@ -2,7 +2,6 @@
 and the deconvnet / guided maps equal a reference built by swapping the model's ReLU (and ReLU6)
 for an independent custom-VJP one written here."""
 
-import contextlib
 
 import jax
 import jax.numpy as jnp

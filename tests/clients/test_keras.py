@@ -8,7 +8,6 @@ tests allow it (the rest of the suite raises on it).
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
