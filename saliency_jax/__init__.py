@@ -43,6 +43,9 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "data": ("saliency_jax.model.data", None),
     "render": ("saliency_jax.app.render", None),
     "incremental": ("saliency_jax.occlude.incremental", None),
+    # the method registry and its one generic entry
+    "methods": ("saliency_jax.methods", None),
+    "attribute": ("saliency_jax.methods", "attribute"),
     # occlusion
     "occlusion": ("saliency_jax.occlude.engine", "occlusion"),
     "tune_chunk_size": ("saliency_jax.occlude.engine", "tune_chunk_size"),

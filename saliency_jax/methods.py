@@ -1,0 +1,222 @@
+"""The method registry: one record per saliency method, and one generic entry, :func:`attribute`.
+
+A *method* turns ``(apply_fn, params, image, target)`` into a map. Each has its own public
+function (:func:`saliency_jax.occlusion`, :func:`saliency_jax.deconvnet`, …); this module records
+what every consumer needs to know about it — the folder job's ``--methods``, the demo, the
+faithfulness report and the spurious-cue audit read :data:`REGISTRY` and keep no list of their own:
+
+* ``name`` — what users type (``--methods occlusion,deconvnet``);
+* ``kind`` — what the map is: ``"heat"`` (``(H, W)``, higher = more of the class), ``"signed"``
+  (``(H, W)``, positive supports the class, negative opposes it) or ``"rgb"`` (``(H, W, C)``, a
+  pattern in input space, shown through the display normalisation);
+* ``fn`` — ``fn(apply_fn, params, image, target, **options) -> map``;
+* ``options`` — the options it takes, with their defaults (``None``: the function's own default,
+  which may depend on the image, such as occlusion's window);
+* ``exactness`` — ``"exact"`` (a deterministic function of the model, reproducible to float
+  rounding), ``"approximate"`` (trades accuracy for speed) or ``"stochastic"`` (depends on a key).
+
+The model-free floors of the faithfulness report (a random map, a centre prior, a colour/edge
+filter) are not methods — they never call the model — and live beside them in :data:`BASELINES`.
+
+Adding a method is one function plus one :func:`register` call::
+
+    def my_method(apply_fn, params, image, target=None, *, strength=1.0): ...
+    register(Method("mine", "signed", my_method, {"strength": 1.0}, "exact", "what it shows"))
+
+The execution strategies of occlusion (``"full"``, ``"incremental"``, ``"auto"``) are not methods:
+they are :data:`saliency_jax.EXECUTIONS` (``sj.METHODS`` is its deprecated alias).
+
+Example:
+    >>> import jax.numpy as jnp
+    >>> names()
+    ('crop', 'occlusion', 'deconvnet', 'guided', 'gradient')
+    >>> get("guided").kind, get("occlusion").exactness
+    ('rgb', 'exact')
+    >>> apply_fn = lambda p, x: jnp.stack([x.sum((1, 2, 3)), -x.sum((1, 2, 3))], -1) * p
+    >>> attribute("gradient", apply_fn, jnp.float32(1.0), jnp.ones((8, 8, 3)), target=0).shape
+    (8, 8, 3)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from typing import Any, Callable, Mapping
+
+from saliency_jax.backprop import methods as _backprop
+from saliency_jax.metrics import baselines as _baselines
+from saliency_jax.occlude import engine as _engine
+
+__all__ = [
+    "KINDS", "EXACTNESS", "Method", "Baseline", "REGISTRY", "BASELINES", "register", "get", "names",
+    "attribute", "baseline_map",
+]
+
+#: What a map is: ``(H, W)`` heat or signed scores, or an ``(H, W, C)`` pattern in input space.
+KINDS = ("heat", "signed", "rgb")
+#: How far a map can be trusted to be reproduced: exact, approximate or stochastic.
+EXACTNESS = ("exact", "approximate", "stochastic")
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """One saliency method.
+
+    Attributes:
+        name: the registry key (``--methods`` on the command line).
+        kind: one of :data:`KINDS`.
+        fn: ``fn(apply_fn, params, image, target, **options)``; ``image`` ``(H, W, C)`` or
+            ``(N, H, W, C)``; ``target`` an int, ``(N,)`` ints, ``None`` (predicted) or ``"all"``.
+        options: the keyword options ``fn`` takes, with their defaults.
+        exactness: one of :data:`EXACTNESS`.
+        summary: one line for listings and ``--help``.
+    """
+
+    name: str
+    kind: str
+    fn: Callable[..., Any]
+    options: Mapping[str, Any]
+    exactness: str
+    summary: str
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"`kind` (={self.kind!r}) must be one of {KINDS}")
+        if self.exactness not in EXACTNESS:
+            raise ValueError(f"`exactness` (={self.exactness!r}) must be one of {EXACTNESS}")
+        object.__setattr__(self, "options", types.MappingProxyType(dict(self.options)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Baseline:
+    """A model-free floor of the faithfulness report: ``fn(images_uint8 (N, H, W, 3), key) -> (N, H, W)``."""
+
+    name: str
+    fn: Callable[..., Any]
+    summary: str
+
+
+#: name -> :class:`Method`, in the order methods are shown (panels, tables).
+REGISTRY: dict[str, Method] = {}
+#: name -> :class:`Baseline`.
+BASELINES: dict[str, Baseline] = {}
+
+
+def register(method: Method) -> Method:
+    """Add ``method`` to :data:`REGISTRY` (a name may be registered once) and return it."""
+    if not isinstance(method, Method):
+        raise TypeError(f"`method` (={method!r}) must be a saliency_jax.methods.Method")
+    if method.name in REGISTRY or method.name in BASELINES:
+        raise ValueError(f"`method.name` (={method.name!r}) is already registered")
+    REGISTRY[method.name] = method
+    return method
+
+
+def get(name: str) -> Method:
+    """The registered method ``name``; a ``ValueError`` naming the registered ones otherwise."""
+    if not isinstance(name, str) or name not in REGISTRY:
+        raise ValueError(f"`method` (={name!r}) must be one of {tuple(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def names(*, kind: str | None = None, exactness: str | None = None) -> tuple[str, ...]:
+    """Registered method names in registry order, optionally only those of one ``kind``/``exactness``."""
+    return tuple(m.name for m in REGISTRY.values()
+                 if (kind is None or m.kind == kind) and (exactness is None or m.exactness == exactness))
+
+
+def attribute(name: str, apply_fn: Callable, params: Any, image, target=None, **options):
+    """The map of the registered method ``name``: the one generic entry to every method.
+
+    Args:
+        name: a registered method (:func:`names`).
+        apply_fn: ``apply_fn(params, images (B, H, W, C)) -> scores (B, K)``.
+        params: its parameters.
+        image: ``(H, W, C)`` or ``(N, H, W, C)`` floating point.
+        target: an int, one int per image, ``None`` (each image's predicted class) or ``"all"``.
+        **options: the method's options (:attr:`Method.options`); an unknown one is a ``TypeError``.
+
+    Returns:
+        The method's map: ``(…, H, W)`` for heat and signed methods, ``(…, H, W, C)`` for rgb ones.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> f = lambda p, x: x.mean((1, 2)) * p
+        >>> attribute("occlusion", f, jnp.float32(1.0), jnp.ones((8, 8, 3)), target=0, window=4).shape
+        (8, 8)
+    """
+    method = get(name)
+    unknown = sorted(set(options) - set(method.options))
+    if unknown:
+        raise TypeError(f"`{unknown[0]}` is not an option of method {name!r}; it takes {tuple(method.options)}")
+    return method.fn(apply_fn, params, image, target, **options)
+
+
+def baseline_map(name: str, images_uint8, key=None):
+    """The baseline ``name``'s maps ``(N, H, W)`` float32 for ``images_uint8 (N, H, W, 3)``."""
+    if not isinstance(name, str) or name not in BASELINES:
+        raise ValueError(f"`baseline` (={name!r}) must be one of {tuple(BASELINES)}")
+    return BASELINES[name].fn(images_uint8, key)
+
+
+# ----------------------------------------------------------------------------- the methods
+
+
+def _occlusion(apply_fn, params, image, target, *, mode="occlude", window=None, stride=None, **options):
+    if window is None:  # a quarter of the shorter side, stride a quarter of the window (the folder job's default)
+        window = max(1, min(image.shape[-3:-1]) // 4)
+    if stride is None:
+        stride = max(1, (window if isinstance(window, int) else min(window)) // 4)
+    return _engine.occlusion(apply_fn, params, image, window=window, stride=stride, target=target, mode=mode,
+                             **options)
+
+
+def _crop(apply_fn, params, image, target, **options):
+    return _occlusion(apply_fn, params, image, target, mode="crop", **options)
+
+
+def _rule(rule: str) -> Callable:
+    def maps(apply_fn, params, image, target, **options):
+        return _backprop.saliency_maps(apply_fn, params, image, target, rule=rule, **options)
+    return maps
+
+
+_OCCLUSION_OPTIONS = {"window": None, "stride": None, "fill": None, "score": None, "combine": "mean",
+                      "placement": "clip", "blur_sigma": None, "chunk_size": None, "devices": None,
+                      "method": "auto", "compute_dtype": None}
+_BACKPROP_OPTIONS = {"strict": True, "switches": True, "bare_max": False, "compute_dtype": None}
+
+register(Method("crop", "heat", _crop, {k: v for k, v in _OCCLUSION_OPTIONS.items() if k != "fill"}, "exact",
+                "each window alone, resized to the image and classified (the write-up's left heat map)"))
+register(Method("occlusion", "signed", _occlusion, _OCCLUSION_OPTIONS, "exact",
+                "score drop when a window is filled (Zeiler & Fergus); positive supports the class"))
+register(Method("deconvnet", "rgb", _rule("deconvnet"), _BACKPROP_OPTIONS, "exact",
+                "the class score projected to pixels through rectified transposed filters and switches"))
+register(Method("guided", "rgb", _rule("guided"), _BACKPROP_OPTIONS, "exact",
+                "guided backprop: the gradient, rectified on the way back"))
+register(Method("gradient", "rgb", _rule("gradient"), _BACKPROP_OPTIONS, "exact",
+                "the plain gradient of the class score"))
+
+
+def _random(images_uint8, key):
+    import jax
+
+    n, h, w = images_uint8.shape[:3]
+    return _baselines.random_map(jax.random.key(0) if key is None else key, (n, h, w))
+
+
+def _centre(images_uint8, key):
+    n, h, w = images_uint8.shape[:3]
+    return _baselines.centre_prior((n, h, w))
+
+
+def _colour_edge(images_uint8, key):
+    import jax.numpy as jnp
+
+    return _baselines.colour_edge_saliency(jnp.asarray(images_uint8, jnp.float32))
+
+
+for _b in (Baseline("random", _random, "uniform noise: the floor of chance"),
+           Baseline("centre", _centre, "a Gaussian centre prior (objects tend to sit in the middle)"),
+           Baseline("colour-edge", _colour_edge, "Fleck et al.'s model-free colour/texture filter")):
+    BASELINES[_b.name] = _b
