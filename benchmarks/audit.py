@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: `benchmarks` importable
+from benchmarks import _provenance  # noqa: E402
 from benchmarks._lock import machine_lock  # noqa: E402
 
 import jax  # noqa: E402
@@ -94,6 +95,7 @@ def main() -> None:
     if args.smoke:
         kw = dict(n=8, n_maps=2, window=64, stride=64, n_boot=50, panels=1)
     out = args.out or (Path(tempfile.mkdtemp(prefix="sj-bench-audit-")) if args.smoke else RESULTS)
+    provenance = _provenance.start(script=__file__)
     t0 = time.perf_counter()
     result = audit_lib.audit(out=out, progress=True, **kw)
     wall = time.perf_counter() - t0
@@ -114,8 +116,11 @@ def main() -> None:
     }
     result["targets"] = targets(result)
     result["targets"]["card_test_auc"] = card["metrics"]["test"]["auc"]  # the clean split's, n = 2000
+    result["provenance"] = _provenance.finish(provenance)
+    result = _provenance.relative(result)  # checkpoint folders and temp paths named without this machine's paths
     atomic_write_text(out / "audit.json", audit_lib.to_json(result))
-    atomic_write_text(out / "audit.md", audit_lib.report_markdown(result) + "\n" + run_section(result["run"], result["targets"]))
+    atomic_write_text(out / "audit.md", audit_lib.report_markdown(result) + "\n" + run_section(result["run"], result["targets"])
+                      + "\n" + _provenance.markdown_line(result["provenance"]) + "\n")
     print(f"wrote {out / 'audit.md'}")
     print(audit_lib.to_json(result["targets"]))
 

@@ -45,6 +45,7 @@ import numpy as np
 
 import flax.linen as nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: `benchmarks` importable
+from benchmarks import _provenance  # noqa: E402
 from benchmarks._lock import machine_lock  # noqa: E402
 from saliency_jax import backprop
 from saliency_jax.backprop import receptive_field as local, rules
@@ -89,11 +90,14 @@ def main():
     ap.add_argument("--models", nargs="+", default=["zf", "small"])
     args = ap.parse_args()
     RESULTS.mkdir(exist_ok=True)
+    provenance = _provenance.start(script=__file__)
     results = [run_model(name, args) for name in args.models]
-    (RESULTS / "backprop.json").write_text(json.dumps(results, indent=2) + "\n")
+    report = {"provenance": _provenance.finish(provenance), "models": results}
+    (RESULTS / "backprop.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = []
     for result in results:
         lines += markdown(result)
+    lines += ["", _provenance.markdown_line(report["provenance"]), ""]
     (RESULTS / "backprop.md").write_text("\n".join(lines))
     print("\n".join(lines))
 

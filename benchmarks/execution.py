@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import saliency_jax as sj  # noqa: E402
+from benchmarks import _provenance  # noqa: E402
 from benchmarks._lock import machine_lock  # noqa: E402
 from benchmarks._timing import timed  # noqa: E402
 
@@ -174,6 +175,8 @@ def write_markdown(res, path):
     for m in res["models"]:
         lines.append(f"- {m['model']}: {m['auto_choice']}")
     lines += ["", "Produced by `python benchmarks/execution.py`; see its docstring for the cause (jax-ml/jax#12868)."]
+    if "provenance" in res:
+        lines += ["", _provenance.markdown_line(res["provenance"])]
     tmp = path.with_suffix(".md.tmp")
     tmp.write_text("\n".join(lines) + "\n")
     os.replace(tmp, path)
@@ -185,9 +188,11 @@ def main():
     parser.add_argument("--models", nargs="*", default=list(MODELS))
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
+    provenance = _provenance.start(script=__file__)
     res = {"machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, jax {jax.__version__}, backend "
                       f"{jax.default_backend()}", "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
            "repeats": args.repeats, "models": [bench(m, args.repeats) for m in args.models]}
+    res["provenance"] = _provenance.finish(provenance)
     args.out.mkdir(parents=True, exist_ok=True)
     tmp = args.out / "execution.json.tmp"
     tmp.write_text(json.dumps(res, indent=2) + "\n")

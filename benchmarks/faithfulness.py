@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: `benchmarks` importable
+from benchmarks import _provenance  # noqa: E402
 from benchmarks._lock import machine_lock  # noqa: E402
 from saliency_jax.app import faithfulness as fa  # noqa: E402
 from saliency_jax.model import checkpoint, data  # noqa: E402
@@ -182,7 +183,8 @@ def _closing(report: dict) -> str:
     b, s = report["benchmark"], report["settings"]
     return notes(report) + (f"\n\nTotal {b['seconds_total']:.0f} s on {b['device']} ({b['cpu_count']} CPUs), jax "
                             f"{b['jax']}, {s['n']} images, {s['steps']} steps (the default run: 200 images, 16 steps, "
-                            "about 5 minutes on a quiet 2-core CPU).\n")
+                            "about 5 minutes on a 2-core CPU).\n") + (
+        f"\n{_provenance.markdown_line(report['provenance'])}\n" if "versions" in report.get("provenance", {}) else "")
 
 
 def main() -> None:
@@ -202,6 +204,7 @@ def main() -> None:
         return
     n, steps = (4, 2) if args.smoke else (args.n, args.steps)
     out = Path(tempfile.mkdtemp(prefix="faithfulness-smoke-")) if args.smoke else RESULTS
+    provenance = _provenance.start(script=__file__)
     start = time.perf_counter()
     report = fa.faithfulness_report(None, n=n, methods=args.methods, steps=steps,
                                     sanity=_sanity(args.rerun_sanity, 4),
@@ -209,6 +212,7 @@ def main() -> None:
     report["diagnostics"] = diagnostics(n)
     report["benchmark"] = {"seconds_total": time.perf_counter() - start, "jax": jax.__version__,
                            "cpu_count": os.cpu_count(), "device": str(jax.devices()[0])}
+    report["provenance"] = _provenance.finish(provenance)
     paths = fa.write_report(report, out, notes=_closing(report))
     print((out / "faithfulness.md").read_text())
     print("wrote", *paths.values())

@@ -17,29 +17,28 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script: `benchmarks` importable
+from benchmarks import _provenance  # noqa: E402
 from benchmarks._lock import machine_lock  # noqa: E402
 
 CHILD = r"""
-import json, statistics, time, sys
+import json, sys
 import jax, jax.numpy as jnp, numpy as np
 import saliency_jax as sj
+from benchmarks._timing import timed_with_compile
 m = sj.load()
 x = jnp.asarray(sj.data.preprocess(sj.generate(6, split="test").images))
 out = {"devices": len(jax.devices()), "methods": {}}
 for method in ("auto", "full"):
-    run = lambda: sj.occlusion(m.apply_fn, m.params, x, window=32, stride=4, target=1, method=method).block_until_ready()
-    t0 = time.perf_counter(); heat = run(); first = time.perf_counter() - t0
-    times = []
-    for _ in range(5):
-        t0 = time.perf_counter(); heat = run(); times.append(time.perf_counter() - t0)
-    t = statistics.median(times)
+    run = lambda: sj.occlusion(m.apply_fn, m.params, x, window=32, stride=4, target=1, method=method)
+    first, t, compile_s, heat = timed_with_compile(run, 5)
     np.save(sys.argv[1] + f"_{method}.npy", np.asarray(heat))
-    out["methods"][method] = {"seconds": t, "windows_per_s": 6 * 625 / t, "trace_compile_s": first - t}
+    out["methods"][method] = {"seconds": t, "windows_per_s": 6 * 625 / t, "first_call_s": first, "trace_compile_s": compile_s}
 print(json.dumps(out))
 """
 
@@ -61,7 +60,8 @@ def main():
     parser.add_argument("--devices", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
-    tmp = Path("/tmp") / f"host_devices_{os.getpid()}"
+    provenance = _provenance.start(script=__file__)
+    tmp = Path(tempfile.gettempdir()) / f"host_devices_{os.getpid()}"
     one, many = run(1, f"{tmp}_1"), run(args.devices, f"{tmp}_n")
     rows = []
     for method in ("auto", "full"):
@@ -74,7 +74,8 @@ def main():
         })
     result = {"cpus": os.cpu_count(), "devices": many["devices"], "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "workload": "shipped model, 6 generated test images, window 32, stride 4 (3,750 windows), target 1",
-              "rows": rows, "raw": {"one": one, "split": many}}
+              "rows": rows, "raw": {"one": one, "split": many},
+              "provenance": _provenance.finish(provenance)}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "host_devices.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
@@ -86,6 +87,7 @@ def main():
         "|---|---|---|---|---|",
     ]
     lines += [f"| {r['method']} | {r['one_device_windows_per_s']:.0f} | {r['split_windows_per_s']:.0f} | **{r['speedup']:.2f}×** | {r['max_rel_err']:.1e} |" for r in rows]
+    lines += ["", _provenance.markdown_line(result["provenance"])]
     (args.out / "host_devices.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

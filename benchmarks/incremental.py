@@ -50,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 import saliency_jax as sj  # noqa: E402
 from benchmarks._timing import timed  # noqa: E402
+from benchmarks import _provenance  # noqa: E402
 from benchmarks._lock import machine_lock  # noqa: E402
 from saliency_jax.occlude import incremental as inc  # noqa: E402
 from saliency_jax.occlude.compile import cpu_compiler_options  # noqa: E402
@@ -363,7 +364,7 @@ def dag_markdown(meta, counts, results):
     return "\n".join(lines) + "\n"
 
 
-def dag_main(args, repeats, meta):
+def dag_main(args, repeats, meta, provenance):
     global FULL_CHUNKS
     FULL_CHUNKS = (DEFAULT_CHUNK_SIZE,)  # one full chunk: the sample is one chunk, and these models are slow
     meta["full_chunk"] = DEFAULT_CHUNK_SIZE
@@ -384,9 +385,10 @@ def dag_main(args, repeats, meta):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     suffix = "-quick" if args.quick else ""
-    (out / f"incremental-dag{suffix}.json").write_text(json.dumps(dict(meta=meta, counts=counts, results=results),
-                                                                  indent=1))
-    text = dag_markdown(meta, counts, results)
+    provenance = _provenance.finish(provenance)
+    (out / f"incremental-dag{suffix}.json").write_text(json.dumps(dict(meta=meta, counts=counts, results=results,
+                                                                       provenance=provenance), indent=1))
+    text = dag_markdown(meta, counts, results) + "\n" + _provenance.markdown_line(provenance) + "\n"
     (out / f"incremental-dag{suffix}.md").write_text(text)
     print(text)
 
@@ -480,6 +482,7 @@ def main():
                     help="the DAG models of benchmarks/zoo.py (ResNet-18/50, MobileNetV2) at 224, w16 s4 (issue 15)")
     ap.add_argument("--counts-only", action="store_true", help="with --dag: counted FLOPs only, no timing")
     args = ap.parse_args()
+    provenance = _provenance.start(script=__file__)
     repeats = 1 if args.quick else 3
     global OPTIONS
     OPTIONS = {} if args.library_defaults else cpu_compiler_options()
@@ -488,7 +491,7 @@ def main():
                     load_average=", ".join(f"{x:.1f}" for x in os.getloadavg()),
                     date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), repeats=repeats,
                     incremental_chunk=inc.DEFAULT_CHUNK_SIZE, compile_options=repr(OPTIONS or "jaxlib defaults"))
-        dag_main(args, repeats, meta)
+        dag_main(args, repeats, meta, provenance)
         return
     zf, vgg = get_model("zf"), vgg16()
     settings = [
@@ -525,9 +528,12 @@ def main():
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     suffix = ("-quick" if args.quick else "") + ("-library-defaults" if args.library_defaults else "")
-    (out / f"incremental{suffix}.json").write_text(json.dumps(dict(meta=meta, results=results, sweep=sweep, formulations=forms, approx=approx), indent=1))
-    (out / f"incremental{suffix}.md").write_text(markdown(meta, results, sweep, forms, approx))
-    print(markdown(meta, results, sweep, forms, approx))
+    provenance = _provenance.finish(provenance)
+    (out / f"incremental{suffix}.json").write_text(json.dumps(dict(meta=meta, results=results, sweep=sweep, formulations=forms,
+                                                                   approx=approx, provenance=provenance), indent=1))
+    text = markdown(meta, results, sweep, forms, approx) + "\n" + _provenance.markdown_line(provenance) + "\n"
+    (out / f"incremental{suffix}.md").write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":

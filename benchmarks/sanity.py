@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: `benchmarks` importable
+from benchmarks import _provenance  # noqa: E402
 from benchmarks._lock import machine_lock  # noqa: E402
 from saliency_jax import backprop
 from saliency_jax.model import data
@@ -117,11 +118,13 @@ def main():
     ap.add_argument("--models", nargs="+", default=["shipped", "small", "zf"],
                     help="'shipped' = the trained checkpoint; 'small' / 'zf' = random initialisations")
     args = ap.parse_args()
+    provenance = _provenance.start(script=__file__)
     t0 = time.perf_counter()
     results = [cascade(m, args.images) for m in args.models]
     out = dict(benchmark="cascading randomisation (Adebayo et al. 2018), Spearman rank correlation with the "
                          "original maps", weights="shipped: the trained checkpoint; small/zf: random initialisations (seed 0); replacements: seed 1",
-               results=results, seconds=time.perf_counter() - t0, jax=jax.__version__, cpu_count=os.cpu_count())
+               results=results, seconds=time.perf_counter() - t0, jax=jax.__version__, cpu_count=os.cpu_count(),
+               provenance=_provenance.finish(provenance))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "sanity.json").write_text(json.dumps(out, indent=2) + "\n")
     lines = ["# Sanity check: cascading randomisation (Spearman rank correlation with the original maps)", "",
@@ -139,6 +142,7 @@ def main():
             lines.append(f"| {row['randomised_down_to']} | " + " | ".join(
                 f"{row[f'{r}_abs']:.2f} | {row[f'{r}_signed']:.2f}" for r in RULES) + " |")
         lines.append("")
+    lines += [_provenance.markdown_line(out["provenance"]), ""]
     (RESULTS / "sanity.md").write_text("\n".join(lines))
     print("\n".join(lines))
 

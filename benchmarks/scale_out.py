@@ -48,6 +48,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: `benchmarks` importable
+from benchmarks import _provenance  # noqa: E402
 from benchmarks._lock import machine_lock  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -222,9 +223,10 @@ def projection(rows: dict, args) -> list[str]:
     ]
 
 
-def write(rows: dict, ratios: dict, args, out_dir: Path) -> None:
+def write(rows: dict, ratios: dict, args, out_dir: Path, provenance: dict) -> None:
     import jax
 
+    rows = _provenance.relative(rows)  # each configuration's output folder, named without this machine's paths
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores; jax {jax.__version__}; "
                    f"load average at the end {os.getloadavg()}",
@@ -234,6 +236,7 @@ def write(rows: dict, ratios: dict, args, out_dir: Path) -> None:
         "configs": rows, "ratios": ratios,
         "targets": {"ray1_per_image_at_most_1.15x_local": ratios["ray1_vs_local_per_image"] <= 1.15,
                     "ray2_at_least_1.7x_ray1_1core_each": ratios["ray2_vs_ray1_speedup_1core_each"] >= 1.7},
+        "provenance": _provenance.finish(provenance),
     }
     name = "scale_out-smoke" if args.smoke else "scale_out"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -276,6 +279,8 @@ def write(rows: dict, ratios: dict, args, out_dir: Path) -> None:
         "",
         *projection(rows, args),
         "",
+        _provenance.markdown_line(result["provenance"]),
+        "",
     ]
     (out_dir / f"{name}.md").write_text("\n".join(lines))
     print("\n".join(lines))
@@ -316,6 +321,7 @@ def main():
     if len(os.sched_getaffinity(0)) < 2:
         raise SystemExit("scale_out needs two cores (one per worker)")
     with machine_lock(exclusive=True):
+        provenance = _provenance.start(script=__file__)
         work = Path(tempfile.mkdtemp(prefix="sj-bench-scale-"))
         make_images(work, args.images)
         rows, reference = {}, None
@@ -326,7 +332,7 @@ def main():
             reference = reference or rows[name]["out"]
             r = rows[name]
             print(f"{name:30s} median {r['median_s']:.2f} s  (first run {r['first_run_s']:.1f} s)", file=sys.stderr, flush=True)
-        write(rows, summarize(rows, args), args, args.out)
+        write(rows, summarize(rows, args), args, args.out, provenance)
 
 
 if __name__ == "__main__":
