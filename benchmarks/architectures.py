@@ -379,7 +379,7 @@ def markdown(meta, rows) -> str:
         first = f"{e2e['first_call_s']:.1f}, {e2e['trace_compile_s']:.1f}" if e2e else "not timed"
         lines.append(f"| {r['model']} | {r['window']}/{r['stride']} | {reasons} | {', '.join(r['auto_candidates'])} | "
                      f"{wps} | {warm} | {first} |")
-    if "versions" in meta.get("provenance", {}):
+    if "load_before" in meta.get("provenance", {}):
         lines += ["", _provenance.markdown_line(meta["provenance"])]
     return "\n".join(lines) + "\n"
 

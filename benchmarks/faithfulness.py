@@ -184,7 +184,7 @@ def _closing(report: dict) -> str:
     return notes(report) + (f"\n\nTotal {b['seconds_total']:.0f} s on {b['device']} ({b['cpu_count']} CPUs), jax "
                             f"{b['jax']}, {s['n']} images, {s['steps']} steps (the default run: 200 images, 16 steps, "
                             "about 5 minutes on a 2-core CPU).\n") + (
-        f"\n{_provenance.markdown_line(report['provenance'])}\n" if "versions" in report.get("provenance", {}) else "")
+        f"\n{_provenance.markdown_line(report['provenance'])}\n" if "load_before" in report.get("provenance", {}) else "")
 
 
 def main() -> None:
