@@ -13,15 +13,27 @@ faithfulness report and the spurious-cue audit read :data:`REGISTRY` and keep no
 * ``options`` — the options it takes, with their defaults (``None``: the function's own default,
   which may depend on the image, such as occlusion's window);
 * ``exactness`` — ``"exact"`` (a deterministic function of the model, reproducible to float
-  rounding), ``"approximate"`` (trades accuracy for speed) or ``"stochastic"`` (depends on a key).
+  rounding), ``"approximate"`` (trades accuracy for speed) or ``"stochastic"`` (depends on a key);
+* ``shows`` — what a value of the map is, for captions (``"drop in logit({cls})"``);
+* ``default`` — one of the original write-up's panel (crop, occlusion, deconvnet): the folder
+  job's and the demo's default selection.
+
+The windowed methods (occlusion, crop) share one default window and stride,
+:func:`default_window` and :func:`default_stride`: a quarter of the image's shorter side, and a
+quarter of the window — the folder job completes its settings with the same two functions.
 
 The model-free floors of the faithfulness report (a random map, a centre prior, a colour/edge
 filter) are not methods — they never call the model — and live beside them in :data:`BASELINES`.
 
-Adding a method is one function plus one :func:`register` call::
+Adding a method is one function plus one :func:`register` call; the folder job
+(``--methods mine``), its panels (by ``kind``) and :func:`attribute` then know it::
 
-    def my_method(apply_fn, params, image, target=None, *, strength=1.0): ...
-    register(Method("mine", "signed", my_method, {"strength": 1.0}, "exact", "what it shows"))
+    def grad_times_input(apply_fn, params, image, target=None, *, compute_dtype=None):
+        g = saliency_jax.gradient(apply_fn, params, image, target=target, compute_dtype=compute_dtype)
+        return (g * image).sum(-1)                            # (…, H, W): signed, + supports the class
+
+    register(Method("grad-x-input", "signed", grad_times_input, {"compute_dtype": None}, "exact",
+                    "the gradient times the input, summed over channels"))
 
 The execution strategies of occlusion (``"full"``, ``"incremental"``, ``"auto"``) are not methods:
 they are :data:`saliency_jax.EXECUTIONS` (``sj.METHODS`` is its deprecated alias).
@@ -43,13 +55,14 @@ import dataclasses
 import types
 from typing import Any, Callable, Mapping
 
+from saliency_jax import _validate
 from saliency_jax.backprop import methods as _backprop
 from saliency_jax.metrics import baselines as _baselines
 from saliency_jax.occlude import engine as _engine
 
 __all__ = [
     "KINDS", "EXACTNESS", "Method", "Baseline", "REGISTRY", "BASELINES", "register", "get", "names",
-    "attribute", "baseline_map",
+    "attribute", "baseline_map", "default_window", "default_stride", "REPORT_KINDS", "report_order",
 ]
 
 #: What a map is: ``(H, W)`` heat or signed scores, or an ``(H, W, C)`` pattern in input space.
@@ -70,6 +83,9 @@ class Method:
         options: the keyword options ``fn`` takes, with their defaults.
         exactness: one of :data:`EXACTNESS`.
         summary: one line for listings and ``--help``.
+        shows: what a value of the map is, ``{cls}`` standing for the class name (captions
+            ``"<name>: <shows>"``); empty: captions read ``"<name> (<cls>)"``.
+        default: part of the default selection (the original write-up's panel).
     """
 
     name: str
@@ -78,13 +94,29 @@ class Method:
     options: Mapping[str, Any]
     exactness: str
     summary: str
+    shows: str = ""
+    default: bool = False
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"`kind` (={self.kind!r}) must be one of {KINDS}")
         if self.exactness not in EXACTNESS:
             raise ValueError(f"`exactness` (={self.exactness!r}) must be one of {EXACTNESS}")
+        if not isinstance(self.name, str) or not self.name or "," in self.name or self.name != self.name.strip():
+            raise ValueError(f"`name` (={self.name!r}) must be a non-empty string without commas or outer spaces "
+                             "(it is typed in comma lists: --methods a,b)")
+        if not callable(self.fn):
+            raise TypeError(f"`fn` (={self.fn!r}) must be callable: fn(apply_fn, params, image, target, **options)")
         object.__setattr__(self, "options", types.MappingProxyType(dict(self.options)))
+
+    def caption(self, cls: str) -> str:
+        """The caption of this method's tile for class ``cls``.
+
+        Example:
+            >>> get("occlusion").caption("cross"), get("deconvnet").caption("cross")
+            ('occlusion: drop in logit(cross)', 'deconvnet (cross)')
+        """
+        return f"{self.name}: {self.shows.format(cls=cls)}" if self.shows else f"{self.name} ({cls})"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,10 +151,32 @@ def get(name: str) -> Method:
     return REGISTRY[name]
 
 
-def names(*, kind: str | None = None, exactness: str | None = None) -> tuple[str, ...]:
-    """Registered method names in registry order, optionally only those of one ``kind``/``exactness``."""
+def names(*, kind: str | None = None, exactness: str | None = None, default: bool | None = None) -> tuple[str, ...]:
+    """Registered method names in registry order, optionally only those of one ``kind``/``exactness``,
+    or only those in (``default=True``) or out of the default selection.
+
+    Example:
+        >>> names(default=True), names(kind="rgb")
+        (('crop', 'occlusion', 'deconvnet'), ('deconvnet', 'guided', 'gradient'))
+    """
     return tuple(m.name for m in REGISTRY.values()
-                 if (kind is None or m.kind == kind) and (exactness is None or m.exactness == exactness))
+                 if (kind is None or m.kind == kind) and (exactness is None or m.exactness == exactness)
+                 and (default is None or m.default == default))
+
+
+#: The order reports list methods in, by kind: signed maps (occlusion, the original write-up's
+#: subject) first, then heat maps (crop), then rgb projections (deconvnet, guided, gradient).
+REPORT_KINDS = ("signed", "heat", "rgb")
+
+
+def report_order(method_names) -> tuple[str, ...]:
+    """``method_names`` (registered) ordered by :data:`REPORT_KINDS`, registry order within a kind.
+
+    Example:
+        >>> report_order(names())
+        ('occlusion', 'crop', 'deconvnet', 'guided', 'gradient')
+    """
+    return tuple(sorted(method_names, key=lambda m: REPORT_KINDS.index(get(m).kind)))
 
 
 def attribute(name: str, apply_fn: Callable, params: Any, image, target=None, **options):
@@ -162,11 +216,32 @@ def baseline_map(name: str, images_uint8, key=None):
 # ----------------------------------------------------------------------------- the methods
 
 
+def default_window(size) -> int:
+    """The windowed methods' default window side: a quarter of the shorter side of ``size`` ``(H, W)``.
+
+    Example:
+        >>> default_window((128, 128)), default_window((48, 300)), default_window((3, 3))
+        (32, 12, 1)
+    """
+    return max(1, min(int(size[0]), int(size[1])) // 4)
+
+
+def default_stride(window) -> tuple[int, int]:
+    """The default stride for ``window`` (an int or ``(h, w)``): a quarter of it per axis, at least 1.
+
+    Example:
+        >>> default_stride(32), default_stride((48, 32)), default_stride(2)
+        ((8, 8), (12, 8), (1, 1))
+    """
+    h, w = _validate.pair("window", window)
+    return max(1, h // 4), max(1, w // 4)
+
+
 def _occlusion(apply_fn, params, image, target, *, mode="occlude", window=None, stride=None, **options):
-    if window is None:  # a quarter of the shorter side, stride a quarter of the window (the folder job's default)
-        window = max(1, min(image.shape[-3:-1]) // 4)
+    if window is None:
+        window = default_window(image.shape[-3:-1])
     if stride is None:
-        stride = max(1, (window if isinstance(window, int) else min(window)) // 4)
+        stride = default_stride(window)
     return _engine.occlusion(apply_fn, params, image, window=window, stride=stride, target=target, mode=mode,
                              **options)
 
@@ -186,12 +261,17 @@ _OCCLUSION_OPTIONS = {"window": None, "stride": None, "fill": None, "score": Non
                       "method": "auto", "compute_dtype": None}
 _BACKPROP_OPTIONS = {"strict": True, "switches": True, "bare_max": False, "compute_dtype": None}
 
-register(Method("crop", "heat", _crop, {k: v for k, v in _OCCLUSION_OPTIONS.items() if k != "fill"}, "exact",
-                "each window alone, resized to the image and classified (the write-up's left heat map)"))
+# crop keeps only the window: a fill (and the blur of fill="blur") means nothing to it
+register(Method("crop", "heat", _crop,
+                {k: v for k, v in _OCCLUSION_OPTIONS.items() if k not in ("fill", "blur_sigma")}, "exact",
+                "each window alone, resized to the image and classified (the write-up's left heat map)",
+                shows="logit({cls})", default=True))
 register(Method("occlusion", "signed", _occlusion, _OCCLUSION_OPTIONS, "exact",
-                "score drop when a window is filled (Zeiler & Fergus); positive supports the class"))
+                "score drop when a window is filled (Zeiler & Fergus); positive supports the class",
+                shows="drop in logit({cls})", default=True))
 register(Method("deconvnet", "rgb", _rule("deconvnet"), _BACKPROP_OPTIONS, "exact",
-                "the class score projected to pixels through rectified transposed filters and switches"))
+                "the class score projected to pixels through rectified transposed filters and switches",
+                default=True))
 register(Method("guided", "rgb", _rule("guided"), _BACKPROP_OPTIONS, "exact",
                 "guided backprop: the gradient, rectified on the way back"))
 register(Method("gradient", "rgb", _rule("gradient"), _BACKPROP_OPTIONS, "exact",

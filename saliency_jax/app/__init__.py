@@ -19,7 +19,8 @@
 * :mod:`~saliency_jax.app.audit` — the spurious-cue audit (the original write-up's lesson);
 * :mod:`~saliency_jax.app.render` — colour maps, overlays and panels;
 * :mod:`~saliency_jax.app.demo` — the demo on the shipped checkpoint;
-* :mod:`~saliency_jax.app.cli` — ``saliency-jax`` (also ``python -m saliency_jax``).
+* :mod:`~saliency_jax.app.cli` — ``saliency-jax`` (also ``python -m saliency_jax``); each
+  subcommand's options and run in :mod:`~saliency_jax.app.commands`, one module each.
 
 Example:
     >>> from saliency_jax import app
@@ -44,6 +45,7 @@ __all__, __getattr__, __dir__ = lazy_exports(globals(), {
     "render": ("saliency_jax.app.render", None),
     "demo": ("saliency_jax.app.demo", None),
     "cli": ("saliency_jax.app.cli", None),
+    "commands": ("saliency_jax.app.commands", None),
     "explain_paths": ("saliency_jax.app.explain", "explain_paths"),
     "ExplainResult": ("saliency_jax.app.explain", "ExplainResult"),
     "run_demo": ("saliency_jax.app.demo", "run_demo"),

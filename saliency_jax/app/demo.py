@@ -25,18 +25,17 @@ from pathlib import Path
 
 import numpy as np
 
-from saliency_jax import metrics
+from saliency_jax import methods, metrics
 from saliency_jax._io import atomic_write, atomic_write_text
 from saliency_jax.app import gallery
 from saliency_jax.app.maps import explain_batch
 from saliency_jax.app.panels import render_image
-from saliency_jax.app.settings import DEFAULT_METHODS, ExplainSettings
+from saliency_jax.app.render import from_uint8
+from saliency_jax.app.settings import ExplainSettings
 from saliency_jax.model import checkpoint, data
 
 __all__ = ["run_demo", "summary_line", "POINTING_TOLERANCE"]
 
-#: The demo's maps, in the order of its sidecars' ``peak_on_object``.
-_PEAK_METHODS = ("occlusion", "crop", "deconvnet")
 #: The pointing game's tolerance in pixels for the demo's "peak on the object".
 POINTING_TOLERANCE = metrics.DEFAULT_TOLERANCE
 
@@ -75,14 +74,12 @@ def run_demo(
     loaded = checkpoint.load(model)
     classes = loaded.classes
     gen = data.generate(n, split="test", seed=seed, size=loaded.input_size[0])
-    explain_settings = ExplainSettings(
-        methods=DEFAULT_METHODS, window=(window, window), stride=(stride, stride), fill=0.0, target="predicted",
-        formats=("png", "npy"), cmap="jet", signed_cmap="RdBu_r", alpha=0.5, colorbar=False,
-    )
+    explain_settings = ExplainSettings.request(window=window, stride=stride).complete(loaded.input_size, classes)
+    shown = methods.report_order(explain_settings.methods)  # occlusion, crop, deconvnet
     batch = explain_batch(loaded.apply_fn, loaded.params, gen.images, explain_settings)
     probs, pred = batch.probs, batch.logits.argmax(-1)
     pointing = {m: np.asarray(metrics.pointing_game(batch.maps[m], gen.masks, POINTING_TOLERANCE)) == 1.0
-                for m in _PEAK_METHODS}
+                for m in shown}
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -92,9 +89,9 @@ def run_demo(
         name = f"test_{k:03d}"
         per = {m: v[k] for m, v in batch.maps.items()}
         label, guess = classes[int(gen.labels[k])], classes[int(pred[k])]
-        panel, _ = render_image(gen.images[k].astype(np.float32) / 255.0, per, classes, [int(pred[k])], probs[k],
+        panel, _ = render_image(from_uint8(gen.images[k]), per, classes, [int(pred[k])], probs[k],
                                 explain_settings, title=f"{label}: P({guess})={probs[k, pred[k]]:.2f}")
-        for method in _PEAK_METHODS:
+        for method in shown:
             atomic_write(out / f"{name}_{method}.npy", lambda p, a=per[method]: np.save(p, a.astype(np.float32)))
         atomic_write(out / f"{name}.png", lambda p, im=panel: im.save(p, format="PNG"))
         row = {
@@ -102,8 +99,8 @@ def run_demo(
             "label": label,
             "prediction": guess,
             "probabilities": {c: float(p) for c, p in zip(classes, probs[k])},
-            "pointing_game": {m: bool(pointing[m][k]) for m in _PEAK_METHODS},
-            "peak_on_object": _peaks_on_object(gen.masks[k], per),
+            "pointing_game": {m: bool(pointing[m][k]) for m in shown},
+            "peak_on_object": {m: _peak_on_object(gen.masks[k], per[m], methods.get(m).kind) for m in shown},
             "settings": settings,
             "model": str(loaded.path),
         }
@@ -116,8 +113,8 @@ def run_demo(
         "settings": settings,
         "accuracy": float(np.mean(pred == gen.labels)),
         "pointing_game_tolerance": POINTING_TOLERANCE,
-        "pointing_game_rate": {m: float(np.mean(pointing[m])) for m in _PEAK_METHODS},
-        "peak_on_object_rate": {m: float(np.mean([r["peak_on_object"][m] for r in rows])) for m in _PEAK_METHODS},
+        "pointing_game_rate": {m: float(np.mean(pointing[m])) for m in shown},
+        "peak_on_object_rate": {m: float(np.mean([r["peak_on_object"][m] for r in rows])) for m in shown},
         "images": rows,
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
@@ -132,13 +129,11 @@ def summary_line(summary: dict) -> str:
             f"pointing game ({summary['pointing_game_tolerance']:g} px tolerance): {rates}")
 
 
-def _peaks_on_object(mask: np.ndarray, maps: dict) -> dict:
-    """Whether each map's peak (deconvnet: of ``max_c |m|``) lies on the object's ``(H, W)`` mask (strict)."""
-    return {
-        "occlusion": bool(mask.flat[np.nanargmax(maps["occlusion"])]),
-        "crop": bool(mask.flat[np.nanargmax(maps["crop"])]),
-        "deconvnet": bool(mask.flat[np.argmax(np.abs(maps["deconvnet"]).max(-1))]),
-    }
+def _peak_on_object(mask: np.ndarray, m: np.ndarray, kind: str) -> bool:
+    """Whether the map's peak (an rgb map's: of ``max_c |m|``) lies on the object's ``(H, W)`` mask (strict)."""
+    if kind == "rgb":
+        return bool(mask.flat[np.argmax(np.abs(m).max(-1))])
+    return bool(mask.flat[np.nanargmax(m)])
 
 
 def _write_gallery(out: Path, rows: list[dict], model_path, window: int, stride: int) -> None:

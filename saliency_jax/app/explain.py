@@ -4,12 +4,14 @@
 to each other under ``out`` (the input folder's structure is mirrored; an input ``a/b.jpg``
 gives outputs named ``a/b.jpg.*``):
 
-* ``<name>.<method>.npy``: the raw map, float32 — ``(H, W)`` for occlusion and crop,
-  ``(H, W, C)`` for deconvnet, guided and gradient; with ``target="all"`` a leading class axis
+* ``<name>.<method>.npy``: the raw map, float32 — ``(H, W)`` for heat and signed methods
+  (crop, occlusion), ``(H, W, C)`` for rgb ones (deconvnet, guided, gradient; the kinds of
+  :mod:`saliency_jax.methods`); with ``target="all"`` a leading class axis
   ``(K, …)``. ``H, W`` are the model's input size: the image is resized to it exactly as in
   training (bilinear, whole image, aspect ratio not kept), so every map is in model-input
-  pixels. The maps equal the library calls (:func:`saliency_jax.occlusion`,
-  :func:`saliency_jax.saliency_maps`) on :func:`saliency_jax.to_model_input` of the file.
+  pixels. The maps equal the library calls (:func:`saliency_jax.attribute`, i.e.
+  :func:`saliency_jax.occlusion`, :func:`saliency_jax.saliency_maps`, …) on
+  :func:`saliency_jax.to_model_input` of the file.
 * ``<name>.<method>.png``: the map rendered (heat maps as a colour overlay on the resized
   image; deconvnet / guided / gradient maps through :func:`saliency_jax.app.render.normalize_map`).
 * ``<name>.panel.png``: image | one tile per method, captioned with the class and score,
@@ -67,11 +69,9 @@ from saliency_jax._io import (OutputBusyError, OutputNotWritableError, OutputWri
                               folder_lock)
 from saliency_jax._progress import Progress
 from saliency_jax.app import gallery, inputs, sidecar
-from saliency_jax.app.settings import (DEFAULT_METHODS, EXPLAIN_METHODS, FORMATS, ExplainSettings, check_alpha,
-                                       check_cmap, check_fill, check_target, names)
+from saliency_jax.app.settings import FORMATS, ExplainSettings
 from saliency_jax.app.worker import BatchWorker, Item, Outcome
 from saliency_jax.model import checkpoint
-from saliency_jax.occlude.windows import window_grid
 
 __all__ = ["ENGINES", "SUMMARY_NAME", "ExplainResult", "OutputBusyError", "OutputWriteError", "OutputNotWritableError",
            "explain_paths", "run_info"]
@@ -119,7 +119,7 @@ def explain_paths(
     out: str | os.PathLike = "heatmaps",
     *,
     model: "str | os.PathLike | checkpoint.LoadedModel | None" = None,
-    methods: str | Sequence[str] = DEFAULT_METHODS,
+    methods: str | Sequence[str] | None = None,
     window: int | tuple[int, int] | None = None,
     stride: int | tuple[int, int] | None = None,
     fill: float | str = 0.0,
@@ -145,11 +145,14 @@ def explain_paths(
         out: the output folder (created). Never read as input.
         model: a checkpoint name or directory, a :class:`saliency_jax.LoadedModel`, or ``None``
             for the shipped model.
-        methods: a subset of :data:`EXPLAIN_METHODS` (a list or a comma-separated string);
-            default the original write-up's ``crop, occlusion, deconvnet``.
+        methods: registered methods (:func:`saliency_jax.methods.names`; a list or a
+            comma-separated string), run and shown in registry order; default (``None``) the
+            registry's default selection, the original write-up's ``crop, occlusion, deconvnet``.
         window: occlusion / crop window ``(h, w)`` or an int, in model-input pixels; default
-            a quarter of the input's shorter side (32 for the shipped 128×128 model).
-        stride: ``(sh, sw)`` or an int; default a quarter of the window.
+            a quarter of the input's shorter side (32 for the shipped 128×128 model;
+            :func:`saliency_jax.methods.default_window`).
+        stride: ``(sh, sw)`` or an int; default a quarter of the window
+            (:func:`saliency_jax.methods.default_stride`).
         fill: the occlusion fill in model-input units (``0.0``: mid-grey for the shipped model's
             ``[-1, 1]`` input), ``"mean"`` or ``"blur"``.
         target: ``"predicted"`` (each image's predicted class), ``"all"`` (every class: maps
@@ -196,8 +199,9 @@ def explain_paths(
     """
     # ---- arguments, before anything is loaded or read
     paths = _check_paths(paths)
-    options = _check_options(methods=methods, formats=formats, fill=fill, cmap=cmap, signed_cmap=signed_cmap,
-                             alpha=alpha, colorbar=colorbar, window=window, stride=stride)
+    requested = ExplainSettings.request(methods=methods, window=window, stride=stride, fill=fill, target=target,
+                                        formats=formats, cmap=cmap, signed_cmap=signed_cmap, alpha=alpha,
+                                        colorbar=colorbar)
     batch_size = _validate.integer("batch_size", batch_size, lo=1)
     force = _validate.boolean("force", force)
     engine_options = _check_engine(engine, address=address, workers=workers, gpus_per_worker=gpus_per_worker)
@@ -208,7 +212,7 @@ def explain_paths(
 
     # ---- the model and the settings it completes
     loaded = model if isinstance(model, checkpoint.LoadedModel) else checkpoint.load(model)
-    info = _run_info(loaded, _complete_settings(options, target, loaded))
+    info = run_info(loaded, requested)
     _refuse_overwriting_inputs(found, out, info.settings)
     _refuse_inputs_inside_out(paths, found, out)
 
@@ -231,38 +235,32 @@ def explain_paths(
     return result
 
 
-def run_info(
-    model: "str | os.PathLike | checkpoint.LoadedModel | None" = None,
-    *,
-    methods: str | Sequence[str] = DEFAULT_METHODS,
-    window: int | tuple[int, int] | None = None,
-    stride: int | tuple[int, int] | None = None,
-    fill: float | str = 0.0,
-    target: str | int | None = "predicted",
-    formats: str | Sequence[str] = FORMATS,
-    cmap: str = "jet",
-    signed_cmap: str = "RdBu_r",
-    alpha: float = 0.5,
-    colorbar: bool = False,
-) -> sidecar.RunInfo:
+def run_info(model: "str | os.PathLike | checkpoint.LoadedModel | None" = None,
+             settings: ExplainSettings | None = None, **options) -> sidecar.RunInfo:
     """The checked settings of a run with ``model``, as :func:`explain_paths` completes them.
 
-    What a :class:`~saliency_jax.app.worker.BatchWorker` needs besides the model; the arguments
-    mean what they mean for :func:`explain_paths`.
+    What a :class:`~saliency_jax.app.worker.BatchWorker` needs besides the model.
+
+    Args:
+        model: as for :func:`explain_paths`.
+        settings: an :class:`~saliency_jax.app.settings.ExplainSettings` (from
+            :meth:`~saliency_jax.app.settings.ExplainSettings.request`), completed here for the
+            model; or ``None``, and then ``options``:
+        **options: the settings keywords of :func:`explain_paths` (``methods``, ``window``,
+            ``stride``, ``fill``, ``target``, ``formats``, ``cmap``, ``signed_cmap``, ``alpha``,
+            ``colorbar``), given to :meth:`~saliency_jax.app.settings.ExplainSettings.request`.
 
     Example:
         >>> run_info(methods="occlusion").settings.window
         (32, 32)
     """
-    options = _check_options(methods=methods, formats=formats, fill=fill, cmap=cmap, signed_cmap=signed_cmap,
-                             alpha=alpha, colorbar=colorbar, window=window, stride=stride)
+    if settings is None:
+        settings = ExplainSettings.request(**options)
+    elif options:
+        raise TypeError(f"`settings` and the options {sorted(options)} were both given; give one of them")
     loaded = model if isinstance(model, checkpoint.LoadedModel) else checkpoint.load(model)
-    return _run_info(loaded, _complete_settings(options, target, loaded))
-
-
-def _run_info(loaded: checkpoint.LoadedModel, settings: ExplainSettings) -> sidecar.RunInfo:
     return sidecar.RunInfo(
-        settings,
+        settings.complete(loaded.input_size, loaded.classes),
         {"path": str(loaded.path), "weights_sha256": loaded.card.get("weights", {}).get("sha256")},
         tuple(loaded.input_size[:2]),
         tuple(loaded.classes),
@@ -278,45 +276,6 @@ def _check_paths(paths) -> list:
     if not isinstance(paths, (list, tuple)) or not all(isinstance(p, (str, os.PathLike)) for p in paths):
         raise TypeError(f"`paths` (={paths!r}) must be a path or a list of paths")
     return list(paths)
-
-
-def _check_options(*, methods, formats, fill, cmap, signed_cmap, alpha, colorbar, window, stride) -> dict:
-    """The options that need no model, checked; ``window`` and ``stride`` stay as given (``None``
-    or an int or pair) until the model's input size completes them."""
-    methods = names("methods", methods, EXPLAIN_METHODS)
-    if window is not None:
-        _validate.pair("window", window)
-    if stride is not None:
-        _validate.pair("stride", stride)
-    return {
-        "methods": tuple(m for m in EXPLAIN_METHODS if m in methods),  # panel order
-        "formats": names("formats", formats, FORMATS),
-        "fill": check_fill(fill),
-        "colorbar": _validate.boolean("colorbar", colorbar),
-        "alpha": check_alpha(alpha),
-        "cmap": check_cmap("cmap", cmap),
-        "signed_cmap": check_cmap("signed_cmap", signed_cmap),
-        "window": window,
-        "stride": stride,
-    }
-
-
-def _complete_settings(options: dict, target, loaded: checkpoint.LoadedModel) -> ExplainSettings:
-    """The settings for ``loaded``: the target among its classes, the default window (a quarter of
-    the input's shorter side) and stride (a quarter of the window), the window grid checked
-    against the input size exactly as :func:`saliency_jax.occlusion` checks it."""
-    h, w = loaded.input_size[:2]
-    window = options["window"] if options["window"] is not None else (max(1, min(h, w) // 4),) * 2
-    window_pair = _validate.pair("window", window)
-    stride = options["stride"]
-    if stride is None:
-        stride = (max(1, window_pair[0] // 4), max(1, window_pair[1] // 4))
-    window_grid((h, w), window, stride)  # the same errors as sj.occlusion for a window or stride that does not fit
-    return ExplainSettings(
-        methods=options["methods"], window=window_pair, stride=_validate.pair("stride", stride),
-        fill=options["fill"], target=check_target(target, list(loaded.classes)), formats=options["formats"],
-        cmap=options["cmap"], signed_cmap=options["signed_cmap"], alpha=options["alpha"], colorbar=options["colorbar"],
-    )
 
 
 def _refuse_overwriting_inputs(found: Sequence[tuple[Path, str]], out: Path, settings: ExplainSettings) -> None:

@@ -16,10 +16,12 @@ deletion AUC        class probability as the top-ranked pixels are greyed out   
 insertion AUC       class probability as they are pasted into a blurred image             higher
 ==================  ===================================================================  ======
 
-Rows: occlusion at windows 16 and 32 (stride 8, fill 0 = mid-grey, logit drop), crop
-(window 32, stride 8, the window's own logit), deconvnet, guided backprop, the plain gradient,
-and the floors: a random map, a centre prior, the model-free colour/edge filter after Fleck et
-al. (1996) (:mod:`saliency_jax.metrics.baselines`) — and the gradient, which a method that
+Rows (:func:`rows`): every method of the registry (:mod:`saliency_jax.methods`), listed by
+:func:`saliency_jax.methods.report_order` — occlusion at windows 16 and 32 (stride 8, fill 0 =
+mid-grey, logit drop; rows ``occlusion-16``, ``occlusion-32``), crop (window 32, stride 8, the
+window's own logit), deconvnet, guided backprop, the plain gradient — and the floors: the
+registry's model-free baselines (:data:`saliency_jax.methods.BASELINES`: a random map, a centre
+prior, the colour/edge filter after Fleck et al. (1996)) and the gradient, which a method that
 claims more than the gradient must also beat. A method **fails to beat the baselines** on a
 metric unless, against every baseline, the per-image paired difference is on the better side
 with its 95 % interval (mean ± 1.96 standard errors) excluding zero. One more row, ``mask``
@@ -35,41 +37,93 @@ Outputs (written atomically): ``faithfulness.json`` (the report, per-image value
 curves per method).
 
 Example:
-    >>> from saliency_jax.app.faithfulness import METHODS, BASELINES
+    >>> from saliency_jax.app.faithfulness import METHODS, BASELINES, rows
     >>> METHODS[:3], BASELINES
     (('occlusion-16', 'occlusion-32', 'crop'), ('random', 'centre', 'colour-edge', 'gradient'))
+    >>> rows()[0]
+    Row(label='occlusion-16', method='occlusion', options={'window': 16, 'stride': 8, 'fill': 0.0})
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import os
-import sys
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from saliency_jax import _validate, metrics
+from saliency_jax import _validate, methods as registry, metrics
+from saliency_jax._batching import in_batches
 from saliency_jax._io import atomic_write, atomic_write_text
-from saliency_jax.backprop import methods as backprop
+from saliency_jax._plotting import pyplot
 from saliency_jax.model import checkpoint, data
-from saliency_jax.occlude import occlusion
 
 __all__ = [
-    "METHODS", "BASELINES", "REFERENCE", "METRICS", "faithfulness_report", "method_maps", "score_maps",
-    "compare_to_baselines", "write_report", "add_arguments", "cmd",
+    "Row", "rows", "METHODS", "BASELINES", "FLOOR_METHODS", "REFERENCE", "METRICS", "STRIDE", "FILL", "WINDOWS",
+    "INSERTION_SIGMA", "faithfulness_report", "method_maps", "score_maps", "compare_to_baselines", "write_report",
+    "results_table", "failures",
 ]
 
-METHODS = ("occlusion-16", "occlusion-32", "crop", "deconvnet", "guided", "gradient", "random", "centre", "colour-edge")
-#: The floors every explanation method must beat (the gradient too: occlusion and the rules claim more).
-BASELINES = ("random", "centre", "colour-edge", "gradient")
+#: The windowed methods' options in this report: stride 8 px and fill 0.0 (mid-grey on the shipped
+#: model's ``[-1, 1]`` input), for every method that takes them.
+STRIDE = 8
+FILL = 0.0
+#: The windows a windowed method (one that takes a ``window``) is scored at, one row each, labelled
+#: ``<method>-<window>`` when there are several: occlusion at two, to show what the window changes;
+#: any other windowed method at 32 (a quarter of the shipped model's side).
+WINDOWS: Mapping[str, tuple[int, ...]] = {"occlusion": (16, 32)}
+_OTHER_WINDOWS = (32,)
+#: Registered methods that are floors as well as rows: occlusion and the rules claim more than the gradient.
+FLOOR_METHODS = ("gradient",)
 #: The object mask used as a map: what a perfect localiser scores.
 REFERENCE = "mask"
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One row of the report: a registered method with this report's options for it.
+
+    Attributes:
+        label: the row's name in the report (the method's, or ``<method>-<window>``).
+        method: the registered method (:func:`saliency_jax.methods.get`).
+        options: its options (:func:`saliency_jax.methods.attribute`).
+    """
+
+    label: str
+    method: str
+    options: dict
+
+
+def rows() -> tuple[Row, ...]:
+    """The method rows, one per registered method and window, in
+    :func:`saliency_jax.methods.report_order`; a method registered later is a row from then on.
+
+    Example:
+        >>> [r.label for r in rows()]
+        ['occlusion-16', 'occlusion-32', 'crop', 'deconvnet', 'guided', 'gradient']
+    """
+    out = []
+    for name in registry.report_order(registry.names()):
+        taken = registry.get(name).options
+        if "window" not in taken:
+            out.append(Row(name, name, {}))
+            continue
+        windows = WINDOWS.get(name, _OTHER_WINDOWS)
+        shared = {k: v for k, v in (("stride", STRIDE), ("fill", FILL)) if k in taken}
+        out += [Row(name if len(windows) == 1 else f"{name}-{w}", name, {"window": w, **shared}) for w in windows]
+    return tuple(out)
+
+
+#: The floors every explanation method must beat: the registry's model-free baselines
+#: (:data:`saliency_jax.methods.BASELINES`) and :data:`FLOOR_METHODS`.
+BASELINES = (*registry.BASELINES, *FLOOR_METHODS)
+#: Every row of a default report (as registered when this module was imported), then the model-free baselines.
+METHODS = (*(r.label for r in rows()), *registry.BASELINES)
 #: Column -> (heading, higher is better).
 METRICS = {
     "pointing": ("pointing game (15 px)", True),
@@ -79,8 +133,6 @@ METRICS = {
     "deletion_auc": ("deletion AUC", False),
     "insertion_auc": ("insertion AUC", True),
 }
-STRIDE = 8
-FILL = 0.0
 #: σ of the insertion start image. RISE's 5 px keeps too much here: the shipped model still classifies
 #: 66 % of 64 blurred test images right (mean probability 0.65); from 8 px on it is at chance (0.50).
 INSERTION_SIGMA = 12.0
@@ -90,33 +142,27 @@ INSERTION_SIGMA = 12.0
 
 def method_maps(method: str, apply_fn: Callable, params, x: jax.Array, images_uint8: np.ndarray, targets: jax.Array,
                 masks: np.ndarray, *, seed: int = 0) -> jax.Array:
-    """The ``method``'s maps for ``targets`` on ``x (N, H, W, C)`` (model input): ``(N, H, W[, C])``.
+    """The maps of row ``method`` for ``targets`` on ``x (N, H, W, C)`` (model input): ``(N, H, W[, C])``.
 
-    ``images_uint8`` are the same images as RGB 0..255 (for the colour/edge filter); ``masks``
-    serve the ``"mask"`` reference row only.
+    ``method`` is a row label (:func:`rows`: :func:`saliency_jax.methods.attribute` with the row's
+    options), a model-free baseline (:func:`saliency_jax.methods.baseline_map` of ``images_uint8``,
+    the same images as RGB 0..255; the random map's key is ``seed``) or :data:`REFERENCE`
+    (``masks``, the object masks, as the map).
 
     Example:
         >>> import numpy as np, jax.numpy as jnp
-        >>> method_maps("centre", None, None, jnp.zeros((2, 8, 8, 3)), None, None, None).shape
+        >>> method_maps("centre", None, None, jnp.zeros((2, 8, 8, 3)), np.zeros((2, 8, 8, 3), np.uint8),
+        ...             None, None).shape
         (2, 8, 8)
     """
-    n, h, w, _ = x.shape
-    if method.startswith("occlusion-"):
-        window = int(method.split("-")[1])
-        return occlusion(apply_fn, params, x, window=window, stride=STRIDE, fill=FILL, target=targets)
-    if method == "crop":
-        return occlusion(apply_fn, params, x, window=32, stride=STRIDE, target=targets, mode="crop")
-    if method in ("deconvnet", "guided", "gradient"):
-        return backprop.saliency_maps(apply_fn, params, x, targets, rule=method)
-    if method == "random":
-        return metrics.random_map(jax.random.key(seed), (n, h, w))
-    if method == "centre":
-        return metrics.centre_prior((n, h, w))
-    if method == "colour-edge":
-        return metrics.colour_edge_saliency(jnp.asarray(images_uint8, jnp.float32))
+    row = next((r for r in rows() if r.label == method), None)
+    if row is not None:
+        return registry.attribute(row.method, apply_fn, params, x, targets, **row.options)
+    if method in registry.BASELINES:
+        return registry.baseline_map(method, images_uint8, jax.random.key(seed))
     if method == REFERENCE:
         return jnp.asarray(masks, jnp.float32)
-    raise ValueError(f"`method` (={method!r}) must be one of {METHODS + (REFERENCE,)}")
+    raise ValueError(f"`method` (={method!r}) must be one of {_names() + (REFERENCE,)}")
 
 
 def score_maps(apply_fn: Callable, params, x: jax.Array, maps, masks: np.ndarray, targets: jax.Array, *,
@@ -142,17 +188,6 @@ def score_maps(apply_fn: Callable, params, x: jax.Array, maps, masks: np.ndarray
         "fractions": dele.fractions,
     }
     return {k: np.asarray(v) for k, v in out.items()}
-
-
-def _in_batches(fn: Callable, n: int, batch: int, *arrays) -> dict:
-    """``fn(*slices)`` over batches of ``batch`` images, the last one padded (one compile), concatenated."""
-    parts = []
-    for start in range(0, n, batch):
-        stop = min(start + batch, n)
-        idx = np.minimum(np.arange(start, start + batch), n - 1) if n > batch else np.arange(start, stop)
-        parts.append((fn(*(a[idx] for a in arrays)), stop - start))
-    keys = parts[0][0].keys()
-    return {k: (parts[0][0][k] if k == "fractions" else np.concatenate([p[k][:m] for p, m in parts])) for k in keys}
 
 
 # ------------------------------------------------------------------------------------ comparison
@@ -202,15 +237,29 @@ def compare_to_baselines(per_image: dict, methods: Sequence[str], baselines: Seq
 
 # ---------------------------------------------------------------------------------------- report
 
+def _names() -> tuple[str, ...]:
+    """Every row label, then the model-free baselines (:data:`METHODS` as of now)."""
+    return (*(r.label for r in rows()), *registry.BASELINES)
+
+
 def _check_methods(methods) -> tuple[str, ...]:
+    """Row labels and baselines; ``None`` is all of them, and a registered method's name stands for
+    its rows (``occlusion``: ``occlusion-16, occlusion-32``)."""
+    allowed = _names()
+    if methods is None:
+        return allowed
     if isinstance(methods, str):
         methods = tuple(m.strip() for m in methods.split(",") if m.strip())
     if not isinstance(methods, (tuple, list)) or not methods:
-        raise TypeError(f"`methods` (={methods!r}) must be a non-empty sequence of names from {METHODS}")
+        raise TypeError(f"`methods` (={methods!r}) must be a non-empty sequence of names from {allowed}")
+    chosen = []
     for m in methods:
-        if m not in METHODS:
-            raise ValueError(f"`methods` (={tuple(methods)!r}): {m!r} is not one of {METHODS}")
-    return tuple(dict.fromkeys(methods))
+        labels = [r.label for r in rows() if r.method == m] if m in registry.REGISTRY else [m]
+        if not set(labels) <= set(allowed):
+            raise ValueError(f"`methods` (={tuple(methods)!r}): {m!r} is not one of {allowed} "
+                             f"(or a registered method: {registry.names()})")
+        chosen += labels
+    return tuple(dict.fromkeys(chosen))
 
 
 def _check_args(n, steps, batch_size, tolerance) -> None:
@@ -221,7 +270,7 @@ def _check_args(n, steps, batch_size, tolerance) -> None:
         raise ValueError(f"`tolerance` (={tolerance!r}) must be a finite number of pixels >= 0")
 
 
-def faithfulness_report(model=None, n: int = 500, methods: Sequence[str] | str = METHODS, out=None, *,
+def faithfulness_report(model=None, n: int = 500, methods: Sequence[str] | str | None = None, out=None, *,
                         steps: int = 16, tolerance: float = metrics.DEFAULT_TOLERANCE, seed: int = 0,
                         batch_size: int = 50, sanity: dict | str | os.PathLike | None = None,
                         log: Callable[[str], None] | None = None) -> dict:
@@ -231,8 +280,9 @@ def faithfulness_report(model=None, n: int = 500, methods: Sequence[str] | str =
         model: a :class:`~saliency_jax.model.checkpoint.LoadedModel`, a checkpoint name or
             directory, or ``None`` (the shipped model).
         n: number of generated test images (``split="test"``, dataset ``seed``).
-        methods: names from :data:`METHODS` (a sequence or a comma-separated string); the
-            baselines among them are the floors the others are compared with.
+        methods: row labels and baselines from :data:`METHODS` (a sequence or a comma-separated
+            string; a registered method's name stands for all its rows); ``None``: every row
+            and baseline. The baselines among them are the floors the others are compared with.
         out: a folder for ``faithfulness.json``, ``.md`` and ``.curves.png``; ``None`` writes nothing.
         steps: deletion/insertion steps (``steps + 1`` model calls per image and curve).
         tolerance: the pointing game's tolerance in pixels.
@@ -258,11 +308,16 @@ def faithfulness_report(model=None, n: int = 500, methods: Sequence[str] | str =
                              for s in range(0, n, batch_size)])
 
     def one(method):
+        fractions = []
+
         def run(xb, ub, tb, mb):
             xb, tb = jnp.asarray(xb), jnp.asarray(tb)
             maps = method_maps(method, apply_fn, params, xb, ub, tb, mb, seed=seed)
-            return score_maps(apply_fn, params, xb, maps, mb, tb, steps=steps, tolerance=tolerance)
-        return _in_batches(run, n, batch_size, x, gen.images, targets, gen.masks)
+            scores = score_maps(apply_fn, params, xb, maps, mb, tb, steps=steps, tolerance=tolerance)
+            fractions.append(scores.pop("fractions"))  # per curve step, not per image: the same in every batch
+            return scores
+        scores = in_batches(run, n, batch_size, x, gen.images, targets, gen.masks)
+        return {**scores, "fractions": fractions[0]}
 
     per_image, seconds = {}, {}
     for method in methods + (REFERENCE,):
@@ -294,6 +349,12 @@ def _display_path(path) -> str:
         return str(path)
 
 
+def _windows(method: str) -> str:
+    """``"windows 16 and 32"`` / ``"window 32"``: the windows of ``method``'s rows, for the report's text."""
+    ws = [str(r.options["window"]) for r in rows() if r.method == method]
+    return f"windows {' and '.join(ws)}" if len(ws) > 1 else f"window {ws[0]}"
+
+
 def _assemble(loaded, gen, logits, methods, per_image, seconds, settings, sanity) -> dict:
     baselines = [b for b in BASELINES if b in methods]
     compared = [m for m in methods if m not in BASELINES]
@@ -305,8 +366,8 @@ def _assemble(loaded, gen, logits, methods, per_image, seconds, settings, sanity
         "settings": {**settings, "target": "the true label", "score": "softmax probability (deletion/insertion)",
                      "deletion_baseline": "0.0 (mid-grey)",
                      "insertion_baseline": f"Gaussian blur (sigma {INSERTION_SIGMA:g} px)",
-                     "occlusion": f"windows 16 and 32, stride {STRIDE}, fill {FILL}, logit drop, mean over windows",
-                     "crop": f"window 32, stride {STRIDE}, the crop's own logit",
+                     "occlusion": f"{_windows('occlusion')}, stride {STRIDE}, fill {FILL}, logit drop, mean over windows",
+                     "crop": f"{_windows('crop')}, stride {STRIDE}, the crop's own logit",
                      "channels": "backprop maps reduced to max_c |m|"},
         "accuracy": float(np.mean(logits.argmax(-1) == gen.labels)),
         "endpoints": {"probability_unperturbed": float(np.mean(per_image[REFERENCE]["deletion"][:, 0])),
@@ -338,7 +399,8 @@ def _cell(stat: dict, failed: bool) -> str:
     return f"{stat['mean']:.3f}{ci}" + (" ✗" if failed else "")
 
 
-def _results_table(report: dict) -> list[str]:
+def results_table(report: dict) -> list[str]:
+    """The markdown table of a report: one row per method, baseline and the reference."""
     heads = [f"{label} {'↑' if hi else '↓'}" for label, hi in METRICS.values()]
     lines = ["| method | " + " | ".join(heads) + " |", "|---|" + "---:|" * len(METRICS)]
     for m in report["methods"] + [report["reference"]]:
@@ -349,7 +411,8 @@ def _results_table(report: dict) -> list[str]:
     return lines
 
 
-def _failures(report: dict) -> list[str]:
+def failures(report: dict) -> list[str]:
+    """Markdown bullets: which method does not beat which baselines on which metric."""
     lines = []
     for m, row in report["fails_to_beat"].items():
         for k, lost in row.items():
@@ -364,7 +427,7 @@ def _sanity_lines(sanity: dict | None) -> list[str]:
     if not shipped:
         return []
     res = shipped[0]
-    rules = ("gradient", "deconvnet", "guided")
+    rules = [k[:-len("_abs")] for k in res["rows"][0] if k.endswith("_abs")]  # the maps the sanity run measured
     lines = ["## Sanity: cascading randomisation (Adebayo et al. 2018)", "",
              f"From `benchmarks/results/sanity.json` (`benchmarks/sanity.py`, the shipped model, {res['images']} "
              "test images): Spearman rank correlation of each backprop map with the trained model's map as the "
@@ -392,7 +455,7 @@ def _markdown(report: dict, notes: str = "") -> str:
         "", f"Mean probability of the true class: unperturbed {e['probability_unperturbed']:.3f}, all grey "
         f"{e['probability_all_grey']:.3f} (deletion's end), blurred {e['probability_blurred']:.3f} "
         "(insertion's start).",
-        "", *_results_table(report), "", "## Which methods fail to beat the baselines", "", *_failures(report), "",
+        "", *results_table(report), "", "## Which methods fail to beat the baselines", "", *failures(report), "",
         *_sanity_lines(report.get("sanity")),
         "## Curves", "", "![mean deletion and insertion curves](faithfulness.curves.png)", "",
         "Seconds per method (maps and all metrics, this run): " + ", ".join(
@@ -404,11 +467,7 @@ def _markdown(report: dict, notes: str = "") -> str:
 
 
 def _plot(report: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fr = np.asarray(report["curves"]["fractions"])
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     for m in report["methods"] + [report["reference"]]:
@@ -438,39 +497,3 @@ def write_report(report: dict, out, *, notes: str = "") -> dict:
     atomic_write_text(paths["json"], json.dumps(report, indent=1) + "\n")
     atomic_write_text(paths["md"], _markdown(report, notes))
     return paths
-
-
-# ------------------------------------------------------------------------------------ command line
-
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The ``saliency-jax faithfulness`` options, added to ``parser``.
-
-    Example:
-        >>> import argparse
-        >>> args = add_arguments(argparse.ArgumentParser()).parse_args(["--n", "8", "--methods", "random,centre"])
-        >>> args.n, args.methods, args.out
-        (8, 'random,centre', 'faithfulness')
-    """
-    parser.add_argument("--model", default=None, help="checkpoint name or directory (default: the shipped model)")
-    parser.add_argument("--n", type=int, default=500, help="generated test images (default 500)")
-    parser.add_argument("--methods", default=",".join(METHODS),
-                        help=f"comma-separated, from {', '.join(METHODS)} (default: all)")
-    parser.add_argument("--out", default="faithfulness", help="output folder (default ./faithfulness)")
-    parser.add_argument("--steps", type=int, default=16, help="deletion/insertion steps (default 16)")
-    parser.add_argument("--tolerance", type=float, default=float(metrics.DEFAULT_TOLERANCE),
-                        help="pointing-game tolerance in pixels (default 15)")
-    parser.add_argument("--seed", type=int, default=0, help="generated test split seed (default 0)")
-    parser.add_argument("--sanity", default=None,
-                        help="a cascading-randomisation JSON (benchmarks/results/sanity.json) to show beside the table")
-    return parser
-
-
-def cmd(args: argparse.Namespace) -> int:
-    """``saliency-jax faithfulness``: :func:`faithfulness_report`; prints the table; returns 0."""
-    report = faithfulness_report(args.model, n=args.n, methods=args.methods, out=args.out, steps=args.steps,
-                                 tolerance=args.tolerance, seed=args.seed, sanity=args.sanity,
-                                 log=lambda line: print(line, file=sys.stderr, flush=True))
-    print("\n".join(_results_table(report)))
-    print("\n".join(_failures(report)))
-    print(f"wrote {Path(args.out) / 'faithfulness.md'}")
-    return 0

@@ -21,39 +21,37 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from saliency_jax.app.settings import HEAT_METHODS, ExplainSettings
-from saliency_jax.backprop import saliency_maps
+from saliency_jax import methods
+from saliency_jax.app.settings import ExplainSettings
 from saliency_jax.model import data
-from saliency_jax.occlude.engine import occlusion
 
-__all__ = ["BatchMaps", "compute_maps", "explain_batch", "explained_classes"]
+__all__ = ["SHARED_OPTIONS", "BatchMaps", "compute_maps", "explain_batch", "explained_classes"]
 
-#: The backprop rule of each backprop method.
-_RULES = {"deconvnet": "deconvnet", "guided": "guided", "gradient": "gradient"}
+#: The settings fields that are method options too: each method gets those it takes
+#: (:attr:`saliency_jax.methods.Method.options`; the backprop methods take none of them).
+SHARED_OPTIONS: tuple[str, ...] = ("window", "stride", "fill")
 
 
 def compute_maps(apply_fn: Callable, params: Any, x: jax.Array, targets, settings: ExplainSettings) -> dict:
-    """Every method of ``settings`` on a batch.
+    """Every method of ``settings`` on a batch, through :func:`saliency_jax.methods.attribute`.
 
     Args:
         apply_fn, params: the model.
         x: ``(N, H, W, C)`` model input.
         targets: ``(N,)`` int class per image, or ``"all"``.
-        settings: the methods, window, stride and fill.
+        settings: the methods, and the window, stride and fill of the methods that take them
+            (:data:`SHARED_OPTIONS`).
 
     Returns:
-        ``{method: maps}`` as numpy float32 arrays: ``(N, H, W)`` for occlusion and crop,
-        ``(N, H, W, C)`` for deconvnet, guided and gradient; with ``targets="all"`` a class
-        axis after the batch axis.
+        ``{method: maps}`` as numpy float32 arrays: ``(N, H, W)`` for ``"heat"`` and
+        ``"signed"`` methods (occlusion, crop), ``(N, H, W, C)`` for ``"rgb"`` ones (deconvnet,
+        guided, gradient); with ``targets="all"`` a class axis after the batch axis.
     """
     out = {}
-    for method in settings.methods:
-        if method in HEAT_METHODS:
-            kw = {"mode": "crop"} if method == "crop" else {"fill": settings.fill}
-            maps = occlusion(apply_fn, params, x, window=settings.window, stride=settings.stride, target=targets, **kw)
-        else:
-            maps = saliency_maps(apply_fn, params, x, targets, rule=_RULES[method])
-        out[method] = np.asarray(maps, np.float32)
+    for name in settings.methods:
+        taken = methods.get(name).options
+        options = {k: getattr(settings, k) for k in SHARED_OPTIONS if k in taken}
+        out[name] = np.asarray(methods.attribute(name, apply_fn, params, x, targets, **options), np.float32)
     return out
 
 

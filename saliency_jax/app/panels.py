@@ -1,7 +1,9 @@
 """One image's figures: a tile per method and the panel image | tiles, captioned.
 
-Heat maps (crop, occlusion) are colour overlays on the resized image; deconvnet, guided and
-gradient maps are shown through :func:`saliency_jax.app.render.normalize_map`. With several
+A method's map is drawn by its kind (:data:`saliency_jax.methods.KINDS`): ``"heat"`` and
+``"signed"`` maps (crop, occlusion) are colour overlays on the resized image, through
+``settings.cmap`` and ``settings.signed_cmap``; ``"rgb"`` maps (deconvnet, guided, gradient)
+are shown through :func:`saliency_jax.app.render.normalize_map`. With several
 explained classes a method's image and the panel stack one row per class.
 
 Example:
@@ -21,8 +23,9 @@ from typing import Sequence
 
 import numpy as np
 
+from saliency_jax import methods
 from saliency_jax.app import render
-from saliency_jax.app.settings import HEAT_METHODS, ExplainSettings
+from saliency_jax.app.settings import ExplainSettings
 
 __all__ = ["PNG_OPTIONS", "render_image"]
 
@@ -33,16 +36,14 @@ PNG_OPTIONS = {"format": "PNG", "compress_level": 1}
 
 
 def _caption(method: str, cls: str) -> str:
-    return {
-        "crop": f"crop: logit({cls})",
-        "occlusion": f"occlusion: drop in logit({cls})",
-    }.get(method, f"{method} ({cls})")
+    return methods.get(method).caption(cls)
 
 
 def _tile(method: str, display: np.ndarray, m: np.ndarray, settings: ExplainSettings):
     """A rendered tile ``(H, W, 3)`` in [0, 1] and its colour bar (or None)."""
-    if method in HEAT_METHODS:
-        cmap = settings.signed_cmap if method == "occlusion" else settings.cmap
+    kind = methods.get(method).kind
+    if kind != "rgb":
+        cmap = settings.signed_cmap if kind == "signed" else settings.cmap
         rng = render.heat_range(m, cmap=cmap)
         return render.overlay(display, m, alpha=settings.alpha, cmap=cmap, vmin=rng[1], vmax=rng[2]), rng
     return np.asarray(render.normalize_map(m)), None
@@ -54,7 +55,7 @@ def render_image(display: np.ndarray, maps: dict, classes: Sequence[str], explai
 
     Args:
         display: ``(H, W, 3)`` floats in [0, 1], the resized image.
-        maps: ``{method: map}``: ``(H, W)`` heat maps, ``(H, W, C)`` backprop maps; with several
+        maps: ``{method: map}``: ``(H, W)`` heat and signed maps, ``(H, W, C)`` rgb maps; with several
             explained classes, each map has a leading class axis ``(K, …)``.
         classes: class names.
         explained: the class indices the maps explain (one, or all).

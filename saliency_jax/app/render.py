@@ -12,14 +12,29 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
+from saliency_jax._plotting import check_cmap
 from saliency_jax.backprop.display import NORMALIZATIONS, normalize_map
 
-__all__ = ["normalize_map", "NORMALIZATIONS", "heat_range", "colorize", "overlay", "panel", "stack", "to_uint8"]
+__all__ = ["normalize_map", "NORMALIZATIONS", "heat_range", "colorize", "overlay", "panel", "stack", "to_uint8",
+           "from_uint8"]
 
 
 def to_uint8(image) -> np.ndarray:
     """``(H, W, 3)`` or ``(H, W)`` floats in ``[0, 1]`` → ``uint8`` (rounded, clipped)."""
     return np.round(np.clip(np.asarray(image, np.float64), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def from_uint8(pixels) -> np.ndarray:
+    """``uint8`` pixels (any shape) → ``float32`` in ``[0, 1]``, for display (the image under an overlay).
+
+    Display only: what the *model* sees goes through the model's own preprocessing
+    (:func:`saliency_jax.model.data.preprocess`).
+
+    Example:
+        >>> from_uint8(np.array([0, 51, 255], np.uint8)).tolist()
+        [0.0, 0.20000000298023224, 1.0]
+    """
+    return np.asarray(pixels).astype(np.float32) / 255.0
 
 
 def heat_range(heat, *, cmap: str | None = None, vmin: float | None = None, vmax: float | None = None):
@@ -38,8 +53,6 @@ def heat_range(heat, *, cmap: str | None = None, vmin: float | None = None, vmax
         >>> heat_range(np.array([[-1.0, 2.0]]))
         ('RdBu_r', -2.0, 2.0)
     """
-    from matplotlib import colormaps
-
     heat = np.asarray(heat, np.float64)
     if heat.ndim != 2:
         raise ValueError(f"`heat` (shape={heat.shape}) must be (H, W)")
@@ -48,8 +61,7 @@ def heat_range(heat, *, cmap: str | None = None, vmin: float | None = None, vmax
     signed = lo < 0.0 < hi
     if cmap is None:
         cmap = "RdBu_r" if signed else "jet"
-    if cmap not in colormaps:
-        raise ValueError(f"`cmap` (={cmap!r}) must be a matplotlib colour-map name, e.g. 'jet', 'viridis', 'RdBu_r'")
+    check_cmap("cmap", cmap)
     if vmin is None and vmax is None and signed:
         a = max(abs(lo), abs(hi))
         lo, hi = -a, a

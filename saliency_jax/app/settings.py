@@ -1,17 +1,23 @@
 """What decides the folder job's outputs: the methods, formats and rendering options, checked.
 
 :class:`ExplainSettings` holds everything that decides an image's outputs; it is recorded in each
-sidecar, and a rerun with other settings redoes the image. The checks here are the app's own
-(comma lists from the command line, class names as targets, colour-map names, the fill's
-spellings); window, stride and the other shared arguments go through :mod:`saliency_jax._validate`
-and :func:`saliency_jax.occlude.windows.window_grid`, so a bad value gets the same error as from
-:func:`saliency_jax.occlusion`.
+sidecar, and a rerun with other settings redoes the image. It is built in one place,
+:meth:`ExplainSettings.request` (the options as given, checked before anything is read), then
+:meth:`ExplainSettings.complete` (the defaults and class names a model decides). The methods are
+those of the registry (:mod:`saliency_jax.methods`), shown in its order. The checks here are the
+app's own (comma lists from the command line, class names as targets, the fill's spellings);
+window, stride and the other shared arguments go through :mod:`saliency_jax._validate` and
+:func:`saliency_jax.occlude.windows.window_grid`, so a bad value gets the same error as from
+:func:`saliency_jax.occlusion`; colour maps through :func:`saliency_jax._plotting.check_cmap`.
 
 Example:
-    >>> names("methods", "occlusion, crop,occlusion", EXPLAIN_METHODS)
+    >>> names("methods", "occlusion, crop,occlusion", ("crop", "occlusion"))
     ('occlusion', 'crop')
     >>> check_target("cross", ["circle", "cross"]), check_target("1", ["circle", "cross"])
     (1, 1)
+    >>> s = ExplainSettings.request(methods="occlusion,crop", target="cross").complete((128, 128), ["ring", "cross"])
+    >>> s.methods, s.window, s.stride, s.target
+    (('crop', 'occlusion'), (32, 32), (8, 8), 1)
 """
 
 from __future__ import annotations
@@ -21,27 +27,20 @@ import math
 import numbers
 from typing import Sequence
 
-from saliency_jax import _validate
+from saliency_jax import _validate, methods as registry
+from saliency_jax._plotting import check_cmap
+from saliency_jax.occlude.windows import window_grid
 
 __all__ = [
-    "EXPLAIN_METHODS",
-    "DEFAULT_METHODS",
-    "HEAT_METHODS",
     "FORMATS",
     "ExplainSettings",
+    "check_methods",
     "names",
     "check_fill",
     "check_target",
-    "check_cmap",
     "check_alpha",
 ]
 
-#: Methods ``explain_paths`` can run, in panel order.
-EXPLAIN_METHODS: tuple[str, ...] = ("crop", "occlusion", "deconvnet", "guided", "gradient")
-#: The original write-up's panel: image | crop heat map | occlusion heat map | deconvnet projection.
-DEFAULT_METHODS: tuple[str, ...] = ("crop", "occlusion", "deconvnet")
-#: The methods whose maps are ``(H, W)`` heat maps (occlusion); the others are backprop maps ``(H, W, C)``.
-HEAT_METHODS: tuple[str, ...] = ("crop", "occlusion")
 #: Output formats: rendered images and raw float32 arrays.
 FORMATS: tuple[str, ...] = ("png", "npy")
 
@@ -51,6 +50,10 @@ class ExplainSettings:
     """Everything that decides an image's outputs (recorded in each sidecar; a rerun with other
     settings redoes the image). See :func:`saliency_jax.app.explain.explain_paths` for the
     meaning of each field.
+
+    Build it with :meth:`request` (checks the options as given) and :meth:`complete` (fills in
+    what the model decides); a settings record from :meth:`request` alone may still hold
+    ``None`` for the window and stride and a class name as the target.
 
     Example:
         >>> s = ExplainSettings(("occlusion",), (32, 32), (8, 8), 0.0, "predicted", ("npy",),
@@ -73,6 +76,74 @@ class ExplainSettings:
     def as_dict(self) -> dict:
         """The fields as JSON values (tuples become lists), as written to the sidecar."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def request(
+        cls,
+        *,
+        methods: str | Sequence[str] | None = None,
+        window: int | tuple[int, int] | None = None,
+        stride: int | tuple[int, int] | None = None,
+        fill: float | str = 0.0,
+        target: str | int | None = "predicted",
+        formats: str | Sequence[str] = FORMATS,
+        cmap: str = "jet",
+        signed_cmap: str = "RdBu_r",
+        alpha: float = 0.5,
+        colorbar: bool = False,
+    ) -> "ExplainSettings":
+        """The options of :func:`~saliency_jax.app.explain.explain_paths` (their meaning and
+        defaults are documented there), checked without a model.
+
+        ``methods=None`` is the registry's default selection; ``window``/``stride`` stay as given
+        (``None``, an int or a pair, checked for type) and ``target`` as given until
+        :meth:`complete`.
+
+        Raises:
+            ValueError, TypeError: an option no model could accept.
+        """
+        if window is not None:
+            _validate.pair("window", window)
+        if stride is not None:
+            _validate.pair("stride", stride)
+        return cls(
+            methods=check_methods(methods), window=window, stride=stride, fill=check_fill(fill), target=target,
+            formats=names("formats", formats, FORMATS), cmap=check_cmap("cmap", cmap),
+            signed_cmap=check_cmap("signed_cmap", signed_cmap), alpha=check_alpha(alpha),
+            colorbar=_validate.boolean("colorbar", colorbar),
+        )
+
+    def complete(self, input_size: Sequence[int], classes: Sequence[str]) -> "ExplainSettings":
+        """These settings for a model of input ``(H, W, …)`` and ``classes``: the target among its
+        classes, the default window and stride (:func:`saliency_jax.methods.default_window`,
+        :func:`~saliency_jax.methods.default_stride`) and the window grid checked against the input
+        size exactly as :func:`saliency_jax.occlusion` checks it.
+
+        Raises:
+            ValueError, TypeError: a target the model does not have, a window or stride that does
+                not fit its input.
+        """
+        h, w = input_size[:2]
+        window = self.window if self.window is not None else registry.default_window((h, w))
+        window_pair = _validate.pair("window", window)
+        stride = self.stride if self.stride is not None else registry.default_stride(window_pair)
+        window_grid((h, w), window, stride)  # the same errors as sj.occlusion for a window or stride that does not fit
+        return dataclasses.replace(self, window=window_pair, stride=_validate.pair("stride", stride),
+                                   target=check_target(self.target, list(classes)))
+
+
+def check_methods(value) -> tuple[str, ...]:
+    """Registered method names (:func:`saliency_jax.methods.names`), a list or a comma-separated
+    string, in registry (panel) order; ``None`` is the registry's default selection.
+
+    Example:
+        >>> check_methods("deconvnet,crop"), check_methods(None)
+        (('crop', 'deconvnet'), ('crop', 'occlusion', 'deconvnet'))
+    """
+    if value is None:
+        return registry.names(default=True)
+    chosen = names("methods", value, registry.names())
+    return tuple(m for m in registry.names() if m in chosen)
 
 
 def names(name: str, value, allowed: Sequence[str]) -> tuple[str, ...]:
@@ -135,19 +206,6 @@ def check_target(target, classes: Sequence[str]) -> str | int:
         f"`target` (={target!r}) must be 'predicted', 'all', a class name in {tuple(classes)} "
         f"or a class index in [0, {len(classes)})"
     )
-
-
-def check_cmap(name: str, cmap) -> str:
-    """``cmap`` if it names a matplotlib colour map.
-
-    Raises:
-        ValueError: anything else.
-    """
-    from matplotlib import colormaps  # matplotlib loads with the first check, not with the module
-
-    if not isinstance(cmap, str) or cmap not in colormaps:
-        raise ValueError(f"`{name}` (={cmap!r}) must be a matplotlib colour-map name, e.g. 'jet', 'viridis', 'RdBu_r'")
-    return cmap
 
 
 def check_alpha(alpha) -> float:

@@ -26,7 +26,7 @@ from typing import Callable, Literal, Sequence
 import numpy as np
 
 from saliency_jax._io import atomic_write
-from saliency_jax.app import inputs, maps, panels, sidecar
+from saliency_jax.app import inputs, maps, panels, render, sidecar
 from saliency_jax.model import checkpoint, data
 
 __all__ = ["RENDER_THREADS", "Item", "Outcome", "Prepared", "ReadBatch", "BatchWorker"]
@@ -188,7 +188,7 @@ class BatchWorker:
             for m in settings.methods:
                 payloads[files[f"{m}.npy"]] = _encoded(lambda f, a=per[m]: np.save(f, a.astype(np.float32)))
         if "png" in settings.formats:
-            panel, tiles = panels.render_image(batch.pixels[i].astype(np.float32) / 255.0, per, classes,
+            panel, tiles = panels.render_image(render.from_uint8(batch.pixels[i]), per, classes,
                                                explained, computed.probs[i], settings)
             for m in settings.methods:
                 payloads[files[f"{m}.png"]] = _encoded(lambda f, im=tiles[m]: im.save(f, **panels.PNG_OPTIONS))

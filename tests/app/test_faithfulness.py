@@ -9,8 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import saliency_jax as sj
 from saliency_jax import metrics
 from saliency_jax.app import faithfulness as fa
+from saliency_jax.app.commands import faithfulness as fa_cmd
 from saliency_jax.model import data
 from saliency_jax.model.checkpoint import LoadedModel
 
@@ -83,9 +85,27 @@ def test_compare_to_baselines_paired_intervals():
     assert worse == {"m": {"deletion_auc": ["b"]}}  # lower is better for deletion
 
 
+def test_rows_are_registry_methods_with_the_reports_options():
+    rows = {r.label: r for r in fa.rows()}
+    assert fa.METHODS == (*rows, "random", "centre", "colour-edge")
+    assert rows["occlusion-16"].method == rows["occlusion-32"].method == "occlusion"
+    assert rows["occlusion-32"].options == {"window": 32, "stride": fa.STRIDE, "fill": fa.FILL}
+    assert rows["crop"].options == {"window": 32, "stride": fa.STRIDE}  # crop takes no fill
+    assert rows["guided"].options == {}
+    # a row's maps are the registered method's with those options, and the public function's
+    model = _tiny_model()
+    gen = data.generate(2, split="test", seed=0, size=SIZE)
+    x, t = jnp.asarray(data.preprocess(gen.images)), jnp.asarray(gen.labels)
+    got = fa.method_maps("occlusion-16", _tiny_apply, model.params, x, gen.images, t, gen.masks)
+    want = sj.occlusion(_tiny_apply, model.params, x, window=16, stride=8, fill=0.0, target=t)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    rand = fa.method_maps("random", None, None, x, gen.images, None, None, seed=3)
+    np.testing.assert_array_equal(np.asarray(rand), np.asarray(metrics.random_map(jax.random.key(3), (2, SIZE, SIZE))))
+
+
 def test_argument_checks():
-    with pytest.raises(ValueError, match="`methods`.*'occlusion'"):
-        fa.faithfulness_report(_tiny_model(), n=2, methods="occlusion")
+    with pytest.raises(ValueError, match="`methods`.*'saliency'"):
+        fa.faithfulness_report(_tiny_model(), n=2, methods="saliency")
     with pytest.raises(ValueError, match=r"`n` \(=0\)"):
         fa.faithfulness_report(_tiny_model(), n=0)
     with pytest.raises(ValueError, match="`tolerance`"):
@@ -94,9 +114,9 @@ def test_argument_checks():
 
 @pytest.mark.slow
 def test_cmd_through_argparse_on_the_shipped_model(tmp_path, capsys):
-    parser = fa.add_arguments(argparse.ArgumentParser())
+    parser = fa_cmd.add_arguments(argparse.ArgumentParser())
     args = parser.parse_args(["--n", "2", "--methods", "random,centre", "--steps", "2", "--out", str(tmp_path)])
-    assert fa.cmd(args) == 0
+    assert fa_cmd.cmd(args) == 0
     printed = capsys.readouterr().out
     assert "| random (baseline) |" in printed and "faithfulness.md" in printed
     report = json.loads((tmp_path / "faithfulness.json").read_text())

@@ -110,5 +110,5 @@ def test_parser_has_one_function_per_subcommand():
     parser = build_parser()
     train_args = parser.parse_args(["train"])
     eval_args = parser.parse_args(["evaluate"])
-    assert train_args.func.__name__ == "cmd_train" and eval_args.func.__name__ == "cmd_evaluate"
+    assert train_args.func.__module__.endswith(".train") and eval_args.func.__module__.endswith(".evaluate")
     assert eval_args.checkpoint is None and eval_args.n == 2000
