@@ -127,7 +127,7 @@ def block_specs(width: float, depth: float) -> tuple[BlockSpec, ...]:
 
     Example:
         >>> len(block_specs(1.0, 1.0)), len(block_specs(1.0, 1.1)), len(block_specs(1.1, 1.2))
-        (16, 20, 23)
+        (16, 21, 21)
     """
     specs = []
     last = len(_STAGES) - 1
