@@ -18,8 +18,7 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
-
-from saliency_jax.model import data as data_lib
+from PIL import Image, ImageOps
 
 __all__ = ["PHOTOS", "photo_paths", "sample_photos"]
 
@@ -75,4 +74,8 @@ def sample_photos() -> dict[str, np.ndarray]:
         >>> "grace_hopper" in photos        # matplotlib is a dependency
         True
     """
-    return {name: data_lib.load_image(path) for name, path in photo_paths().items()}
+    out = {}
+    for name, path in photo_paths().items():
+        with Image.open(path) as im:  # plain RGB PNG/JPEG files; no import of the model package's loaders
+            out[name] = np.asarray(ImageOps.exif_transpose(im).convert("RGB"), dtype=np.uint8)
+    return out
