@@ -64,13 +64,14 @@ DEFAULT_SAMPLES = 50
 
 
 def _torch_linspace_f32(start: float, end: float, n: int) -> np.ndarray:
-    """``torch.linspace(start, end, n)`` (float32) bit for bit: torch's CPU kernel steps from the
-    start for the first half and back from the end for the second, in float32."""
+    """``torch.linspace(start, end, n)`` (float32) as torch's CPU kernel computes it: a float32
+    step, then ``start + step·i`` for the first half and ``end − step·(n − 1 − i)`` for the
+    second, each a fused multiply-add (one rounding; emulated here in float64, exact for the
+    step counts used)."""
     start32, end32 = np.float32(start), np.float32(end)
-    step = (end32 - start32) / np.float32(n - 1)
-    i = np.arange(n)
-    out = np.where(i < n // 2, start32 + step * i.astype(np.float32),
-                   end32 - step * (n - 1 - i).astype(np.float32))
+    step = np.float64((end32 - start32) / np.float32(n - 1))
+    i = np.arange(n, dtype=np.float64)
+    out = np.where(i < n // 2, np.float64(start32) + step * i, np.float64(end32) - step * (n - 1 - i))
     return out.astype(np.float32)
 
 
@@ -438,7 +439,7 @@ def _smooth_impl(fn, apply_fn, kind, smoothing, chunk, n_samples, static_options
     return result.astype(out)
 
 
-def smooth_grad(method, apply_fn: Callable, params: Any, image, *, kind: str = "smoothgrad",
+def smooth_grad(method, apply_fn: Callable, params: Any, image, /, *, kind: str = "smoothgrad",
                 n_samples: int | None = None, stdev: float = 0.15, relative: bool = True, key=None, noise=None,
                 chunk_size: int | None = None, target=None, **method_options):
     """SmoothGrad (Smilkov et al. 2017), SmoothGrad² and VarGrad over any gradient method.
@@ -470,7 +471,9 @@ def smooth_grad(method, apply_fn: Callable, params: Any, image, *, kind: str = "
             e.g. to compare with Captum on the same draws.
         chunk_size: noisy copies per call of ``method`` (default: the engine's, 16 on CPU).
         **method_options: passed to ``method`` for every noisy copy (e.g. ``n_steps``,
-            ``baseline`` for integrated gradients: one image or a number, not per-image).
+            ``baseline`` for integrated gradients: one image or a number, not per-image; its
+            quadrature as ``method="riemann_trapezoid"``: the four leading arguments are
+            positional-only, so this ``method`` keyword goes to the wrapped method).
 
     Returns:
         Maps of ``method``'s shape for the image(s) (``(H, W, C)`` / ``(N, H, W, C)``, with a
