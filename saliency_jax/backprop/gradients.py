@@ -1,0 +1,533 @@
+"""Integrated gradients, input × gradient and SmoothGrad / SmoothGrad² / VarGrad over any gradient method.
+
+Every method explains **logits** of ``apply_fn(params, batch (B, H, W, C)) -> (B, K)`` (any JAX
+function that treats images independently), takes one image ``(H, W, C)`` or a batch
+``(N, H, W, C)`` and the target forms of :func:`saliency_jax.backprop.saliency_maps` (``None``:
+each image's predicted class; an int; one int per image; ``"all"``: every class, maps
+``(N, K, H, W, C)``). Maps follow the one dtype rule (float32, float64 for a float64 image).
+
+**Memory is bounded by the chunk, never by ``n_steps`` or ``n_samples``.** The interpolation
+points of integrated gradients (every image × class × baseline × step) and the noisy copies of
+SmoothGrad (every image × sample) are laid out as one flat list of items and run through the
+model ``chunk_size`` items at a time, the last chunk padded to the same size (padding items
+carry weight 0), inside one ``lax.scan``: one trace per shape, and the working set is one
+chunk's batch plus the accumulated maps. ``chunk_size=None`` takes the engine's default
+(:func:`saliency_jax.occlude.compile.default_chunk_size`, ``"full"``: 16 on the CPU) and every
+function is jitted with the engine's compile policy
+(:func:`saliency_jax.occlude.compile.jit_with_policy`).
+
+Integrated gradients (Sundararajan et al. 2017) follows Captum's ``IntegratedGradients``: the
+same quadratures (:data:`QUADRATURES`, Captum's step points and weights, see
+:func:`quadrature`), ``attribution = (x − b) · Σ_s w_s ∇f(b + α_s (x − b))`` and
+``return_delta`` its completeness gap ``Σ attribution − (f(x) − f(b))``.
+
+Example:
+    >>> import jax, jax.numpy as jnp
+    >>> apply_fn = lambda p, x: jnp.stack([jnp.sum(x ** 2, axis=(1, 2, 3)), jnp.sum(x, axis=(1, 2, 3))], -1)
+    >>> x = jnp.full((2, 2, 1), 3.0)
+    >>> ig, delta = integrated_gradients(apply_fn, None, x, target=0, return_delta=True)
+    >>> ig[..., 0].round(4).tolist(), abs(float(delta)) < 1e-4          # x² from 0 to 3: 9 per pixel
+    ([[9.0, 9.0], [9.0, 9.0]], True)
+"""
+
+from __future__ import annotations
+
+import functools
+import numbers
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from saliency_jax import _validate
+from saliency_jax._dtypes import cast_floating, check_compute_dtype, map_dtype
+from saliency_jax.backprop.methods import deconvnet, gradient, guided_backprop
+from saliency_jax.occlude.compile import chunk_indices, default_chunk_size, jit_with_policy
+
+__all__ = ["QUADRATURES", "SMOOTHING", "GRADIENT_METHODS", "quadrature", "integrated_gradients",
+           "input_x_gradient", "smooth_grad", "blur_baseline"]
+
+QUADRATURES = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
+"""The quadratures of :func:`integrated_gradients` (Captum's names and rules)."""
+
+SMOOTHING = ("smoothgrad", "smoothgrad_sq", "vargrad")
+"""The ``kind`` of :func:`smooth_grad` (Captum's ``NoiseTunnel`` types)."""
+
+DEFAULT_STEPS = 50
+DEFAULT_SAMPLES = 50
+
+
+# --------------------------------------------------------------------------------------------
+# quadrature
+
+
+def _torch_linspace_f32(start: float, end: float, n: int) -> np.ndarray:
+    """``torch.linspace(start, end, n)`` (float32) as torch's CPU kernel computes it: a float32
+    step, then ``start + step·i`` for the first half and ``end − step·(n − 1 − i)`` for the
+    second, each a fused multiply-add (one rounding; emulated here in float64, exact for the
+    step counts used)."""
+    start32, end32 = np.float32(start), np.float32(end)
+    step = np.float64((end32 - start32) / np.float32(n - 1))
+    i = np.arange(n, dtype=np.float64)
+    out = np.where(i < n // 2, np.float64(start32) + step * i, np.float64(end32) - step * (n - 1 - i))
+    return out.astype(np.float32)
+
+
+def quadrature(method: str, n_steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Step points ``alphas`` and weights of ``method`` with ``n_steps`` points: two float32 ``(n_steps,)``.
+
+    Exactly Captum's ``approximation_parameters`` (``captum.attr._utils.approximation_methods``):
+
+    * ``gausslegendre``: ``numpy.polynomial.legendre.leggauss(n)`` mapped from [-1, 1] to
+      [0, 1] (points ``(1 + x) / 2``, weights ``w / 2``); ``n_steps >= 1``;
+    * ``riemann_left`` / ``riemann_right`` / ``riemann_middle``: points
+      ``torch.linspace(0, 1 − 1/n, n)`` / ``linspace(1/n, 1, n)`` /
+      ``linspace(1/(2n), 1 − 1/(2n), n)`` (float32, as torch computes them), weights ``1/n``;
+    * ``riemann_trapezoid``: points ``linspace(0, 1, n)``, weights ``1/n`` with the first and
+      last halved (Captum's rule: they sum to ``1 − 1/n``, not 1).
+
+    Riemann rules need ``n_steps >= 2`` (as in Captum).
+
+    Example:
+        >>> a, w = quadrature("riemann_trapezoid", 3)
+        >>> a.tolist(), w.tolist()
+        ([0.0, 0.5, 1.0], [0.1666666716337204, 0.3333333432674408, 0.1666666716337204])
+    """
+    _validate.choice("method", method, QUADRATURES)
+    n = _validate.integer("n_steps", n_steps, lo=1 if method == "gausslegendre" else 2)
+    if method == "gausslegendre":
+        x, w = np.polynomial.legendre.leggauss(n)
+        return (0.5 * (1 + x)).astype(np.float32), (0.5 * w).astype(np.float32)
+    weights = np.full(n, 1 / n)
+    if method == "riemann_trapezoid":
+        weights[0] /= 2
+        weights[-1] /= 2
+        alphas = _torch_linspace_f32(0.0, 1.0, n)
+    elif method == "riemann_left":
+        alphas = _torch_linspace_f32(0.0, 1 - 1 / n, n)
+    elif method == "riemann_middle":
+        alphas = _torch_linspace_f32(1 / (2 * n), 1 - 1 / (2 * n), n)
+    else:
+        alphas = _torch_linspace_f32(1 / n, 1.0, n)
+    return alphas, weights.astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# shared checks
+
+
+def _chunk(chunk_size) -> int:
+    if chunk_size is None:
+        return default_chunk_size("full")
+    return _validate.integer("chunk_size", chunk_size, lo=1)
+
+
+def _targets(apply_fn, params, x, target):
+    """``(kind, targets (N,), K)`` as :func:`saliency_jax._validate.target` reads ``target``."""
+    k = _validate.num_classes(apply_fn, params, x)
+    kind, targets = _validate.target(target, n=x.shape[0], num_classes=k)
+    return kind, targets, k
+
+
+def _rows(kind, targets, n, k):
+    """Each output row's image and class: two int32 ``(R,)`` (``R = N``, or ``N·K`` for ``"all"``)."""
+    if kind == "all":
+        return jnp.repeat(jnp.arange(n, dtype=jnp.int32), k), jnp.tile(jnp.arange(k, dtype=jnp.int32), n)
+    return jnp.arange(n, dtype=jnp.int32), targets
+
+
+def _resolve_predicted(apply_fn, params, x, kind, targets, compute):
+    """The targets with ``"predicted"`` replaced by each image's argmax (on the clean image)."""
+    if kind != "predicted":
+        return targets
+    logits = apply_fn(cast_floating(params, compute), cast_floating(x, compute))
+    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+
+
+def _flat_chunks(total: int, chunk: int):
+    """``(items, valid)``: item indices ``(n_chunks, c)`` (padding repeats the last item) and
+    whether each position is a real item (``c <= chunk``; see ``chunk_indices``)."""
+    idx = chunk_indices(total, chunk)[0]
+    pos = jnp.arange(idx.size, dtype=jnp.int32).reshape(idx.shape)
+    return idx, pos < total
+
+
+def blur_baseline(images, sigma: float) -> jax.Array:
+    """A Gaussian blur of ``images`` ``(N, H, W, C)`` over H and W: the ``baseline="blur"`` copy.
+
+    Separable, truncated at ``ceil(3σ)``, symmetric edges (``numpy.pad(mode="symmetric")``),
+    each 1-D kernel normalised to sum 1. Same shape and dtype as ``images``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> blur_baseline(jnp.ones((1, 5, 5, 1)), 1.0).sum().round(4).item()
+        25.0
+    """
+
+    def matrix(size):
+        r = int(np.ceil(3 * sigma))
+        taps = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+        taps /= taps.sum()
+        out = np.zeros((size, size))
+        for i in range(size):
+            j = np.mod(i + np.arange(-r, r + 1), 2 * size)
+            np.add.at(out[i], np.where(j >= size, 2 * size - 1 - j, j), taps)
+        return jnp.asarray(out, jnp.float32)
+
+    x = jnp.asarray(images)
+    out = jnp.einsum("hi,wj,nijc->nhwc", matrix(x.shape[1]), matrix(x.shape[2]), x.astype(jnp.float32))
+    return out.astype(x.dtype)
+
+
+def _baselines(baseline, baselines, x, blur_sigma):
+    """``(Nb, B, H, W, C)`` float32 baselines (``Nb`` 1 or N) from ``baseline`` / ``baselines``."""
+    shape = tuple(x.shape)
+    if baselines is not None:
+        if not (isinstance(baseline, numbers.Real) and float(baseline) == 0.0):
+            raise ValueError(f"`baseline` (={baseline!r}) and `baselines` exclude each other: pass one "
+                             "(`baselines` (B, H, W, C) are averaged over, `baseline` is one per image)")
+        if not hasattr(baselines, "shape") or len(baselines.shape) != 4 or tuple(baselines.shape[1:]) != shape[1:]:
+            raise ValueError(f"`baselines` (shape={getattr(baselines, 'shape', type(baselines).__name__)}) must be "
+                             f"several baseline images (B, H, W, C) = (B, {', '.join(map(str, shape[1:]))})")
+        b = _finite("baselines", baselines)
+        return b.astype(jnp.float32)[None]
+    if isinstance(baseline, str) or (isinstance(baseline, tuple) and baseline and baseline[0] == "blur"):
+        if isinstance(baseline, tuple):
+            if len(baseline) != 2 or not isinstance(baseline[1], numbers.Real) or not baseline[1] > 0:
+                raise ValueError(f"`baseline` (={baseline!r}) must be ('blur', sigma) with sigma > 0 pixels")
+            sigma = float(baseline[1])
+        else:
+            _validate.choice("baseline", baseline, ("blur",))
+            sigma = blur_sigma if blur_sigma is not None else 0.1 * max(shape[1], shape[2])
+        return blur_baseline(x.astype(jnp.float32), sigma)[:, None]
+    if isinstance(baseline, bool) or not (isinstance(baseline, numbers.Real) or hasattr(baseline, "shape")):
+        raise TypeError(f"`baseline` (={baseline!r}) must be a number, an array that broadcasts to the image "
+                        f"{shape[1:]} or the batch {shape}, 'blur' or ('blur', sigma)")
+    b = _finite("baseline", baseline)
+    try:
+        if b.ndim == 4 and b.shape[0] == shape[0]:
+            return jnp.broadcast_to(b, shape).astype(jnp.float32)[:, None]
+        return jnp.broadcast_to(b, shape[1:]).astype(jnp.float32)[None, None]
+    except ValueError:
+        raise ValueError(f"`baseline` (shape={tuple(b.shape)}) must broadcast to the image {shape[1:]} or to the "
+                         f"batch {shape}; for several baselines averaged over, pass `baselines=` (B, H, W, C)") from None
+
+
+def _finite(name, value):
+    arr = value if isinstance(value, jax.core.Tracer) else jnp.asarray(np.asarray(value))
+    if not jnp.issubdtype(arr.dtype, jnp.floating) and not jnp.issubdtype(arr.dtype, jnp.integer):
+        raise TypeError(f"`{name}` (dtype={arr.dtype}) must hold numbers")
+    if _validate.is_concrete(arr) and not np.isfinite(np.asarray(arr)).all():
+        raise ValueError(f"`{name}` contains non-finite values (NaN or inf); only finite values are accepted")
+    return arr
+
+
+# --------------------------------------------------------------------------------------------
+# integrated gradients
+
+
+def _ig_impl(apply_fn, kind, k, chunk, multiply_late, delta, dtypes, params, x, bases, alphas, weights, targets):
+    """Integrated gradients of every row, over chunks of (row, baseline, step) items. Why one
+    function over 80 lines is not: it is one scan body plus its set-up, read top to bottom."""
+    compute, out = dtypes
+    params = cast_floating(params, compute)
+    n = x.shape[0]
+    run_dtype = compute or x.dtype
+    rows_img, rows_t = _rows(kind, targets, n, k)
+    r_count, (nb, b_count), s_count = rows_img.shape[0], bases.shape[:2], alphas.shape[0]
+    items, valid = _flat_chunks(r_count * b_count * s_count, chunk)
+    xf = x.astype(jnp.float32)
+
+    def body(acc, chunk_items):
+        i, ok = chunk_items
+        r, b, s = i // (b_count * s_count), (i // s_count) % b_count, i % s_count
+        img = rows_img[r]
+        xi, bi = xf[img], bases[img if nb > 1 else jnp.zeros_like(img), b]
+        pts = (bi + alphas[s][:, None, None, None] * (xi - bi)).astype(run_dtype)
+        logits, vjp = jax.vjp(lambda v: apply_fn(params, v), pts)
+        w = jnp.where(ok, weights[s] / b_count, 0.0)
+        cot = jax.nn.one_hot(rows_t[r], logits.shape[-1], dtype=logits.dtype) * w[:, None].astype(logits.dtype)
+        g = vjp(cot)[0].astype(jnp.float32)
+        g = g if multiply_late else g * (xi - bi)
+        return acc.at[r].add(jnp.where(ok[:, None, None, None], g, 0.0)), None
+
+    acc, _ = lax.scan(body, jnp.zeros((r_count,) + x.shape[1:], jnp.float32), (items, valid))
+    if multiply_late:  # one baseline per image: (x − b) · Σ w ∇f, Captum's order
+        acc = acc * (xf[rows_img] - (bases[rows_img, 0] if nb > 1 else bases[0, 0][None]))
+    logits_x = apply_fn(params, x.astype(run_dtype)).astype(jnp.float32)
+    score_x = logits_x[rows_img, rows_t]
+    acc = jnp.where(jnp.isfinite(score_x)[:, None, None, None], acc, jnp.nan)
+    gap = None
+    if delta:
+        flat = bases.reshape((-1,) + bases.shape[2:]).astype(run_dtype)
+        logits_b = lax.map(lambda v: apply_fn(params, v[None])[0], flat, batch_size=chunk).astype(jnp.float32)
+        logits_b = logits_b.reshape(nb, b_count, -1)
+        score_b = jnp.mean(logits_b[rows_img if nb > 1 else 0, :, rows_t], axis=-1)
+        gap = jnp.sum(acc, axis=(1, 2, 3)) - (score_x - score_b)
+    return acc.astype(out), (None if gap is None else gap.astype(out))
+
+
+def _shape_rows(a, kind, n, k, batched):
+    """Rows ``(R, ...)`` to ``(N, ...)`` / ``(N, K, ...)``, the batch axis dropped for one image."""
+    a = a.reshape((n, k) + a.shape[1:]) if kind == "all" else a
+    return a if batched else a[0]
+
+
+def integrated_gradients(apply_fn: Callable, params: Any, image, *, target=None, baseline=0.0, baselines=None,
+                         n_steps: int = DEFAULT_STEPS, method: str = "gausslegendre", chunk_size: int | None = None,
+                         return_delta: bool = False, blur_sigma: float | None = None, compute_dtype=None):
+    """Integrated gradients (Sundararajan et al. 2017) of the target logit, as Captum computes them.
+
+    ``attribution = (x − b) · Σ_s w_s ∇f_t(b + α_s (x − b))`` with the points ``α_s`` and
+    weights ``w_s`` of :func:`quadrature`. With several ``baselines`` the attributions of each
+    are averaged (expected gradients, Erion et al. 2021, with the baselines given rather than
+    sampled). All interpolation points run in fixed-size chunks (see the module).
+
+    Args:
+        apply_fn: ``apply_fn(params, batch (B, H, W, C)) -> (B, K)`` logits; hashable.
+        params: its parameters (any pytree).
+        image: ``(H, W, C)`` or ``(N, H, W, C)``, floating dtype, finite.
+        target: ``None`` (predicted class), an int, one int per image ``(N,)``, or ``"all"``.
+        baseline: one baseline per image: a number, an array that broadcasts to the image
+            ``(H, W, C)`` (e.g. per-channel ``(C,)``) or to the batch ``(N, H, W, C)`` (one
+            per image), ``"blur"`` (a Gaussian blur of each image, σ = ``blur_sigma``, default
+            10 % of the image's larger side) or ``("blur", sigma)``. Default 0 (black).
+        baselines: several baselines ``(B, H, W, C)``, each used for every image, whose
+            attributions are averaged (expected gradients). Excludes ``baseline``. A batch
+            of baselines is told from per-image ones by the keyword, never by its shape.
+        n_steps: quadrature points per baseline (``>= 1``; ``>= 2`` for the Riemann rules).
+        method: one of :data:`QUADRATURES`.
+        chunk_size: interpolated images per model call (default: the engine's, 16 on CPU).
+        return_delta: also return the completeness gap per map, Captum's convergence delta:
+            ``Σ attribution − (f_t(x) − mean_b f_t(b))``.
+        blur_sigma: σ in pixels for ``baseline="blur"``.
+        compute_dtype: run the model in this floating dtype (maps keep the dtype rule).
+
+    Returns:
+        Maps ``(H, W, C)`` / ``(N, H, W, C)`` (``target="all"``: ``(K, H, W, C)`` /
+        ``(N, K, H, W, C)``), float32 (float64 for a float64 image); with ``return_delta``
+        also the gap ``()`` / ``(N,)`` (``(K,)`` / ``(N, K)``). A map whose target logit at
+        the image is not finite is NaN.
+
+    Raises:
+        TypeError, ValueError: naming the argument, before tracing: ``n_steps < 1`` (or
+            ``< 2`` for a Riemann rule), an unknown ``method``, a baseline that does not
+            broadcast to the image, non-finite pixels or baselines, bad targets.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> apply_fn = lambda p, x: jnp.sum(x * p, axis=(1, 2))      # linear: IG = (x - b) * w
+        >>> integrated_gradients(apply_fn, jnp.array([2.0, -1.0]), jnp.ones((1, 1, 2)), target=1, n_steps=4)
+        Array([[[ 0., -1.]]], dtype=float32)
+    """
+    _validate.apply_fn(apply_fn)
+    alphas, weights = quadrature(method, n_steps)
+    _validate.boolean("return_delta", return_delta)
+    if blur_sigma is not None and (isinstance(blur_sigma, bool) or not isinstance(blur_sigma, numbers.Real)
+                                   or not blur_sigma > 0):
+        raise ValueError(f"`blur_sigma` (={blur_sigma!r}) must be a number of pixels > 0")
+    chunk = _chunk(chunk_size)
+    compute = check_compute_dtype(compute_dtype)
+    x, batched = _validate.image(image)
+    kind, targets, k = _targets(apply_fn, params, x, target)
+    bases = _baselines(baseline, baselines, x, blur_sigma)
+    targets = _resolve_predicted(apply_fn, params, x, kind, targets, compute)
+    kind = "index" if kind == "predicted" else kind
+    dtypes = (compute, map_dtype(x.dtype).name)
+    static = (apply_fn, kind, k, chunk, bases.shape[1] == 1, return_delta, dtypes)
+    args = (params, x, bases, jnp.asarray(alphas), jnp.asarray(weights), targets)
+    run = jit_with_policy(_ig_impl, tuple(range(len(static))), args=args)
+    maps, gap = run(*static, *args)
+    maps = _shape_rows(maps, kind, x.shape[0], k, batched)
+    return (maps, _shape_rows(gap, kind, x.shape[0], k, batched)) if return_delta else maps
+
+
+# --------------------------------------------------------------------------------------------
+# input x gradient
+
+
+def input_x_gradient(apply_fn: Callable, params: Any, image, *, target=None, compute_dtype=None):
+    """Input × gradient (Shrikumar et al. 2016): the image times :func:`~saliency_jax.backprop.gradient`.
+
+    Captum's ``InputXGradient``. Args, target forms and returned shapes as
+    :func:`~saliency_jax.backprop.saliency_maps` (``"all"``: each class's gradient times the
+    image).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> apply_fn = lambda p, x: jnp.sum(x ** 2, axis=(1, 2))
+        >>> input_x_gradient(apply_fn, None, jnp.full((1, 2, 1), 3.0), target=0)[..., 0].tolist()
+        [[18.0, 18.0]]
+    """
+    g = gradient(apply_fn, params, image, target=target, compute_dtype=compute_dtype)
+    x = jnp.asarray(image).astype(g.dtype)
+    if isinstance(target, str) and target == "all":
+        x = x[:, None] if x.ndim == 4 else x[None]
+    return g * x
+
+
+# --------------------------------------------------------------------------------------------
+# smooth grad
+
+
+GRADIENT_METHODS: dict[str, Callable] = {
+    "gradient": gradient, "deconvnet": deconvnet, "guided_backprop": guided_backprop, "guided": guided_backprop,
+    "integrated_gradients": integrated_gradients, "input_x_gradient": input_x_gradient,
+}
+"""The methods :func:`smooth_grad` takes by name (a callable of the same form works too)."""
+
+
+def _method(method) -> Callable:
+    if isinstance(method, str):
+        _validate.choice("method", method, tuple(GRADIENT_METHODS))
+        return GRADIENT_METHODS[method]
+    if not callable(method):
+        raise TypeError(f"`method` (={method!r}) must be one of {tuple(GRADIENT_METHODS)} or a callable "
+                        "method(apply_fn, params, images (B, H, W, C), target=..., **options) -> maps")
+    return _validate.hashable("method", method)
+
+
+def _split_options(options: dict) -> tuple[tuple, dict]:
+    """Static (hashable, not arrays) and array-valued method options."""
+    static, arrays = [], {}
+    for name, value in sorted(options.items()):
+        if hasattr(value, "shape") and hasattr(value, "dtype"):
+            arrays[name] = value
+        else:
+            try:
+                hash(value)
+            except TypeError:
+                raise TypeError(f"method option `{name}` (={value!r}) must be hashable or an array") from None
+            static.append((name, value))
+    return tuple(static), arrays
+
+
+def _smooth_impl(fn, apply_fn, kind, smoothing, chunk, n_samples, static_options, dtypes, params, x, sigma, key,
+                 noise, targets, array_options):
+    _, out = dtypes
+    n = x.shape[0]
+    items, valid = _flat_chunks(n * n_samples, chunk)
+    xf = x.astype(jnp.float32)
+    options = {**dict(static_options), **array_options}
+
+    def maps_of(i):
+        img, s = i // n_samples, i % n_samples
+        if noise is None:
+            eps = jax.vmap(lambda j: jax.random.normal(jax.random.fold_in(key, j), x.shape[1:], jnp.float32))(i)
+            eps = eps * sigma[img][:, None, None, None]
+        else:
+            eps = noise[img if noise.shape[0] > 1 else jnp.zeros_like(img), s].astype(jnp.float32)
+        noisy = (xf[img] + eps).astype(x.dtype)
+        t = "all" if kind == "all" else targets[img]
+        return img, fn(apply_fn, params, noisy, target=t, **options).astype(jnp.float32)
+
+    shape = jax.eval_shape(lambda i: maps_of(i)[1], items[0]).shape[1:]
+
+    def body(carry, chunk_items):
+        total, total_sq = carry
+        i, ok = chunk_items
+        img, m = maps_of(i)
+        m = jnp.where(ok.reshape((-1,) + (1,) * len(shape)), m, 0.0)
+        return (total.at[img].add(m), total_sq.at[img].add(m * m)), None
+
+    zeros = jnp.zeros((n,) + shape, jnp.float32)
+    (total, total_sq), _ = lax.scan(body, (zeros, zeros), (items, valid))
+    mean, mean_sq = total * 1 / n_samples, total_sq * 1 / n_samples
+    result = {"smoothgrad": mean, "smoothgrad_sq": mean_sq, "vargrad": mean_sq - mean * mean}[smoothing]
+    return result.astype(out)
+
+
+def smooth_grad(method, apply_fn: Callable, params: Any, image, /, *, kind: str = "smoothgrad",
+                n_samples: int | None = None, stdev: float = 0.15, relative: bool = True, key=None, noise=None,
+                chunk_size: int | None = None, target=None, **method_options):
+    """SmoothGrad (Smilkov et al. 2017), SmoothGrad² and VarGrad over any gradient method.
+
+    Each image gets ``n_samples`` noisy copies ``x + ε_s``; ``method`` maps each (for the same
+    target, resolved on the clean image) and the maps are reduced as Captum's ``NoiseTunnel``:
+    ``smoothgrad`` the mean, ``smoothgrad_sq`` the mean of squares, ``vargrad`` the mean of
+    squares minus the squared mean. The noisy copies run ``chunk_size`` at a time (noise drawn
+    per chunk, never all at once), so memory does not grow with ``n_samples``.
+
+    Args:
+        method: ``"gradient"``, ``"deconvnet"``, ``"guided_backprop"`` (or ``"guided"``),
+            ``"integrated_gradients"``, ``"input_x_gradient"``, or a hashable callable
+            ``method(apply_fn, params, images (B, H, W, C), target=..., **options)`` returning
+            maps ``(B, ...)`` (``target`` an int array ``(B,)`` or ``"all"``).
+        apply_fn, params, image, target: as for :func:`integrated_gradients`.
+        kind: one of :data:`SMOOTHING`.
+        n_samples: noisy copies per image (``>= 1``; default 50, or the ``noise``'s count).
+        stdev: the noise's standard deviation, ``>= 0``. **By default (``relative=True``) a
+            fraction of each image's range** ``max(x) − min(x)`` (PAIR's ``stdev_spread``,
+            default 0.15); with ``relative=False`` absolute, in pixel units (Captum's
+            ``stdevs``).
+        relative: see ``stdev``.
+        key: a ``jax.random`` key for the noise (default ``jax.random.key(0)``). Sample ``s``
+            of image ``n`` uses ``fold_in(key, n · n_samples + s)``, so the noise does not
+            depend on ``chunk_size``.
+        noise: explicit noise ``(n_samples, H, W, C)`` (the same for every image) or
+            ``(N, n_samples, H, W, C)``, added as given (``stdev`` and ``key`` then unused),
+            e.g. to compare with Captum on the same draws.
+        chunk_size: noisy copies per call of ``method`` (default: the engine's, 16 on CPU).
+        **method_options: passed to ``method`` for every noisy copy (e.g. ``n_steps``,
+            ``baseline`` for integrated gradients: one image or a number, not per-image; its
+            quadrature as ``method="riemann_trapezoid"``: the four leading arguments are
+            positional-only, so this ``method`` keyword goes to the wrapped method).
+
+    Returns:
+        Maps of ``method``'s shape for the image(s) (``(H, W, C)`` / ``(N, H, W, C)``, with a
+        class axis for ``"all"``), float32 (float64 for a float64 image).
+
+    Raises:
+        TypeError, ValueError: naming the argument, before tracing: an unknown ``method`` or
+            ``kind``, ``n_samples < 1``, ``stdev < 0``, a ``noise`` of the wrong shape or
+            non-finite, non-finite pixels, bad targets.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> apply_fn = lambda p, x: jnp.sum(x ** 2, axis=(1, 2))          # gradient 2x
+        >>> noise = jnp.array([[[[1.0]]], [[[-1.0]]]])                    # two samples (2, 1, 1, 1)
+        >>> smooth_grad("gradient", apply_fn, None, jnp.full((1, 1, 1), 3.0), noise=noise, target=0).tolist()
+        [[[6.0]]]
+        >>> smooth_grad("gradient", apply_fn, None, jnp.full((1, 1, 1), 3.0), noise=noise, target=0,
+        ...             kind="vargrad").tolist()
+        [[[4.0]]]
+    """
+    fn = _method(method)
+    _validate.apply_fn(apply_fn)
+    _validate.choice("kind", kind, SMOOTHING)
+    _validate.boolean("relative", relative)
+    if isinstance(stdev, bool) or not isinstance(stdev, numbers.Real) or not np.isfinite(stdev) or stdev < 0:
+        raise ValueError(f"`stdev` (={stdev!r}) must be a finite number >= 0 (a fraction of each image's range "
+                         "with relative=True, absolute pixel units with relative=False)")
+    if fn is integrated_gradients and method_options.get("return_delta"):
+        raise ValueError("`return_delta` (=True) is not available under smooth_grad: the maps are reduced")
+    chunk = _chunk(chunk_size)
+    x, batched = _validate.image(image)
+    if noise is not None:
+        nz = _finite("noise", noise)
+        h_w_c = tuple(x.shape[1:])
+        if nz.ndim == 4 and tuple(nz.shape[1:]) == h_w_c:
+            nz = nz[None]
+        if nz.ndim != 5 or tuple(nz.shape[2:]) != h_w_c or nz.shape[0] not in (1, x.shape[0]):
+            raise ValueError(f"`noise` (shape={tuple(np.shape(noise))}) must be (n_samples, {', '.join(map(str, h_w_c))}) "
+                             f"or (N={x.shape[0]}, n_samples, {', '.join(map(str, h_w_c))})")
+        if n_samples is not None and n_samples != nz.shape[1]:
+            raise ValueError(f"`n_samples` (={n_samples!r}) must equal the samples of `noise` ({nz.shape[1]}) or be None")
+        n_samples = int(nz.shape[1])
+    n_samples = _validate.integer("n_samples", DEFAULT_SAMPLES if n_samples is None else n_samples, lo=1)
+    if key is None:
+        key = jax.random.key(0)
+    kind_t, targets, k = _targets(apply_fn, params, x, target)
+    targets = _resolve_predicted(apply_fn, params, x, kind_t, targets, None)
+    kind_t = "index" if kind_t == "predicted" else kind_t
+    xf = x.astype(jnp.float32)
+    spread = jnp.max(xf, axis=(1, 2, 3)) - jnp.min(xf, axis=(1, 2, 3)) if relative else jnp.ones(x.shape[0])
+    sigma = jnp.float32(stdev) * spread
+    static_options, array_options = _split_options(method_options)
+    static = (fn, apply_fn, kind_t, kind, chunk, n_samples, static_options, (None, map_dtype(x.dtype).name))
+    args = (params, x, sigma, key, None if noise is None else nz, targets, array_options)
+    run = jit_with_policy(_smooth_impl, tuple(range(len(static))), args=(params, x))
+    out = run(*static, *args)
+    return out if batched else out[0]
