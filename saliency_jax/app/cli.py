@@ -154,7 +154,7 @@ def _window_arg(text: str):
 _LIBRARY_COMMANDS = {
     "faithfulness": ("saliency_jax.app.faithfulness",
                      "score every map method and the baselines against the generated test split's object masks"),
-    "audit": ("saliency_jax.app.audit",
+    "audit": ("saliency_jax.app.audit_cli",
               "the spurious-cue audit: ROC on biased and clean test splits, the maps on the cue, the deconvnet experiment"),
 }
 

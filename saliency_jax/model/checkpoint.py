@@ -142,10 +142,9 @@ class LoadedModel:
 
     @property
     def preprocessing(self) -> image_input.Preprocessing:
-        """The card's ``preprocessing`` record, parsed
-        (:meth:`saliency_jax.model.image_input.Preprocessing.from_record`): how uint8 images
-        become this model's input."""
-        return image_input.Preprocessing.from_record(self.card["preprocessing"])
+        """The card's ``preprocessing`` record, parsed (:func:`saliency_jax.model.image_input.as_preprocessing`):
+        how uint8 images become this model's input (a card without one: the shipped models')."""
+        return image_input.as_preprocessing(self.card.get("preprocessing"))
 
     def preprocess(self, image) -> np.ndarray:
         """One image (path, PIL image or array) to model input ``(H, W, 3) float32``, exactly as
