@@ -19,7 +19,7 @@ Example:
     >>> d = data.generate(4, split="test", seed=0)
     >>> d.images.shape, d.images.dtype, d.labels.tolist(), d.masks.shape
     ((4, 128, 128, 3), dtype('uint8'), [0, 1, 0, 1], (4, 128, 128))
-    >>> data.preprocess(d.images).min() >= -1.0
+    >>> bool(data.preprocess(d.images).min() >= -1.0)
     True
 """
 
