@@ -7,6 +7,7 @@ import itertools
 import json
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -205,3 +206,26 @@ def test_check_fails_when_the_cue_is_absent_or_not_found(tmp_path, capsys):
     written = json.loads((tmp_path / "same" / "audit.json").read_text())
     assert written["check"]["passed"] is False
     assert written["maps"]["methods"]["deconvnet"]["cue"]["energy"]["ratio"] == pytest.approx(1.0)
+
+
+def test_deconvnet_transfer_pads_the_last_batch_and_keeps_every_image_its_own():
+    # 5 images in batches of 3: the model never sees a short batch of 2 (the last batch is padded
+    # to 3: one compilation), and each image's margins equal those of the image run alone. (The
+    # backward pass calls the model on one example at a time inside vmap: batches of 1 appear.)
+    w = np.random.default_rng(0).normal(size=(4 * 4 * 3, 2)).astype(np.float32)
+    shapes = []
+
+    def apply_fn(params, x):
+        shapes.append(tuple(x.shape))
+        return jax.nn.relu(x.reshape(x.shape[0], -1)) @ params
+
+    model = checkpoint.LoadedModel(module=None, params=jnp.asarray(w), apply_fn=apply_fn,
+                                   card={"classes": ["a", "b"], "input_size": [4, 4, 3]}, path=None)
+    images = np.random.default_rng(1).integers(0, 256, (5, 4, 4, 3), dtype=np.uint8)
+    got = audit_lib.deconvnet_transfer(model, images, 1, epsilon=0.25, batch_size=3)
+    assert {s[0] for s in shapes} == {1, 3}
+    for k in range(5):
+        shapes.clear()
+        alone = audit_lib.deconvnet_transfer(model, images[k:k + 1], 1, epsilon=0.25, batch_size=1)
+        for key in ("margin_before", "margin_signal", "p_before", "p_signal"):
+            assert got[key][k] == pytest.approx(alone[key][0], rel=1e-5, abs=1e-6), (key, k)
