@@ -36,6 +36,7 @@ import jax  # noqa: E402
 
 from saliency_jax._io import atomic_write_text  # noqa: E402
 from saliency_jax.app import audit as audit_lib  # noqa: E402
+from saliency_jax.app import audit_report  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -118,11 +119,11 @@ def main() -> None:
     result["targets"]["card_test_auc"] = card["metrics"]["test"]["auc"]  # the clean split's, n = 2000
     result["provenance"] = _provenance.finish(provenance)
     result = _provenance.relative(result)  # checkpoint folders and temp paths named without this machine's paths
-    atomic_write_text(out / "audit.json", audit_lib.to_json(result))
-    atomic_write_text(out / "audit.md", audit_lib.report_markdown(result) + "\n" + run_section(result["run"], result["targets"])
+    atomic_write_text(out / "audit.json", audit_report.to_json(result))
+    atomic_write_text(out / "audit.md", audit_report.report_markdown(result) + "\n" + run_section(result["run"], result["targets"])
                       + "\n" + _provenance.markdown_line(result["provenance"]) + "\n")
     print(f"wrote {out / 'audit.md'}")
-    print(audit_lib.to_json(result["targets"]))
+    print(audit_report.to_json(result["targets"]))
 
 
 if __name__ == "__main__":

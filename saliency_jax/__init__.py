@@ -67,8 +67,8 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "top_activations": ("saliency_jax.backprop.methods", "top_activations"),
     # model
     "get_model": ("saliency_jax.model.architectures", "get_model"),
-    "generate": ("saliency_jax.model.data", "generate"),
-    "to_model_input": ("saliency_jax.model.data", "to_model_input"),
+    "generate": ("saliency_jax.model.generated", "generate"),
+    "to_model_input": ("saliency_jax.model.image_input", "to_model_input"),
     "load": ("saliency_jax.model.checkpoint", "load"),
     "LoadedModel": ("saliency_jax.model.checkpoint", "LoadedModel"),
     "CheckpointError": ("saliency_jax.model.checkpoint", "CheckpointError"),

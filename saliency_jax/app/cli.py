@@ -39,7 +39,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                  "accuracy, confusion matrix, ROC/AUC and PR/AP of a checkpoint"),
     "faithfulness": ("saliency_jax.app.commands.faithfulness",
                      "score every map method and the baselines against the generated test split's object masks"),
-    "audit": ("saliency_jax.app.audit",
+    "audit": ("saliency_jax.app.audit_cli",
               "the spurious-cue audit: ROC on biased and clean test splits, the maps on the cue, the deconvnet experiment"),
 }
 

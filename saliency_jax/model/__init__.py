@@ -1,8 +1,12 @@
 """The models to explain: architectures, generated data, training, evaluation and checkpoints.
 
 * :mod:`~saliency_jax.model.architectures` — the Zeiler & Fergus family of Flax convnets;
-* :mod:`~saliency_jax.model.data` — generated images with exact object masks, image loading and
-  the preprocessing used in training;
+* :mod:`~saliency_jax.model.generated` — the generated task: images with exact object masks and a
+  spurious cue;
+* :mod:`~saliency_jax.model.image_input` — image input: decoding any file or array, fitting it to
+  the input size, and the model card's preprocessing record (:class:`~saliency_jax.model.image_input.Preprocessing`);
+* :mod:`~saliency_jax.model.image_folder` — a user's image folder as a dataset;
+* :mod:`~saliency_jax.model.data` — the three above in one namespace (``saliency_jax.data``);
 * :mod:`~saliency_jax.model.train` — training with optax and orbax state;
 * :mod:`~saliency_jax.model.evaluate` — logits in batches, the held-out set, ROC / precision-recall
   curves and the evaluation report;
@@ -23,14 +27,18 @@ from saliency_jax._lazy import lazy_exports
 __all__, __getattr__, __dir__ = lazy_exports(globals(), {
     "architectures": ("saliency_jax.model.architectures", None),
     "data": ("saliency_jax.model.data", None),
+    "generated": ("saliency_jax.model.generated", None),
+    "image_input": ("saliency_jax.model.image_input", None),
+    "image_folder": ("saliency_jax.model.image_folder", None),
     "train": ("saliency_jax.model.train", None),
     "evaluate": ("saliency_jax.model.evaluate", None),
     "checkpoint": ("saliency_jax.model.checkpoint", None),
     "export": ("saliency_jax.model.export", None),
     "get_model": ("saliency_jax.model.architectures", "get_model"),
-    "generate": ("saliency_jax.model.data", "generate"),
-    "to_model_input": ("saliency_jax.model.data", "to_model_input"),
-    "load_resized": ("saliency_jax.model.data", "load_resized"),
+    "generate": ("saliency_jax.model.generated", "generate"),
+    "to_model_input": ("saliency_jax.model.image_input", "to_model_input"),
+    "load_resized": ("saliency_jax.model.image_input", "load_resized"),
+    "Preprocessing": ("saliency_jax.model.image_input", "Preprocessing"),
     "load": ("saliency_jax.model.checkpoint", "load"),
     "LoadedModel": ("saliency_jax.model.checkpoint", "LoadedModel"),
     "CheckpointError": ("saliency_jax.model.checkpoint", "CheckpointError"),

@@ -52,7 +52,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from saliency_jax.model import data as data_lib
+from saliency_jax.model import image_input
 from saliency_jax.model.architectures import MODEL_NAMES, get_model, model_config
 
 __all__ = [
@@ -140,10 +140,17 @@ class LoadedModel:
         """``(H, W, C)`` of the model input."""
         return tuple(self.card["input_size"])
 
+    @property
+    def preprocessing(self) -> image_input.Preprocessing:
+        """The card's ``preprocessing`` record, parsed (:func:`saliency_jax.model.image_input.as_preprocessing`):
+        how uint8 images become this model's input (a card without one: the shipped models')."""
+        return image_input.as_preprocessing(self.card.get("preprocessing"))
+
     def preprocess(self, image) -> np.ndarray:
-        """One image (path, PIL image or array) to model input ``(H, W, 3) float32`` in [-1, 1],
-        exactly as in training (:func:`saliency_jax.model.data.to_model_input`)."""
-        return data_lib.to_model_input(image, self.input_size[:2])
+        """One image (path, PIL image or array) to model input ``(H, W, 3) float32``, exactly as
+        in training: :func:`saliency_jax.model.image_input.to_model_input` with the card's
+        ``preprocessing`` record (for the shipped models, a bilinear stretch and ``[-1, 1]``)."""
+        return image_input.to_model_input(image, self.input_size[:2], self.preprocessing)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -274,6 +281,7 @@ def _complete_card(path: Path, variables, card: dict) -> tuple[Any, str]:
     """Check ``variables`` against the card's architecture; ``(numpy variables, full card JSON)``
     with ``format``, ``weights`` and ``library`` added."""
     module = _module_from_card(card, path)
+    _check_preprocessing(card, path, ValueError)
     wanted = _tree_spec(_abstract_variables(module, card["input_size"]))
     given = _tree_spec(variables)
     problems = _describe_mismatch(given, wanted)
@@ -411,6 +419,15 @@ def read_card(path: str | os.PathLike) -> dict:
     return card
 
 
+def _check_preprocessing(card: dict, path, error: type[Exception]) -> None:
+    """Raise ``error`` naming the checkpoint unless the card's ``preprocessing`` record parses
+    (an old card's prose fields read as the policy of its time)."""
+    try:
+        image_input.Preprocessing.from_record(card["preprocessing"])
+    except (TypeError, ValueError) as err:
+        raise error(f"checkpoint {str(path)!r}: the model card's preprocessing record is invalid: {err}") from err
+
+
 def _module_from_card(card: dict, path) -> Any:
     arch = card.get("architecture")
     if not isinstance(arch, dict) or arch.get("name") not in MODEL_NAMES:
@@ -495,6 +512,7 @@ def load(name_or_path: str | os.PathLike | None = None, *, module=None) -> Loade
 
     path = resolve(name_or_path)
     card = read_card(path)
+    _check_preprocessing(card, path, CheckpointError)
     if module is None:
         module = _module_from_card(card, path)
     target = _abstract_variables(module, card["input_size"])

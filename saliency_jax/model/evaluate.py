@@ -30,9 +30,13 @@ import jax
 import numpy as np
 
 from saliency_jax import _validate
+from saliency_jax._batching import in_batches
 from saliency_jax._io import atomic_write as _atomic_write
+from saliency_jax._plotting import pyplot
 from saliency_jax.model import checkpoint as ckpt_lib
-from saliency_jax.model import data as data_lib
+from saliency_jax.model import generated
+from saliency_jax.model.image_folder import load_image_folder
+from saliency_jax.model.image_input import as_preprocessing
 
 __all__ = [
     "predict_logits",
@@ -52,17 +56,22 @@ __all__ = [
 ]
 
 
-def predict_logits(apply_fn: Callable, variables: Any, images: np.ndarray, batch_size: int = 250) -> np.ndarray:
+def predict_logits(apply_fn: Callable, variables: Any, images: np.ndarray, batch_size: int = 250,
+                   preprocessing=None) -> np.ndarray:
     """Logits for uint8 images, in fixed-size batches (the last one padded: one compilation).
 
-    Images go through :func:`saliency_jax.model.data.preprocess` (numpy) first, exactly as a user's
-    images would.
+    Images go through the model's preprocessing (:func:`saliency_jax.model.image_input.preprocess`,
+    numpy) first, exactly as a user's images would. Batches come from
+    :func:`saliency_jax._batching.in_batches` (the last one padded with copies of the last image,
+    the padded rows dropped).
 
     Args:
         apply_fn: ``apply_fn(variables, x (B, H, W, C) float32) -> (B, K)``.
         variables: the model variables.
-        images: ``(N, H, W, 3) uint8``.
+        images: ``(N, H, W, 3) uint8``, ``N >= 1``.
         batch_size: images per call.
+        preprocessing: the model card's record or a ``Preprocessing`` (``None``: the shipped
+            models', ``[0, 255] -> [-1, 1]``).
 
     Returns:
         ``(N, K) float32`` numpy array.
@@ -75,17 +84,11 @@ def predict_logits(apply_fn: Callable, variables: Any, images: np.ndarray, batch
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 4:
         raise TypeError(f"`images` must be (N, H, W, 3) uint8, got {images.dtype} {images.shape}")
-    n = images.shape[0]
-    bs = max(1, min(batch_size, n))
+    _validate.integer("batch_size", batch_size, lo=1)
+    policy = as_preprocessing(preprocessing)
     fn = apply_fn if hasattr(apply_fn, "lower") else jax.jit(apply_fn)  # already jitted: reuse its cache
-    out = []
-    for i in range(0, n, bs):
-        chunk = images[i : i + bs]
-        pad = bs - chunk.shape[0]
-        if pad:
-            chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], np.uint8)])
-        out.append(np.asarray(fn(variables, data_lib.preprocess(chunk)))[: bs - pad])
-    return np.concatenate(out).astype(np.float32)
+    return in_batches(lambda chunk: np.asarray(fn(variables, policy(chunk))), images.shape[0], batch_size,
+                      images).astype(np.float32)
 
 
 def loss_and_accuracy(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -111,7 +114,7 @@ def loss_and_accuracy(logits: np.ndarray, labels: np.ndarray) -> dict[str, float
 
 def heldout_set(
     card: dict, n: int, *, split: str = "test", start: int = 0, spurious_cue: float | None = None
-) -> data_lib.GeneratedData:
+) -> generated.GeneratedData:
     """The generated held-out images a model card refers to.
 
     Uses the card's data seed, input size, cue class and spurious-cue setting, so the images
@@ -124,7 +127,7 @@ def heldout_set(
         spurious_cue: the cue setting (default: the card's).
 
     Returns:
-        A :class:`saliency_jax.model.data.GeneratedData` (``images (n, H, W, 3) uint8``,
+        A :class:`saliency_jax.model.generated.GeneratedData` (``images (n, H, W, 3) uint8``,
         ``labels (n,) int32``, ``info`` with the seed, split, start and cue used).
 
     Raises:
@@ -140,7 +143,7 @@ def heldout_set(
     if d.get("source") != "generated":
         raise ValueError(f"the model card's data source is {d.get('source')!r}; a generated held-out set needs 'generated'")
     _validate.integer("n", n, lo=1)
-    gen = data_lib.generate(
+    gen = generated.generate(
         n,
         split=split,
         seed=int(d.get("seed", 0)),
@@ -307,7 +310,7 @@ def evaluate_model(model, images: np.ndarray, labels: np.ndarray, batch_size: in
     Returns:
         The metrics dict.
     """
-    logits = predict_logits(model.apply_fn, model.params, images, batch_size)
+    logits = predict_logits(model.apply_fn, model.params, images, batch_size, model.preprocessing)
     return classification_metrics(logits, labels, model.card["classes"])
 
 
@@ -324,12 +327,9 @@ def write_report(metrics: dict, out_dir: str | os.PathLike, title: str = "") -> 
     Returns:
         ``{"metrics": path, "roc": path, "pr": path, "confusion": path}``.
     """
-    # matplotlib is imported here, not at the top: training imports this module for its
-    # metrics and must not pay for (or require) the plotting library.
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    # matplotlib loads here (pyplot()), not with the module: training imports this module for
+    # its metrics and must not pay for (or require) the plotting library.
+    plt = pyplot()
 
     out = Path(out_dir)
     paths = {k: out / f"{k}.{'json' if k == 'metrics' else 'png'}" for k in ("metrics", "roc", "pr", "confusion")}
@@ -408,7 +408,8 @@ def evaluate_checkpoint(
     model = ckpt_lib.load(checkpoint)
     card = model.card
     if data_dir is not None:
-        folder = data_lib.load_image_folder(data_dir, input_size=tuple(card["input_size"][:2]), val_fraction=0.0)
+        folder = load_image_folder(data_dir, input_size=tuple(card["input_size"][:2]), val_fraction=0.0,
+                                   preprocessing=model.preprocessing)
         if list(folder.classes) != list(card["classes"]):
             raise ValueError(
                 f"`data_dir` (={str(data_dir)!r}) has classes {list(folder.classes)}; the checkpoint expects {card['classes']}"
@@ -426,12 +427,12 @@ def evaluate_checkpoint(
     return metrics, paths
 
 
-def heldout_description(held: data_lib.GeneratedData) -> dict:
+def heldout_description(held: generated.GeneratedData) -> dict:
     """What a report records of a :func:`heldout_set`: ``source``, ``split``, ``seed``,
     ``start``, ``n`` and ``spurious_cue``.
 
     Example:
-        >>> from saliency_jax.model.data import generate
+        >>> from saliency_jax.model.generated import generate
         >>> heldout_description(generate(1, split="test", start=4, size=32))["start"]
         4
     """

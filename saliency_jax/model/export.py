@@ -23,7 +23,7 @@ from typing import TextIO
 
 from saliency_jax import _validate
 from saliency_jax.model import checkpoint as ckpt_lib
-from saliency_jax.model import data as data_lib
+from saliency_jax.model import image_input
 from saliency_jax.model import evaluate as eval_lib
 from saliency_jax.model.architectures import model_config
 from saliency_jax.model.train import TrainConfig, TrainResult, load_data, train
@@ -67,7 +67,7 @@ def make_card(result: TrainResult, *, command: str | None = None, name: str | No
         "architecture": arch,
         "classes": list(result.classes),
         "input_size": list(result.module.input_size),
-        "preprocessing": dict(data_lib.PREPROCESSING),
+        "preprocessing": image_input.DEFAULT_PREPROCESSING.record(),
         "data": result.data_info,
         "training": {
             "config": c.to_dict(),
@@ -145,7 +145,7 @@ def _evaluate_heldout(model: ckpt_lib.LoadedModel, test_size: int, batch_size: i
     """Metrics on ``test_size`` held-out images, and the exact count on the first
     :data:`HELDOUT_CHECK_SIZE` of them (same batches, so a reload reproduces it exactly)."""
     held = eval_lib.heldout_set(model.card, test_size)
-    logits = eval_lib.predict_logits(model.apply_fn, model.params, held.images, batch_size)
+    logits = eval_lib.predict_logits(model.apply_fn, model.params, held.images, batch_size, model.preprocessing)
     metrics = eval_lib.classification_metrics(logits, held.labels, model.classes)
     metrics["evaluated_on"] = eval_lib.heldout_description(held)
     n = min(HELDOUT_CHECK_SIZE, test_size)

@@ -34,7 +34,9 @@ import orbax.checkpoint as ocp
 from saliency_jax import _validate
 from saliency_jax._io import atomic_write_text as _write_text_atomic
 from saliency_jax._progress import Progress
-from saliency_jax.model import data as data_lib
+from saliency_jax.model import generated
+from saliency_jax.model.image_folder import load_image_folder
+from saliency_jax.model.image_input import DEFAULT_PREPROCESSING
 from saliency_jax.model.architectures import MODEL_NAMES, get_model, model_config
 from saliency_jax.model.evaluate import loss_and_accuracy, predict_logits
 
@@ -165,7 +167,7 @@ def _check_config(c: TrainConfig) -> None:
     if not isinstance(c.val_fraction, (int, float)) or not 0.0 < c.val_fraction < 1.0:
         raise ValueError(f"`val_fraction` (={c.val_fraction!r}) must be a number in (0, 1)")
     model_config(c.model, fc=c.fc, width=c.width)  # raises on bad fc / width
-    data_lib.check_clutter(c.train_clutter)
+    generated.check_clutter(c.train_clutter)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,7 +195,7 @@ def load_data(config: TrainConfig, data_dir: str | os.PathLike | None = None, in
         A :class:`Dataset`; images are ``uint8 (N, H, W, 3)``, labels ``int32 (N,)``.
     """
     if data_dir is None:
-        tr = data_lib.generate(
+        tr = generated.generate(
             config.num_train,
             split="train",
             seed=config.data_seed,
@@ -201,7 +203,7 @@ def load_data(config: TrainConfig, data_dir: str | os.PathLike | None = None, in
             spurious_cue=config.spurious_cue,
             clutter=config.train_clutter,
         )
-        va = data_lib.generate(
+        va = generated.generate(
             config.num_val, split="val", seed=config.data_seed, size=input_size[0], spurious_cue=config.spurious_cue
         )
         info = {
@@ -214,7 +216,7 @@ def load_data(config: TrainConfig, data_dir: str | os.PathLike | None = None, in
             "cue_class": tr.info["cue_class"],
         }
         return Dataset(tr.images, tr.labels, va.images, va.labels, tr.classes, info, tr.clutter)
-    folder = data_lib.load_image_folder(
+    folder = load_image_folder(
         data_dir, input_size=tuple(input_size), val_fraction=config.val_fraction, seed=config.data_seed
     )
     info = {
@@ -260,15 +262,6 @@ def _augment(key: jax.Array, x: jnp.ndarray) -> jnp.ndarray:
     gain = jax.random.uniform(k_gain, (b, 1, 1, 1), minval=0.8, maxval=1.2)
     x = jnp.where(flip, x[:, :, ::-1, :], x)
     return jnp.clip(x * gain, 0.0, 1.0)
-
-
-def _to_unit(images_u8: jnp.ndarray) -> jnp.ndarray:
-    return images_u8.astype(jnp.float32) / jnp.float32(255.0)
-
-
-def _normalize(x01: jnp.ndarray) -> jnp.ndarray:
-    # The jnp twin of the last step of data.preprocess: [0, 1] -> [-1, 1].
-    return (x01 - jnp.float32(data_lib.MEAN)) / jnp.float32(data_lib.STD)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -360,12 +353,14 @@ def _make_train_step(module, tx: optax.GradientTransformation, config: TrainConf
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
         return loss, (jnp.argmax(logits, axis=-1) == y).mean()
 
+    policy = DEFAULT_PREPROCESSING  # what the card records (export.make_card); validation uses the same
+
     @jax.jit
     def train_step(params, opt_state, images, labels, step):
-        x = _to_unit(images)
-        if config.augment:  # in [0, 1], before normalisation
+        x = policy.to_unit(images)  # the policy's two steps, with the augmentation between them
+        if config.augment:  # in [0, 1], before standardisation
             x = _augment(jax.random.fold_in(aug_key, step), x)
-        x = _normalize(x)
+        x = policy.standardize(x)
         (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, x, labels)
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss, acc
@@ -407,7 +402,8 @@ class _Loop:
                 bar.update(i + 1, loss=float(loss), acc=float(np.mean(np.asarray(accs))))
         train_loss, train_acc = float(np.mean(np.asarray(losses))), float(np.mean(np.asarray(accs)))
         if len(self.ds.val_labels):
-            logits = predict_logits(self.eval_apply, {"params": params}, self.ds.val_images, c.eval_batch_size)
+            logits = predict_logits(self.eval_apply, {"params": params}, self.ds.val_images, c.eval_batch_size,
+                                    DEFAULT_PREPROCESSING)
             val = loss_and_accuracy(logits, self.ds.val_labels)
         else:  # an image folder too small for a validation split
             val = {"loss": float("nan"), "accuracy": float("nan")}

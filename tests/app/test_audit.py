@@ -7,17 +7,20 @@ import itertools
 import json
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import saliency_jax as sj
+from saliency_jax import methods
 from saliency_jax.app import audit as audit_lib
+from saliency_jax.app import audit_cli, audit_stats
 from saliency_jax.model import checkpoint, data
 
 
 def _parse(argv):
-    return audit_lib.add_arguments(argparse.ArgumentParser()).parse_args(argv)
+    return audit_cli.add_arguments(argparse.ArgumentParser()).parse_args(argv)
 
 
 # ---------------------------------------------------------------- independent references
@@ -51,7 +54,7 @@ def _logits(model, images):
 
 
 def test_compare_by_hand():
-    r = audit_lib.compare(np.array([0.3, 0.1, np.nan, 0.2]), np.array([0.1, 0.1, 0.5, 0.0]), n_boot=200)
+    r = audit_stats.compare(np.array([0.3, 0.1, np.nan, 0.2]), np.array([0.1, 0.1, 0.5, 0.0]), n_boot=200)
     # the NaN pair is dropped; means 0.2 and 0.2/3; per-image ratios over positive clean values: 3 and 1
     assert r["n"] == 3
     assert r["cue_mean"] == pytest.approx(0.2) and r["clean_mean"] == pytest.approx(0.2 / 3)
@@ -60,14 +63,14 @@ def test_compare_by_hand():
     assert r["cue_higher"] == pytest.approx(2 / 3)
     lo, hi = r["ratio_ci"]
     assert lo <= 3.0 <= hi
-    empty = audit_lib.compare(np.array([np.nan]), np.array([1.0]))
+    empty = audit_stats.compare(np.array([np.nan]), np.array([1.0]))
     assert empty["n"] == 0 and math.isnan(empty["ratio"])
 
 
 def test_margin_and_cue_effect_by_hand():
     with_cue = np.array([[0.0, 3.0], [1.0, 2.0], [2.0, 0.0], [0.0, 1.0]])
     without = np.array([[1.0, 0.0], [1.0, 2.0], [2.0, 0.0], [3.0, 0.0]])
-    e = audit_lib.cue_effect(with_cue, without, np.array([True, True, False, True]), np.array([0, 1, 0, 0]), 1)
+    e = audit_stats.cue_effect(with_cue, without, np.array([True, True, False, True]), np.array([0, 1, 0, 0]), 1)
     # margins with: 3, 1, -2, 1; without: -1, 1, -2, -3 -> changes 4, 0, (0), 4 over the marked images
     assert e["n"] == 3 and e["mean_margin_change"] == pytest.approx(8 / 3)
     assert e["n_other_class"] == 2 and e["mean_margin_change_other_class"] == pytest.approx(4.0)
@@ -80,14 +83,14 @@ def _fake(ratio, lo, n_images=5):
 
 
 def test_check_by_hand():
-    assert audit_lib.check(_fake(3.0, 1.5))["passed"]
-    assert audit_lib.check(_fake(2.0, 1.01), min_ratio=2.0)["passed"]
-    low_ci = audit_lib.check(_fake(3.0, 0.9))
+    assert audit_stats.check(_fake(3.0, 1.5))["passed"]
+    assert audit_stats.check(_fake(2.0, 1.01), min_ratio=2.0)["passed"]
+    low_ci = audit_stats.check(_fake(3.0, 0.9))
     assert not low_ci["passed"] and "occlusion" in low_ci["reasons"][0]
-    assert not audit_lib.check(_fake(1.9, 1.2))["passed"]
-    both = audit_lib.check(_fake(1.0, 0.8), methods=("occlusion", "guided"))
+    assert not audit_stats.check(_fake(1.9, 1.2))["passed"]
+    both = audit_stats.check(_fake(1.0, 0.8), methods=("occlusion", "guided"))
     assert len(both["reasons"]) == 2
-    none = audit_lib.check(_fake(3.0, 1.5, n_images=0))
+    none = audit_stats.check(_fake(3.0, 1.5, n_images=0))
     assert not none["passed"] and "no audited image carries the cue" in none["reasons"][0]
 
 
@@ -106,7 +109,12 @@ def test_audit_arguments_are_checked_before_any_work():
         audit_lib.audit(tolerance=-1)
     a = _parse(["--n", "8", "--methods", "occlusion", "--check"])
     assert (a.n, a.methods, a.check, a.cue_model, a.clean_model, a.func) == (
-        8, "occlusion", True, audit_lib.CUE_MODEL, None, audit_lib.cmd)
+        8, "occlusion", True, audit_lib.CUE_MODEL, None, audit_cli.cmd)
+    # the methods are the registry's: the default is a selection of them, any registered one is accepted
+    assert set(audit_lib.DEFAULT_METHODS) <= set(methods.names())
+    assert _parse([]).methods == ",".join(audit_lib.DEFAULT_METHODS)
+    with pytest.raises(ValueError, match=r"`methods`.*'sobel'.*" + ".*".join(methods.names())):
+        audit_lib.audit(methods="sobel")
 
 
 def test_the_cue_checkpoint_is_found_by_name():
@@ -187,14 +195,37 @@ def test_check_fails_when_the_cue_is_absent_or_not_found(tmp_path, capsys):
               "--check-methods", "deconvnet", "--panels", "0", "--no-progress"]
     # absent: no image carries the mark
     absent = common + ["--spurious-cue", "0", "--out", str(tmp_path / "absent")]
-    assert audit_lib.cmd(_parse(absent + ["--check"])) == 1
+    assert audit_cli.cmd(_parse(absent + ["--check"])) == 1
     assert "no audited image carries the cue" in capsys.readouterr().out
-    assert audit_lib.cmd(_parse(absent)) == 0  # without --check the audit only reports
+    assert audit_cli.cmd(_parse(absent)) == 0  # without --check the audit only reports
     # not found: the "cue model" is the clean model itself, so its maps equal the reference's
     same = common + ["--spurious-cue", "0.5", "--out", str(tmp_path / "same"), "--check"]
-    assert audit_lib.cmd(_parse(same)) == 1
+    assert audit_cli.cmd(_parse(same)) == 1
     out = capsys.readouterr().out
     assert "check: FAILED" in out and "deconvnet: the cue model's share of positive mass on the cue is 1x" in out
     written = json.loads((tmp_path / "same" / "audit.json").read_text())
     assert written["check"]["passed"] is False
     assert written["maps"]["methods"]["deconvnet"]["cue"]["energy"]["ratio"] == pytest.approx(1.0)
+
+
+def test_deconvnet_transfer_pads_the_last_batch_and_keeps_every_image_its_own():
+    # 5 images in batches of 3: the model never sees a short batch of 2 (the last batch is padded
+    # to 3: one compilation), and each image's margins equal those of the image run alone. (The
+    # backward pass calls the model on one example at a time inside vmap: batches of 1 appear.)
+    w = np.random.default_rng(0).normal(size=(4 * 4 * 3, 2)).astype(np.float32)
+    shapes = []
+
+    def apply_fn(params, x):
+        shapes.append(tuple(x.shape))
+        return jax.nn.relu(x.reshape(x.shape[0], -1)) @ params
+
+    model = checkpoint.LoadedModel(module=None, params=jnp.asarray(w), apply_fn=apply_fn,
+                                   card={"classes": ["a", "b"], "input_size": [4, 4, 3]}, path=None)
+    images = np.random.default_rng(1).integers(0, 256, (5, 4, 4, 3), dtype=np.uint8)
+    got = audit_lib.deconvnet_transfer(model, images, 1, epsilon=0.25, batch_size=3)
+    assert {s[0] for s in shapes} == {1, 3}
+    for k in range(5):
+        shapes.clear()
+        alone = audit_lib.deconvnet_transfer(model, images[k:k + 1], 1, epsilon=0.25, batch_size=1)
+        for key in ("margin_before", "margin_signal", "p_before", "p_signal"):
+            assert got[key][k] == pytest.approx(alone[key][0], rel=1e-5, abs=1e-6), (key, k)

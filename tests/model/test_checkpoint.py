@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from PIL import Image
 
 from saliency_jax.model import checkpoint as ck
 from saliency_jax.model import data
@@ -345,3 +346,55 @@ def test_loading_twice_reuses_the_compiled_code():
         assert traced()  # a function that is not hash-equal does retrace
     finally:
         jax.monitoring.unregister_event_duration_listener(listen)
+
+
+# ---------------------------------------------------------------- the card's preprocessing record
+
+
+def test_the_card_preprocessing_record_drives_loaded_model_preprocess(saved, tmp_path):
+    # The record on disk decides the model input: a card stating other means and deviations
+    # gives (x / 255 - mean) / std with those, per channel (a float64 reference).
+    module, _, path = saved
+    image = np.random.default_rng(5).integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    shipped = ck.load(path)
+    np.testing.assert_allclose(shipped.preprocess(image), image / 127.5 - 1.0, rtol=0, atol=1e-6)
+    path = _copy(path, tmp_path)
+    card = json.loads((path / "card.json").read_text())
+    mean, std = [0.2, 0.4, 0.6], [0.1, 0.2, 0.3]
+    card["preprocessing"].update(mean=mean, std=std)
+    del card["preprocessing"]["range"]  # per-channel: no single range to state
+    (path / "card.json").write_text(json.dumps(card))
+    model = ck.load(path)
+    ref = (image / 255.0 - np.array(mean)) / np.array(std)
+    np.testing.assert_allclose(model.preprocess(image), ref, rtol=1e-6, atol=1e-5)
+    # a record that contradicts itself is refused when the checkpoint is loaded
+    card["preprocessing"]["range"] = [-1, 1]
+    (path / "card.json").write_text(json.dumps(card))
+    with pytest.raises(ck.CheckpointError, match="preprocessing record is invalid.*range"):
+        ck.load(path)
+
+
+def test_a_card_written_before_the_record_loads_with_the_policy_of_its_time(saved, tmp_path):
+    # Cards of earlier versions gave `resize` and `scale` as prose and no `crop`/`range`.
+    path = _copy(saved[2], tmp_path)
+    card = json.loads((path / "card.json").read_text())
+    card["preprocessing"] = {
+        "channels": "RGB (grayscale replicated; alpha composited over black; 16-bit scaled to 8-bit; EXIF orientation applied)",
+        "resize": "whole image to the input size, PIL bilinear, aspect ratio not kept",
+        "scale": "(uint8 / 255 - mean) / std, float32: [0, 255] -> [-1, 1]",
+        "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "dtype": "float32", "layout": "NHWC",
+    }
+    (path / "card.json").write_text(json.dumps(card))
+    model = ck.load(path)
+    wide = np.random.default_rng(6).integers(0, 256, (60, 200, 3), dtype=np.uint8)
+    ref = np.asarray(Image.fromarray(wide).resize((128, 128), Image.BILINEAR)) / 127.5 - 1.0
+    np.testing.assert_allclose(model.preprocess(wide), ref, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["rings-crosses-small", "rings-crosses-cue"])
+def test_shipped_cards_state_the_range(name):
+    card = ck.read_card(ck.resolve(name))
+    record = card["preprocessing"]
+    assert record["range"] == [-1.0, 1.0] and record["scale"] == 255.0 and record["crop"] is None
+    assert record["resize"] == {"filter": "bilinear", "shorter_side": None}
+    assert data.Preprocessing.from_record(record) == data.DEFAULT_PREPROCESSING

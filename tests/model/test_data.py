@@ -8,9 +8,9 @@ import warnings
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
-from saliency_jax.model import data
+from saliency_jax.model import data, generated
 
 
 # ---------------------------------------------------------------- independent shape references
@@ -64,11 +64,13 @@ def test_mask_is_exactly_the_target_geometry(index):
 @pytest.mark.parametrize("index", [0, 5, 12])
 def test_mask_covers_exactly_the_pixels_the_target_paints(index):
     # Float rendering before quantisation: the scene with and without its target differs
-    # exactly on the mask (nothing else moves, every mask pixel changes).
-    rng, cue = data._example_rngs(2, "test", index)
-    with_t, mask, _, _, _ = data._render(rng, cue, index % 2, 128, False, draw_target=True)
-    rng, cue = data._example_rngs(2, "test", index)
-    without, mask2, _, _, _ = data._render(rng, cue, index % 2, 128, False, draw_target=False)
+    # exactly on the mask (nothing else moves, every mask pixel changes). Private names on
+    # purpose: only the float image can show that *every* mask pixel changes (after rounding to
+    # uint8 a pixel may by chance keep its value), and no public function returns it.
+    rng, cue = generated._example_rngs(2, "test", index)
+    with_t, mask, _, _, _ = generated._render(rng, cue, index % 2, 128, False, draw_target=True)
+    rng, cue = generated._example_rngs(2, "test", index)
+    without, mask2, _, _, _ = generated._render(rng, cue, index % 2, 128, False, draw_target=False)
     np.testing.assert_array_equal(mask, mask2)
     changed = np.any(with_t != without, axis=-1)
     np.testing.assert_array_equal(changed, mask)
@@ -310,7 +312,7 @@ def test_load_image_turns_every_decoding_failure_into_a_value_error(tmp_path, mo
     def damaged(im):
         raise struct.error("unpack requires a buffer of 4 bytes")
 
-    monkeypatch.setattr(data.ImageOps, "exif_transpose", damaged)
+    monkeypatch.setattr(ImageOps, "exif_transpose", damaged)  # PIL's own, used by every decode
     with pytest.raises(ValueError, match="ok.png.*error: unpack"):
         data.load_image(tmp_path / "ok.png")
 
