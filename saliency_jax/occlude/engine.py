@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import numbers
 from typing import Any, Callable, NamedTuple, Sequence
 
@@ -30,6 +29,7 @@ import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
 from saliency_jax import _validate
+from saliency_jax._filters import blur_matrix
 from saliency_jax._dtypes import cast_floating, check_compute_dtype, map_dtype
 from saliency_jax.occlude import incremental
 from saliency_jax.occlude.drill_down import DrillDown, DrillDownRecord, drill_down_occlusion
@@ -105,25 +105,6 @@ class _Config:
 # --------------------------------------------------------------------------------------------
 
 
-def _reflect(index: np.ndarray, dim: int) -> np.ndarray:
-    """Half-sample symmetric reflection (``…c b a | a b c … z | z y …``) of any integer index."""
-    period = np.mod(index, 2 * dim)
-    return np.where(period < dim, period, 2 * dim - 1 - period)
-
-
-def _blur_matrix(dim: int, sigma: float) -> np.ndarray:
-    """``(dim, dim)`` matrix applying a truncated (3σ), normalised Gaussian with symmetric edges."""
-    radius = max(1, int(math.ceil(3 * sigma)))
-    offsets = np.arange(-radius, radius + 1)
-    kernel = np.exp(-0.5 * (offsets / sigma) ** 2)
-    kernel /= kernel.sum()
-    matrix = np.zeros((dim, dim), np.float64)
-    rows = np.arange(dim)
-    for off, k in zip(offsets, kernel):
-        np.add.at(matrix, (rows, _reflect(rows + off, dim)), k)
-    return matrix.astype(np.float32)
-
-
 def _fill_images(images: jax.Array, fill: jax.Array, cfg: _Config) -> jax.Array:
     n, h, w, c = images.shape
     if cfg.fill_kind == "value":
@@ -133,8 +114,8 @@ def _fill_images(images: jax.Array, fill: jax.Array, cfg: _Config) -> jax.Array:
     if cfg.fill_kind == "mean":
         return jnp.broadcast_to(images.mean(axis=(1, 2), keepdims=True), images.shape)
     # "blur": separable Gaussian as two small matrix products.
-    by = jnp.asarray(_blur_matrix(h, cfg.blur_sigma))
-    bx = jnp.asarray(_blur_matrix(w, cfg.blur_sigma))
+    by = jnp.asarray(blur_matrix(h, cfg.blur_sigma))
+    bx = jnp.asarray(blur_matrix(w, cfg.blur_sigma))
     hi = jax.lax.Precision.HIGHEST
     return jnp.einsum("yu,nuvc,xv->nyxc", by, images, bx, precision=hi).astype(images.dtype)
 
