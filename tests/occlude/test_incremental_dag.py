@@ -20,6 +20,7 @@ import pytest
 from jax import lax
 
 from saliency_jax.occlude import incremental as inc
+from saliency_jax.occlude.flops import flop_report
 from saliency_jax.occlude import occlusion
 from tests.occlude.test_engine import assert_maps_equal, rand_image
 
@@ -105,7 +106,7 @@ def test_dag_is_incremental_up_to_the_global_mean(monkeypatch):
     global mean; the merges run on the union box (smaller than the map)."""
     monkeypatch.setattr(inc, "FULL_LAYER_FRACTION", 1.01)
     apply_fn, variables, image = build("dag")
-    report = inc.flop_report(apply_fn, variables, image.shape, window=5, stride=3)
+    report = flop_report(apply_fn, variables, image.shape, window=5, stride=3)
     assert report.reasons == ("global reduction over spatial axes (reduce_sum)",)
     prims = [layer.primitive for layer in report.layers]
     assert prims.count("conv_general_dilated") == 8  # stem, 3 branches, main ×2, shortcut, identity
@@ -189,8 +190,8 @@ def test_nchw_model_gets_the_flop_ratio_of_its_nhwc_twin():
     image = jnp.asarray(rand_image(shape, seed=4))[None]
     np.testing.assert_allclose(nchw_net(params, image), nhwc_net(params, image), rtol=1e-5, atol=1e-6)
     kw = dict(window=8, stride=4)
-    a = inc.flop_report(nhwc_net, params, shape, **kw)
-    b = inc.flop_report(nchw_net, params, shape, **kw)
+    a = flop_report(nhwc_net, params, shape, **kw)
+    b = flop_report(nchw_net, params, shape, **kw)
     assert a.full_flops == b.full_flops and a.incremental_flops == b.incremental_flops
     assert a.ratio > 1.5 and b.reasons == a.reasons == ("global reduction over spatial axes (reduce_sum)",)
 
@@ -229,7 +230,7 @@ def test_pad_negative_and_interior_equals_full():
     w = jax.random.normal(k1, (3, 4, 3, 5)) * 0.5
     feat = int(np.prod(jax.eval_shape(padded_features, w, jax.ShapeDtypeStruct((1, *shape), jnp.float32)).shape))
     params = {"w": w, "d": jax.random.normal(k2, (feat, 2))}
-    report = inc.flop_report(padded_net, params, shape, window=3, stride=2)
+    report = flop_report(padded_net, params, shape, window=3, stride=2)
     assert [layer.primitive for layer in report.layers][:2] == ["conv_general_dilated", "tanh"]
     assert report.reasons == ("reshape merges or splits a spatial axis (flatten)",)
     full, incr = maps(padded_net, params, rand_image(shape, seed=8), window=3, stride=2)
@@ -243,7 +244,7 @@ def test_pad_negative_and_interior_equals_full():
 
 def test_squeeze_excitation_goes_full_and_the_report_says_so():
     apply_fn, variables, image = build("se")
-    report = inc.flop_report(apply_fn, variables, image.shape, window=4, stride=2)
+    report = flop_report(apply_fn, variables, image.shape, window=4, stride=2)
     squeeze, excite = report.reasons
     assert squeeze == "global reduction over spatial axes (reduce_sum)"
     assert excite.startswith("combines the changed region with a value computed in full since reduce_sum #")
@@ -269,9 +270,9 @@ def test_flop_report_names_why_each_region_went_full():
         return x.reshape(1, -1).sum(axis=1, keepdims=True) + y.sum()
 
     w = jnp.ones((3, 3, 1, 2))
-    report = inc.flop_report(net, w, (10, 10, 1), window=2, stride=2)
+    report = flop_report(net, w, (10, 10, 1), window=2, stride=2)
     assert set(report.reasons) == {"unsupported primitive: cumsum", "reshape merges or splits a spatial axis (flatten)"}
-    wide = inc.flop_report(net, w, (10, 10, 1), window=9, stride=1)  # a 9×9 window changes 100 % of the conv
+    wide = flop_report(net, w, (10, 10, 1), window=9, stride=1)  # a 9×9 window changes 100 % of the conv
     conv = wide.full_layers[0]
     assert conv.primitive == "conv_general_dilated" and conv.window_flops == conv.full_flops
     assert conv.reason == "changed region 10×10 covers 100% of the 10×10 layer (>= FULL_LAYER_FRACTION 0.8)"
