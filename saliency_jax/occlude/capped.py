@@ -115,8 +115,8 @@ def capped_occlusion(
     chunk = options.chunk_size if _validate.is_int(options.chunk_size) else default_chunk_size("incremental")
     fill_arr = jnp.asarray(fill, jnp.float32)
     run = jit_with_policy(_capped, (0, 5, 6, 7, 8), args=(params, got.images, targets))
-    heat = run(apply_fn, params, got.images, fill_arr, targets, (options.window_yx, options.stride_yx), float(cap), chunk,
-               kind)
+    grid_key = (options.window_yx, options.stride_yx)
+    heat = run(apply_fn, params, got.images, fill_arr, targets, grid_key, float(cap), chunk, kind)
     if kind != "all":
         heat = heat[:, 0]
     return heat if got.batched else heat[0]

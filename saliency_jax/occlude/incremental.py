@@ -1,5 +1,11 @@
 """Exact incremental re-inference for occlusion: recompute only what each window changes.
 
+(Over 600 lines on purpose: one interpreter, its two passes and its ~20 primitive handlers share
+the private region types ``_Axis``/``_Spatial``/``_Full`` and helpers ``_union``/``_place``;
+split across modules they would become a cross-module API for what is one algorithm. The FLOP
+count (:mod:`~saliency_jax.occlude.flops`) and the approximate capped field
+(:mod:`~saliency_jax.occlude.capped`) that used to live here have their own modules.)
+
 An occluder changes a rectangle of the image. Through a convolution or a pooling the changed
 rectangle of the output follows from the changed rectangle of the input (kernel, stride,
 padding, dilation), so each layer's changed region is known statically for every window. This

@@ -150,7 +150,11 @@ def test_every_layer_full_or_every_layer_incremental(monkeypatch, fraction):
 
 @pytest.mark.slow
 def test_a_region_one_row_too_small_breaks_the_map(monkeypatch):
-    """The tests can fail: shrink every changed output region by one row and the map differs."""
+    """The tests can fail: shrink every changed output region by one row and the map differs.
+
+    Reaches the private ``_Axis`` on purpose: no public seam can inject a wrong region into the
+    engine (that is the point of the engine). The region sizes themselves are checked through a
+    public seam, against hand arithmetic, by ``test_flop_report_counts_the_changed_regions``."""
     through = inc._Axis.through
 
     def shrunk(self, out_dim, k_eff, stride, pad_lo, cap=None):

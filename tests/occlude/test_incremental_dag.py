@@ -130,14 +130,29 @@ def test_dag_with_the_default_full_layer_rule_equals_full():
     assert_close(incr, full)
 
 
-@pytest.mark.slow
-def test_a_merge_without_the_union_box_breaks_the_map(monkeypatch):
-    """The test can fail: merge two branches on the first operand's region only and the map differs."""
-    monkeypatch.setattr(inc, "FULL_LAYER_FRACTION", 1.01)
-    monkeypatch.setattr(inc, "_union", lambda geoms: geoms[0])
-    apply_fn, variables, image = build("dag")
-    full, incr = maps(apply_fn, variables, image, window=6, stride=3, target=2)  # a grid no other test compiles
-    assert np.abs(incr - full).max() > 1e-2 * np.abs(full).max()
+def _shifted_branches(p, x):
+    """Two 3×3 convolutions of the image whose changed regions are shifted against each other
+    (padding (2, 0) against (0, 2) along both axes), added, then a global mean: (B, 16, 16, 2) -> (B, 4)."""
+    def conv(w, pad):
+        return lax.conv_general_dilated(x, w, (1, 1), (pad, pad), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    return jnp.tanh(conv(p["a"], (2, 0)) + conv(p["b"], (0, 2))).mean(axis=(1, 2))
+
+
+def test_a_merge_runs_on_the_bounding_box_of_its_operands_regions():
+    """Krypton's merge, through flop_report (public) and the map: a window [o, o + 4) changes the
+    outputs [o, o + 6) of the first branch and [o − 2, o + 4) of the second (clipped at the
+    border: 6 rows at most each); their sum changes [o − 2, o + 6): 8 rows and columns, more than
+    either operand's region, so a merge on one operand's region alone fails both checks."""
+    k = jax.random.split(jax.random.key(3), 2)
+    params = {"a": jax.random.normal(k[0], (3, 3, 2, 4)) * 0.4, "b": jax.random.normal(k[1], (3, 3, 2, 4)) * 0.4}
+    report = flop_report(_shifted_branches, params, (16, 16, 2), window=4, stride=4)
+    convs = [layer.window_shape for layer in report.layers if layer.primitive == "conv_general_dilated"]
+    assert convs == [(1, 6, 6, 4), (1, 6, 6, 4)]
+    (add,) = [layer for layer in report.layers if layer.primitive == "add"]
+    assert add.window_shape == (1, 8, 8, 4) and add.full_shape == (1, 16, 16, 4)
+    full, incr = maps(_shifted_branches, params, rand_image((16, 16, 2), seed=5), window=4, stride=4, target=1)
+    assert_close(incr, full)
 
 
 # ---------------------------------------------------------------------------------------------
