@@ -214,10 +214,11 @@ def flop_report(
         and ``cap`` (``method="auto"`` asks for it on every call).
 
     Example:
-        >>> import jax.numpy as jnp
-        >>> f = lambda p, x: x.sum(axis=(1, 2))                   # (B, H, W, C) -> (B, C)
-        >>> flop_report(f, None, (8, 8, 1), window=4).ratio
-        1.0
+        >>> import jax
+        >>> f = lambda p, x: jax.nn.relu(x).sum(axis=(1, 2))     # (B, 8, 8, 1) -> (B, 1)
+        >>> rep = flop_report(f, None, (8, 8, 1), window=4)       # relu: 64 FLOPs, 16 per 4×4 window
+        >>> rep.full_flops, rep.incremental_flops, rep.ratio
+        (64, 16, 4.0)
     """
     h, w, c = (int(d) for d in image_shape)
     grid = window_grid((h, w), window, stride, placement)
