@@ -319,7 +319,7 @@ def drill_down_occlusion(
     options = opt.OcclusionOptions(window=window, stride=stride, placement=placement, mode=mode, fill=fill, score=score,
                                    combine=combine, chunk_size=chunk_size, devices=devices, method=method,
                                    compute_dtype=compute_dtype)
-    cfg, images, fills, targets, batched, device = _resolve(options, apply_fn, params, image, target, drill_down)
+    cfg, images, fills, targets, batched, device = _configure(options, apply_fn, params, image, target, drill_down)
     params, images, fills = cast_floating((params, images, fills), options.compute_dtype)
     if device is not None:
         images, fills, targets = jax.device_put((images, fills, targets), device)
@@ -346,7 +346,7 @@ def _record(cfg: _Config, size, selected, refined) -> DrillDownRecord:
     )
 
 
-def _resolve(options: opt.OcclusionOptions, apply_fn, params, image, target, drill_down):
+def _configure(options: opt.OcclusionOptions, apply_fn, params, image, target, drill_down):
     """The shared checks (:mod:`saliency_jax.occlude.options`) and drill-down's own: the options
     it does not offer, the coarse stride against the grid, one device; then the counted-FLOP
     rule for ``method="auto"``. ``(cfg, images, fills, targets, batched, device)``."""

@@ -402,7 +402,7 @@ def occlusion(
     options = OcclusionOptions(window=window, stride=stride, placement=placement, mode=mode, fill=fill, score=score,
                                combine=combine, blur_sigma=blur_sigma, chunk_size=chunk_size, devices=devices,
                                method=method, compute_dtype=compute_dtype)
-    cfg, images, fill_arr, targets, batched, candidates = _resolve(options, apply_fn, params, image, target)
+    cfg, images, fill_arr, targets, batched, candidates = _configure(options, apply_fn, params, image, target)
     args = (params, images, fill_arr, targets)
     if _host_executes(len(cfg.devices), args):
         if len(candidates) > 1:
@@ -420,7 +420,7 @@ def occlusion(
 # --------------------------------------------------------------------------------------------
 
 
-def _resolve(options: OcclusionOptions, apply_fn, params, image, target):
+def _configure(options: OcclusionOptions, apply_fn, params, image, target):
     """The call's checked inputs (:mod:`saliency_jax.occlude.options`) and its static
     configuration: ``(cfg, images (N, H, W, C), fill, targets (N,) int32, batched, candidates)``,
     ``candidates`` the ``(method, chunk_size, compiler)`` still to measure (one: nothing to measure).
