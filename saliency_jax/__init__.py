@@ -48,11 +48,12 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "attribute": ("saliency_jax.methods", "attribute"),
     # occlusion
     "occlusion": ("saliency_jax.occlude.engine", "occlusion"),
-    "tune_chunk_size": ("saliency_jax.occlude.engine", "tune_chunk_size"),
+    "tune_chunk_size": ("saliency_jax.occlude.tune", "tune_chunk_size"),
     "DEFAULT_CHUNK_SIZE": ("saliency_jax.occlude.engine", "DEFAULT_CHUNK_SIZE"),
-    "METHODS": ("saliency_jax.occlude.engine", "METHODS"),
-    "flop_report": ("saliency_jax.occlude.incremental", "flop_report"),
-    "capped_occlusion": ("saliency_jax.occlude.incremental", "capped_occlusion"),
+    "EXECUTIONS": ("saliency_jax.occlude.options", "EXECUTIONS"),
+    "OcclusionOptions": ("saliency_jax.occlude.options", "OcclusionOptions"),
+    "flop_report": ("saliency_jax.occlude.flops", "flop_report"),
+    "capped_occlusion": ("saliency_jax.occlude.capped", "capped_occlusion"),
     "DrillDown": ("saliency_jax.occlude.drill_down", "DrillDown"),
     "DrillDownRecord": ("saliency_jax.occlude.drill_down", "DrillDownRecord"),
     "drill_down_occlusion": ("saliency_jax.occlude.drill_down", "drill_down_occlusion"),
@@ -84,4 +85,7 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "audit": ("saliency_jax.app.audit", "audit"),
 }
 
-__all__, __getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)
+# Old name -> its replacement; reading the old one warns (DeprecationWarning). Kept for one release.
+_DEPRECATED = {"METHODS": "EXECUTIONS"}
+
+__all__, __getattr__, __dir__ = lazy_exports(globals(), _EXPORTS, _DEPRECATED)

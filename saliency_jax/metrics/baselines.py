@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from saliency_jax import _validate
+from saliency_jax._filters import blur_matrix  # re-exported: the one blur matrix, shared with occlusion
 
 __all__ = ["random_map", "centre_prior", "colour_edge_saliency", "gaussian_blur", "blur_matrix"]
 
@@ -88,28 +89,6 @@ def centre_prior(shape) -> jax.Array:
     x = (np.arange(w) - (w - 1) / 2.0)[None, :]
     prior = np.exp(-(y * y + x * x) / (2 * sigma * sigma)).astype(np.float32)
     return jnp.broadcast_to(jnp.asarray(prior), shape)
-
-
-def blur_matrix(size: int, sigma: float) -> np.ndarray:
-    """``(size, size)`` float32 matrix of a 1-D Gaussian blur, truncated at 3σ, symmetric edges.
-
-    Row ``i`` holds the weights of output pixel ``i``: taps at ``i − r … i + r`` (``r = ceil(3σ)``)
-    folded back into the image as ``numpy.pad(mode="symmetric")`` does (``… c b a | a b c …``);
-    each row sums to 1.
-
-    Example:
-        >>> blur_matrix(4, 0.5).sum(axis=1).round(6).tolist()
-        [1.0, 1.0, 1.0, 1.0]
-    """
-    r = int(np.ceil(3 * sigma))
-    taps = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
-    taps /= taps.sum()
-    out = np.zeros((size, size), np.float64)
-    for i in range(size):
-        idx = np.mod(i + np.arange(-r, r + 1), 2 * size)
-        idx = np.where(idx >= size, 2 * size - 1 - idx, idx)
-        np.add.at(out[i], idx, taps)
-    return out.astype(np.float32)
 
 
 def gaussian_blur(images, sigma: float) -> jax.Array:

@@ -2,10 +2,20 @@
 
 * :mod:`~saliency_jax.occlude.windows` — window grid geometry, per-pixel coverage and the per-pixel
   mean / sum of window scores (shared by every engine);
+* :mod:`~saliency_jax.occlude.options` — the options of a call: one frozen, validated record
+  (:class:`~saliency_jax.occlude.options.OcclusionOptions`), the fill and chunk checks, the
+  counted-FLOP rule of ``method="auto"``;
 * :mod:`~saliency_jax.occlude.engine` — ``occlusion``: every window at once with ``vmap``, the
   jitted model over fixed-size chunks (``lax.map``), sharded over local devices;
 * :mod:`~saliency_jax.occlude.incremental` — exact incremental re-inference (only the region a
-  window changes is recomputed), its FLOP report, and the approximate capped mode;
+  window changes is recomputed);
+* :mod:`~saliency_jax.occlude.flops` — counted FLOPs of full and incremental re-inference
+  (``flop_report``);
+* :mod:`~saliency_jax.occlude.drill_down` and :mod:`~saliency_jax.occlude.capped` — the two
+  APPROXIMATE modes, side by side: fewer windows (adaptive drill-down), or less recomputed per
+  window (a capped projective field);
+* :mod:`~saliency_jax.occlude.tune` — what ``method="auto"`` and ``chunk_size="auto"`` measure
+  and choose;
 * :mod:`~saliency_jax.occlude.compile` — how the engines compile and run: the CPU compile
   options, the one jit policy, fixed-size chunks.
 
@@ -17,15 +27,20 @@ Example:
     (4, 4)
 """
 
-from saliency_jax.occlude.engine import DEFAULT_CHUNK_SIZE, METHODS, occlusion, tune_chunk_size
-from saliency_jax.occlude.incremental import FlopReport, capped_occlusion, flop_report
+from saliency_jax._lazy import deprecated_aliases
+from saliency_jax.occlude.capped import capped_occlusion
+from saliency_jax.occlude.engine import DEFAULT_CHUNK_SIZE, occlusion
+from saliency_jax.occlude.flops import FlopReport, flop_report
+from saliency_jax.occlude.options import EXECUTIONS, OcclusionOptions
+from saliency_jax.occlude.tune import tune_chunk_size
 from saliency_jax.occlude.windows import PLACEMENTS, WindowGrid, coverage, window_grid
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
-    "METHODS",
+    "EXECUTIONS",
     "PLACEMENTS",
     "FlopReport",
+    "OcclusionOptions",
     "WindowGrid",
     "capped_occlusion",
     "coverage",
@@ -34,3 +49,5 @@ __all__ = [
     "tune_chunk_size",
     "window_grid",
 ]
+
+__getattr__ = deprecated_aliases(__name__, {"METHODS": ("EXECUTIONS", EXECUTIONS)})

@@ -45,14 +45,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from saliency_jax import _validate
-from saliency_jax._dtypes import cast_floating, check_compute_dtype
+from saliency_jax._dtypes import cast_floating
 from saliency_jax.occlude import incremental
-from saliency_jax.occlude.compile import chunk_indices, default_chunk_size, jit_with_policy
-from saliency_jax.occlude.windows import COMBINES, PLACEMENTS, WindowGrid, accumulate, coverage, window_grid, window_mask
+from saliency_jax.occlude import options as opt
+from saliency_jax.occlude.compile import chunk_indices, jit_with_policy
+from saliency_jax.occlude.tune import plan
+from saliency_jax.occlude.windows import WindowGrid, accumulate, coverage, window_grid, window_mask
 
 __all__ = ["DrillDown", "DrillDownRecord", "drill_down_occlusion", "theoretical_speedup"]
-
-_METHODS = ("full", "incremental", "auto")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -288,7 +288,8 @@ def drill_down_occlusion(
         devices: ``None`` (the default device) or a sequence of one device.
         method: ``"full"``, ``"incremental"`` (exact incremental re-inference of each window) or
             ``"auto"``: incremental when its counted FLOPs at the fine grid are at least
-            :data:`saliency_jax.occlude.incremental.AUTO_MIN_RATIO` times fewer.
+            :data:`saliency_jax.occlude.options.AUTO_MIN_RATIO` times fewer (the counted-FLOP
+            rule alone: nothing is timed).
 
         compute_dtype: ``None`` (the model runs in the dtype of ``image`` and ``params`` as given)
             or a floating dtype such as ``jnp.bfloat16``: the image and every floating leaf of
@@ -312,13 +313,14 @@ def drill_down_occlusion(
         >>> heat.shape, rec.selected.shape, rec.coarse_windows, rec.fine_windows, rec.theoretical_speedup
         ((2, 64, 64), (2, 13, 13), 16, 43, 3.2)
     """
-    compute_dtype = check_compute_dtype(compute_dtype)
-    cfg, images, fills, targets, batched, device = _resolve(
-        apply_fn, params, image, window=window, stride=stride, drill_down=drill_down, target=target, mode=mode,
-        fill=fill, score=score, combine=combine, placement=placement, blur_sigma=blur_sigma, chunk_size=chunk_size,
-        devices=devices, method=method,
-    )
-    params, images, fills = cast_floating((params, images, fills), compute_dtype)
+    if blur_sigma is not None or (isinstance(fill, str) and fill == "blur"):
+        raise ValueError(f"`fill` (={fill!r}) / `blur_sigma` (={blur_sigma!r}): fill='blur' is not offered with "
+                         "drill_down; use a number, a vector (C,), a baseline image or 'mean'")
+    options = opt.OcclusionOptions(window=window, stride=stride, placement=placement, mode=mode, fill=fill, score=score,
+                                   combine=combine, chunk_size=chunk_size, devices=devices, method=method,
+                                   compute_dtype=compute_dtype)
+    cfg, images, fills, targets, batched, device = _configure(options, apply_fn, params, image, target, drill_down)
+    params, images, fills = cast_floating((params, images, fills), options.compute_dtype)
     if device is not None:
         images, fills, targets = jax.device_put((images, fills, targets), device)
     run = jit_with_policy(_drill_fn, (0, 5), args=(params, images, fills, targets))
@@ -344,85 +346,44 @@ def _record(cfg: _Config, size, selected, refined) -> DrillDownRecord:
     )
 
 
-def _resolve(apply_fn, params, image, *, window, stride, drill_down, target, mode, fill, score, combine, placement,
-             blur_sigma, chunk_size, devices, method):
-    """Check every argument and resolve defaults: ``(cfg, images, fills, targets, batched, device)``."""
-    _validate.apply_fn(apply_fn)
-    images, batched = _validate.image(image)
-    n, h, w, c = images.shape
+def _configure(options: opt.OcclusionOptions, apply_fn, params, image, target, drill_down):
+    """The shared checks (:mod:`saliency_jax.occlude.options`) and drill-down's own: the options
+    it does not offer, the coarse stride against the grid, one device; then the counted-FLOP
+    rule for ``method="auto"``. ``(cfg, images, fills, targets, batched, device)``."""
     if not isinstance(drill_down, DrillDown):
         raise TypeError(f"`drill_down` (={drill_down!r}) must be a DrillDown(coarse_stride=..., fraction=...)")
-    if mode != "occlude":
-        raise ValueError(f"`mode` (={mode!r}) must be 'occlude' with drill_down (a crop's windows are not ranked)")
-    if score not in (None, "difference"):
-        raise ValueError(f"`score` (={score!r}) must be None or 'difference' with drill_down (windows are ranked "
-                         "by their score drop)")
-    if blur_sigma is not None or (isinstance(fill, str) and fill == "blur"):
-        raise ValueError(f"`fill` (={fill!r}) / `blur_sigma` (={blur_sigma!r}): fill='blur' is not offered with "
-                         "drill_down; use a number, a vector (C,), a baseline image or 'mean'")
-    combine = _validate.choice("combine", combine, COMBINES)
-    placement = _validate.choice("placement", placement, PLACEMENTS)
-    method = _validate.choice("method", method, _METHODS)
-    window_grid((h, w), window, stride, placement)  # validates window and stride against the image
-    window_yx = _validate.pair("window", window)
-    stride_yx = window_yx if stride is None else _validate.pair("stride", stride)
-    coarse_yx = _validate.pair("coarse_stride", drill_down.coarse_stride)
-    if any(cs < s or cs > wd for cs, s, wd in zip(coarse_yx, stride_yx, window_yx)):
-        raise ValueError(
-            f"`drill_down.coarse_stride` (={drill_down.coarse_stride!r}) must lie between `stride` "
-            f"(={stride_yx}) and `window` (={window_yx}) along both axes"
-        )
-    fills = _fills(fill, images)
-    chunk = _chunk(chunk_size)
-    device = _device(devices)
-    kind, targets = _validate.target(target, n=n, num_classes=_validate.num_classes(apply_fn, params, images))
-    if kind == "all":
-        raise ValueError("`target` (='all') is not accepted with drill_down: the ranking needs one class per image")
-    if method == "auto":
-        report = incremental.flop_report(apply_fn, params, (h, w, c), window=window_yx, stride=stride_yx,
-                                         placement=placement)
-        method = "incremental" if report.ratio >= incremental.AUTO_MIN_RATIO else "full"
-    chunk = chunk or default_chunk_size(method, None if device is None else device.platform)
-    cfg = _Config(window=window_yx, stride=stride_yx, coarse_stride=coarse_yx, fraction=float(drill_down.fraction),
-                  placement=placement, combine=combine, method=method, chunk_size=chunk, target_kind=kind)
-    return cfg, images, fills, targets, batched, device
-
-
-def _fills(fill, images) -> jax.Array:
-    """What an occluded pixel becomes, ``(N, H, W, C)`` in the images' dtype (the model's input dtype)."""
-    n, h, w, c = images.shape
-    if isinstance(fill, str):
-        if fill != "mean":
-            raise ValueError(f"`fill` (={fill!r}) must be a number, a vector ({c},), a baseline image or 'mean'")
-        return jnp.broadcast_to(images.mean(axis=(1, 2), keepdims=True), images.shape)
-    if fill is None:
-        fill = 0.0
-    if isinstance(fill, bool) or not (isinstance(fill, numbers.Real) or hasattr(fill, "shape")):
-        raise TypeError(f"`fill` (={fill!r}) must be a number, an array or 'mean'")
-    arr = jnp.asarray(fill)
-    if not (jnp.issubdtype(arr.dtype, jnp.floating) or jnp.issubdtype(arr.dtype, jnp.integer)):
-        raise TypeError(f"`fill` (dtype={arr.dtype}) must be real-valued")
-    if _validate.is_concrete(arr) and not np.isfinite(np.asarray(arr)).all():
-        raise ValueError("`fill` contains non-finite values; only finite fills are accepted")
-    if arr.shape not in ((), (c,), (h, w, c), (n, h, w, c)):
-        raise ValueError(f"`fill` (shape={tuple(arr.shape)}) must be a scalar, a vector ({c},), or a baseline image "
-                         f"({h}, {w}, {c}) or ({n}, {h}, {w}, {c})")
-    return jnp.broadcast_to(arr.astype(images.dtype), images.shape)
-
-
-def _chunk(chunk_size) -> int | None:
-    """The chunk size if given as an int, else ``None`` (the method's default, set once resolved)."""
-    if chunk_size is None or (isinstance(chunk_size, str) and chunk_size == "auto"):
-        return None
-    if isinstance(chunk_size, str):
-        raise ValueError(f"`chunk_size` (={chunk_size!r}) must be a positive int, 'auto' or None")
-    return _validate.integer("chunk_size", chunk_size, lo=1)
-
-
-def _device(devices):
-    if devices is None:
-        return None
-    devices = tuple(devices)
+    if options.mode != "occlude":
+        raise ValueError(f"`mode` (={options.mode!r}) must be 'occlude' with drill_down (a crop's windows are not "
+                         "ranked)")
+    if options.score != "difference":
+        raise ValueError(f"`score` (={options.score!r}) must be None or 'difference' with drill_down (windows are "
+                         "ranked by their score drop)")
+    devices = options.devices or (None,)
     if len(devices) != 1:
         raise ValueError(f"`devices` (={devices!r}) must be None or one device: drill_down runs on one device")
-    return devices[0]
+    got = opt.inputs(options, apply_fn, image, fill_names=("mean",))
+    coarse_yx = _validate.pair("coarse_stride", drill_down.coarse_stride)
+    if any(cs < s or cs > wd for cs, s, wd in zip(coarse_yx, options.stride_yx, options.window_yx)):
+        raise ValueError(
+            f"`drill_down.coarse_stride` (={drill_down.coarse_stride!r}) must lie between `stride` "
+            f"(={options.stride_yx}) and `window` (={options.window_yx}) along both axes"
+        )
+    kind, targets = opt.targets(apply_fn, params, got.images, target)
+    if kind == "all":
+        raise ValueError("`target` (='all') is not accepted with drill_down: the ranking needs one class per image")
+    device = devices[0]
+    ((method, chunk, _),) = plan(options, apply_fn, params, got.images.shape[1:],
+                                 platform=None if device is None else device.platform, measurable=False,
+                                 tune_chunk=False)
+    cfg = _Config(window=options.window_yx, stride=options.stride_yx, coarse_stride=coarse_yx,
+                  fraction=float(drill_down.fraction), placement=options.placement, combine=options.combine,
+                  method=method, chunk_size=chunk, target_kind=kind)
+    return cfg, got.images, _fill_images(got, got.images), targets, got.batched, device
+
+
+def _fill_images(got: opt.Inputs, images) -> jax.Array:
+    """What an occluded pixel becomes, ``(N, H, W, C)`` in the images' dtype (the model's input
+    dtype), built here, before the jitted computation."""
+    if got.fill_kind == "mean":
+        return jnp.broadcast_to(images.mean(axis=(1, 2), keepdims=True), images.shape)
+    return jnp.broadcast_to(got.fill.astype(images.dtype), images.shape)

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
-import numbers
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -30,21 +28,23 @@ import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
 from saliency_jax import _validate
-from saliency_jax._dtypes import cast_floating, check_compute_dtype, map_dtype
-from saliency_jax.occlude import incremental
+from saliency_jax._dtypes import cast_floating, map_dtype
+from saliency_jax._filters import blur_matrix
+from saliency_jax._lazy import deprecated_aliases
+from saliency_jax.occlude import incremental, tune
+from saliency_jax.occlude import options as opt
+from saliency_jax.occlude.compile import CHUNK_SIZES, chunk_indices, jit_with_policy
 from saliency_jax.occlude.drill_down import DrillDown, DrillDownRecord, drill_down_occlusion
-from saliency_jax.occlude.compile import (CHUNK_SIZES, TUNE_CANDIDATES, backend_kind, chunk_indices, default_chunk_size,
-                                          jit_with_policy, seconds_per_item)
+from saliency_jax.occlude.options import EXECUTIONS, MODES, SCORES, OcclusionOptions
+from saliency_jax.occlude.tune import auto_decisions, auto_plan, tune_chunk_size
 from saliency_jax.occlude.windows import COMBINES, accumulate, window_grid, window_mask
 
-__all__ = ["occlusion", "tune_chunk_size", "auto_plan", "auto_decisions", "AutoDecision", "MEASURE_MIN_FLOPS",
-           "MODES", "SCORES",
-           "COMBINES", "METHODS", "DEFAULT_CHUNK_SIZE"]
+# The tuner's names are re-exported here, where the README and the benchmarks first named them.
+__all__ = ["occlusion", "tune_chunk_size", "auto_plan", "auto_decisions", "MODES", "SCORES", "COMBINES", "EXECUTIONS",
+           "DEFAULT_CHUNK_SIZE"]
 
-MODES = ("occlude", "crop")
-SCORES = ("difference", "output")
-METHODS = ("full", "incremental", "auto")
-_FILL_NAMES = ("mean", "blur")
+__getattr__ = deprecated_aliases(__name__, {"METHODS": ("EXECUTIONS", EXECUTIONS)})
+
 DEFAULT_CHUNK_SIZE = CHUNK_SIZES["cpu"]["full"]
 """Variants per model call for ``method="full"`` on the CPU when ``chunk_size`` is not given (other
 backends: :func:`saliency_jax.occlude.compile.default_chunk_size`): on a 2-core CPU,
@@ -53,30 +53,6 @@ of the chunk sizes 1, 2, 4, 8 and 16, 16 was the fastest for both the small 128 
 51.8) (``benchmarks/results/occlusion.md``). This is the CPU value; other backends have their own
 (:func:`saliency_jax.occlude.compile.default_chunk_size`). Use ``chunk_size="auto"`` to measure
 per model and shape."""
-
-MEASURE_MIN_FLOPS = 1e7
-"""``method="auto"`` on the CPU also measures full re-inference one window per call (the naive
-loop's batch) against the default chunk, for models of at least this many counted FLOPs per
-forward pass (10 MFLOP: about 0.1 ms at this CPU's 100 GFLOP/s, where one call's overhead
-starts to matter less than the batch's memory traffic). Below it batching wins, so nothing is
-measured (and nothing extra compiled: the test suite's toy models stay below)."""
-
-
-class AutoDecision(NamedTuple):
-    """What ``method="auto"`` measured and chose for one model, shape and setting.
-
-    Attributes:
-        method: ``"full"`` or ``"incremental"``: the choice.
-        chunk_size: windows per model call: the choice.
-        compiler: ``"policy"`` or ``"xla"`` (see :func:`auto_plan`): the choice.
-        seconds_per_window: ``((method, chunk_size, compiler, seconds), ...)`` for every
-            candidate measured.
-    """
-
-    method: str
-    chunk_size: int
-    compiler: str
-    seconds_per_window: tuple[tuple[str, int, str, float], ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,25 +81,6 @@ class _Config:
 # --------------------------------------------------------------------------------------------
 
 
-def _reflect(index: np.ndarray, dim: int) -> np.ndarray:
-    """Half-sample symmetric reflection (``…c b a | a b c … z | z y …``) of any integer index."""
-    period = np.mod(index, 2 * dim)
-    return np.where(period < dim, period, 2 * dim - 1 - period)
-
-
-def _blur_matrix(dim: int, sigma: float) -> np.ndarray:
-    """``(dim, dim)`` matrix applying a truncated (3σ), normalised Gaussian with symmetric edges."""
-    radius = max(1, int(math.ceil(3 * sigma)))
-    offsets = np.arange(-radius, radius + 1)
-    kernel = np.exp(-0.5 * (offsets / sigma) ** 2)
-    kernel /= kernel.sum()
-    matrix = np.zeros((dim, dim), np.float64)
-    rows = np.arange(dim)
-    for off, k in zip(offsets, kernel):
-        np.add.at(matrix, (rows, _reflect(rows + off, dim)), k)
-    return matrix.astype(np.float32)
-
-
 def _fill_images(images: jax.Array, fill: jax.Array, cfg: _Config) -> jax.Array:
     n, h, w, c = images.shape
     if cfg.fill_kind == "value":
@@ -133,8 +90,8 @@ def _fill_images(images: jax.Array, fill: jax.Array, cfg: _Config) -> jax.Array:
     if cfg.fill_kind == "mean":
         return jnp.broadcast_to(images.mean(axis=(1, 2), keepdims=True), images.shape)
     # "blur": separable Gaussian as two small matrix products.
-    by = jnp.asarray(_blur_matrix(h, cfg.blur_sigma))
-    bx = jnp.asarray(_blur_matrix(w, cfg.blur_sigma))
+    by = jnp.asarray(blur_matrix(h, cfg.blur_sigma))
+    bx = jnp.asarray(blur_matrix(w, cfg.blur_sigma))
     hi = jax.lax.Precision.HIGHEST
     return jnp.einsum("yu,nuvc,xv->nyxc", by, images, bx, precision=hi).astype(images.dtype)
 
@@ -299,172 +256,25 @@ def _engine(n_devices: int, *args):
     return jit_with_policy(fn, (0, 5), args=args, n_devices=n_devices)
 
 
-_TUNED: dict = {}
-
-
-def _too_big(err: Exception) -> bool:
-    return "RESOURCE_EXHAUSTED" in str(err) or "out of memory" in str(err).lower()
-
-
-def tune_chunk_size(
-    apply_fn: Callable[[Any, jax.Array], jax.Array],
-    params: Any,
-    image_shape: tuple[int, int, int],
-    candidates: Sequence[int] | None = None,
-    repeats: int = 3,
-    *,
-    compute_dtype: Any = None,
-) -> int:
-    """Measure the model's forward time per image at each batch size and return the fastest.
-
-    It runs on the default device, compiled as the engine compiles. The result is cached per
-    ``(apply_fn, image_shape, parameter shapes, candidates, compute_dtype)``; this is what
-    ``occlusion(..., chunk_size="auto")`` uses for full re-inference. It compiles the model once
-    per candidate. A candidate the device has no memory for (``RESOURCE_EXHAUSTED``) ends the
-    search: larger ones are not tried.
-
-    Args:
-        apply_fn: ``apply_fn(params, images (B, H, W, C)) -> (B, K)``.
-        params: its parameters (concrete arrays).
-        image_shape: ``(H, W, C)`` of one variant.
-        candidates: batch sizes to try (positive ints); default per backend,
-            :data:`saliency_jax.occlude.compile.TUNE_CANDIDATES` (CPU 1 … 32, GPU/TPU 8 … 256).
-        repeats: timed runs per candidate after one warm-up; the fastest counts.
-        compute_dtype: as for :func:`occlusion` (the model measured in that dtype).
-
-    Returns:
-        The candidate with the lowest time per image.
-
-    Example:
-        >>> best = sj.tune_chunk_size(model.apply, variables, (128, 128, 3))  # doctest: +SKIP
-    """
-    _validate.apply_fn(apply_fn)
-    if candidates is None:
-        candidates = TUNE_CANDIDATES[backend_kind()]
-    if not candidates or any(not _validate.is_int(c) or c < 1 for c in candidates):
-        raise ValueError(f"`candidates` (={candidates!r}) must be a non-empty sequence of positive ints")
-    repeats = _validate.integer("repeats", repeats, lo=1)
-    compute_dtype = check_compute_dtype(compute_dtype)
-    shape = tuple(int(d) for d in image_shape)
-    key = (apply_fn, shape, _validate.signature(params), tuple(candidates), compute_dtype)
-    if key not in _TUNED:
-        cast = cast_floating(params, compute_dtype)
-        forward = jit_with_policy(apply_fn, args=params)  # as the engine compiles
-        per_image = {}
-        for batch in sorted(candidates):
-            x = jnp.zeros((batch, *shape), compute_dtype or jnp.float32)
-            try:
-                per_image[batch] = seconds_per_item(lambda: forward(cast, x), batch, repeats)
-            except Exception as err:  # noqa: BLE001 — only a device out of memory ends the search
-                if not _too_big(err) or not per_image:
-                    raise
-                break
-        _TUNED[key] = min(per_image, key=per_image.get)
-    return _TUNED[key]
-
-
-def auto_plan(
-    *,
-    ratio: float | None,
-    full_flops: float,
-    platform: str,
-    chunk_size: int | None,
-    measurable: bool,
-) -> list[tuple[str, int]]:
-    """The candidates ``method="auto"`` considers: ``[(method, chunk_size, compiler), ...]``, the
-    first one the counted-FLOP rule's choice; with more than one, the fastest measured wins.
-    ``compiler`` is ``"policy"`` (:func:`saliency_jax.occlude.compile.jit_with_policy`'s CPU
-    options: XLA's own convolutions) or ``"xla"`` (XLA's defaults: YNNPACK).
-
-    * Counted-FLOP rule: incremental where ``ratio`` (full over incremental FLOPs) is at least
-      :data:`saliency_jax.occlude.incremental.AUTO_MIN_RATIO`, else full.
-    * Nothing is measured where the call cannot run the model (``measurable`` false: inside a
-      caller's ``jit``/``vmap``, or sharded over several devices), nor where incremental has
-      nothing to save (``ratio <= 1``, or a crop: ``ratio`` is ``None``).
-    * On a GPU/TPU both methods are measured (gathers and small convolutions can make the
-      incremental engine slower than its FLOPs promise there, as Krypton found).
-    * On the CPU the rule stands where it is clear (ratio at least ``AUTO_MIN_RATIO``) and both
-      are measured below it. Where full re-inference is a candidate, ``chunk_size`` is not
-      given and the model has at least :data:`MEASURE_MIN_FLOPS` per forward pass, one window
-      per call (the naive loop's batch) is measured too, and both batches under XLA's default
-      compile options: on a 2-core CPU, batches of 16 were slower per image than single
-      images, and YNNPACK faster than XLA's own convolutions, for small, depthwise and
-      channels-first models (``benchmarks/results/execution.md``).
-
-    Args:
-        ratio: ``flop_report(...).ratio``, or ``None`` for ``mode="crop"``.
-        full_flops: counted FLOPs of one forward pass (``flop_report(...).full_flops``).
-        platform: the device's ``platform`` (``"cpu"``, ``"cuda"``, ``"tpu"`` …).
-        chunk_size: the user's int, or ``None`` for the backend's defaults.
-        measurable: whether the call can time the model (concrete arguments, one device).
-
-    Example:
-        >>> auto_plan(ratio=3.0, full_flops=1e9, platform="cpu", chunk_size=None, measurable=True)
-        [('incremental', 32, 'policy')]
-        >>> auto_plan(ratio=3.0, full_flops=1e9, platform="cuda", chunk_size=None, measurable=True)
-        [('incremental', 128, 'policy'), ('full', 64, 'policy')]
-        >>> auto_plan(ratio=1.0, full_flops=1e4, platform="cpu", chunk_size=None, measurable=True)
-        [('full', 16, 'policy')]
-    """
-    rule = "incremental" if ratio is not None and ratio >= incremental.AUTO_MIN_RATIO else "full"
-    methods = [rule]
-    if measurable and ratio is not None and ratio > 1.0:
-        if backend_kind(platform) != "cpu" or rule == "full":
-            methods.append("full" if rule == "incremental" else "incremental")
-    plan = [(m, chunk_size or default_chunk_size(m, platform), "policy") for m in methods]
-    if measurable and chunk_size is None and "full" in methods and backend_kind(platform) == "cpu" \
-            and full_flops >= MEASURE_MIN_FLOPS:
-        full = default_chunk_size("full", platform)
-        plan += [("full", 1, "policy"), ("full", 1, "xla"), ("full", full, "xla")]
-    return plan
-
-
-_PLANS: dict = {}
-
-
-def auto_decisions() -> tuple[AutoDecision, ...]:
-    """Every measured ``method="auto"`` decision of this process, oldest first (one per model,
-    shape and setting: each is measured once, on the first call, then reused).
-
-    Example:
-        >>> isinstance(auto_decisions(), tuple)
-        True
-    """
-    return tuple(_PLANS.values())
-
-
-def _seconds_per_window(apply_fn, args, trial: _Config, state: dict, first: int, windows: int) -> float:
-    """Time ``trial``'s chunk function on ``windows`` of this call's windows from ``first`` on,
-    in chunks of the length the real run will use (so its compilation is reused)."""
-    total = _n_variants(args[1].shape, trial)
-    chunk = jit_with_policy(_chunk_scores, (0, 3), args=args, library_defaults=trial.compiler == "xla")
-    length = chunk_indices(total, trial.chunk_size).shape[-1]
-    calls = [np.minimum(np.arange(first + k * length, first + (k + 1) * length), total - 1).astype(np.int32)
-             for k in range(-(-windows // length))]
-    return seconds_per_item(lambda: [chunk(apply_fn, state, ts, trial) for ts in calls], len(calls) * length,
-                            repeats=2)
-
-
-def _measured(apply_fn, args, cfg: _Config, plan: list[tuple[str, int, str]]) -> _Config:
-    """``cfg`` with the fastest of ``plan``'s ``(method, chunk_size, compiler)``, timed on this
-    call's own windows (from the middle of the grid) on the first call for the shape, then cached."""
+def _measured(apply_fn, args, cfg: _Config, candidates: list[tuple[str, int, str]]) -> _Config:
+    """``cfg`` with the fastest of ``candidates``' ``(method, chunk_size, compiler)``, timed on this
+    call's own windows on the first call for the model, shape and setting, then cached
+    (:func:`saliency_jax.occlude.tune.measure`)."""
     params, images = args[0], args[1]
     key = (apply_fn, _validate.signature(params), tuple(images.shape), images.dtype.name,
-           dataclasses.replace(cfg, method="full", chunk_size=1, compiler="policy"), tuple(plan))
-    if key not in _PLANS:
-        total = _n_variants(images.shape, cfg)
-        windows = min(total, max(c for _, c, _ in plan))  # per timed sample, the same for every candidate
-        first = max(0, total // 2 - windows // 2)
-        timings, states = [], {}
-        for method, chunk_size, compiler in plan:
-            trial = dataclasses.replace(cfg, method=method, chunk_size=chunk_size, compiler=compiler)
-            if method not in states:  # full and incremental differ (the caches); chunk and compiler do not
-                states[method] = _state(apply_fn, args, trial)
-            seconds = _seconds_per_window(apply_fn, args, trial, states[method], first, windows)
-            timings.append((method, chunk_size, compiler, seconds))
-        best = min(timings, key=lambda t: t[3])
-        _PLANS[key] = AutoDecision(*best[:3], tuple(timings))
-    d = _PLANS[key]
+           dataclasses.replace(cfg, method="full", chunk_size=1, compiler="policy"), tuple(candidates))
+    total = _n_variants(images.shape, cfg)
+    states: dict = {}  # full and incremental differ (the caches); chunk and compiler do not
+
+    def seconds(method, chunk_size, compiler, first, windows):
+        trial = dataclasses.replace(cfg, method=method, chunk_size=chunk_size, compiler=compiler)
+        if method not in states:
+            states[method] = _state(apply_fn, args, trial)
+        chunk = jit_with_policy(_chunk_scores, (0, 3), args=args, library_defaults=compiler == "xla")
+        return tune.seconds_per_window(lambda ts: chunk(apply_fn, states[method], ts, trial), total, chunk_size,
+                                       first, windows)
+
+    d = tune.measure(key, candidates, total, seconds)
     return dataclasses.replace(cfg, method=d.method, chunk_size=d.chunk_size, compiler=d.compiler)
 
 
@@ -536,9 +346,9 @@ def occlusion(
             pooling and elementwise layer is recomputed only on the region the window changes
             (:mod:`saliency_jax.occlude.incremental`); the map equals ``"full"`` up to float32
             rounding, and a model without such layers simply runs in full.
-            ``"auto"``: the candidates of :func:`auto_plan`, the counted-FLOP rule's choice
+            ``"auto"``: the candidates of :func:`~saliency_jax.occlude.tune.auto_plan`, the counted-FLOP rule's choice
             first (incremental where its counted FLOPs are at least
-            :data:`saliency_jax.occlude.incremental.AUTO_MIN_RATIO` times fewer). Where there
+            :data:`saliency_jax.occlude.options.AUTO_MIN_RATIO` times fewer). Where there
             are several (both methods on a GPU/TPU or below that ratio on the CPU; one window
             per call beside the default chunk on the CPU), each is timed on a few of this
             call's own windows on the first call for a model, shape and setting, and the
@@ -589,15 +399,14 @@ def occlusion(
             apply_fn, params, image, window=window, stride=stride, drill_down=drill_down, target=target, mode=mode,
             fill=fill, score=score, combine=combine, placement=placement, blur_sigma=blur_sigma,
             chunk_size=chunk_size, devices=devices, method=method, compute_dtype=compute_dtype)
-    cfg, images, fill_arr, targets, batched, plan = _resolve(
-        apply_fn, params, image, window=window, stride=stride, target=target, mode=mode, fill=fill, score=score,
-        combine=combine, placement=placement, blur_sigma=blur_sigma, chunk_size=chunk_size, devices=devices,
-        method=method, compute_dtype=compute_dtype,
-    )
+    options = OcclusionOptions(window=window, stride=stride, placement=placement, mode=mode, fill=fill, score=score,
+                               combine=combine, blur_sigma=blur_sigma, chunk_size=chunk_size, devices=devices,
+                               method=method, compute_dtype=compute_dtype)
+    cfg, images, fill_arr, targets, batched, candidates = _configure(options, apply_fn, params, image, target)
     args = (params, images, fill_arr, targets)
     if _host_executes(len(cfg.devices), args):
-        if len(plan) > 1:
-            cfg = _measured(apply_fn, args, cfg, plan)
+        if len(candidates) > 1:
+            cfg = _measured(apply_fn, args, cfg, candidates)
         heat = _host_loop(apply_fn, *args, cfg)  # (N, K', H, W)
     else:
         heat = _engine(len(cfg.devices), *args)(apply_fn, *args, cfg)
@@ -611,127 +420,35 @@ def occlusion(
 # --------------------------------------------------------------------------------------------
 
 
-def _resolve(apply_fn, params, image, *, window, stride, target, mode, fill, score, combine, placement, blur_sigma,
-             chunk_size, devices, method, compute_dtype=None):
-    """Check every argument of :func:`occlusion` and resolve its defaults.
-
-    Returns ``(cfg, images (N, H, W, C), fill, targets (N,) int32, batched)``. The model is
-    traced (abstractly) only after every other argument has passed, to count its classes.
-    """
-    _validate.apply_fn(apply_fn)
-    images, batched = _validate.image(image)
-    n, h, w, _ = images.shape
-    mode = _validate.choice("mode", mode, MODES)
-    score = _validate.choice("score", ("difference" if mode == "occlude" else "output") if score is None else score,
-                             SCORES)
-    combine = _validate.choice("combine", combine, COMBINES)
-    method = _validate.choice("method", method, METHODS)
-    if method == "incremental" and mode != "occlude":
-        raise ValueError(
-            f"`method` (={method!r}) applies to mode='occlude' only (a crop changes every pixel); "
-            f"with mode={mode!r} use method='full' or 'auto'"
-        )
-    window_grid((h, w), window, stride, placement)  # validates window, stride and placement against the image
-    window_yx = _validate.pair("window", window)
-    stride_yx = window_yx if stride is None else _validate.pair("stride", stride)
-    fill_kind, fill_arr = _check_fill(fill, mode, images.shape)
-    blur_sigma = _check_blur_sigma(blur_sigma, window_yx)
-    _check_chunk_size(chunk_size)
-    compute_dtype = check_compute_dtype(compute_dtype)
-    devices = tuple(jax.local_devices()) if devices is None else tuple(devices)
-    if not devices:
-        raise ValueError("`devices` (=()) must name at least one device")
-    target_kind, targets = _validate.target(target, n=n, num_classes=_validate.num_classes(apply_fn, params, images))
-    measurable = _host_executes(len(devices), (params, images, fill_arr, targets))
-    geometry = dict(window=window_yx, stride=stride_yx, placement=placement)
-    plan = _plan(apply_fn, params, images, mode, geometry, method, chunk_size, devices[0].platform, measurable,
-                 compute_dtype)
+def _configure(options: OcclusionOptions, apply_fn, params, image, target):
+    """The call's checked inputs (:mod:`saliency_jax.occlude.options`) and its static
+    configuration: ``(cfg, images (N, H, W, C), fill, targets (N,) int32, batched, candidates)``,
+    ``candidates`` the ``(method, chunk_size, compiler)`` still to measure (one: nothing to measure).
+    The model is traced (abstractly) only after every other argument has passed, to count its
+    classes."""
+    got = opt.inputs(options, apply_fn, image)
+    fill = got.fill.astype(jnp.float32)
+    kind, targets = opt.targets(apply_fn, params, got.images, target)
+    devices = options.devices or tuple(jax.local_devices())
+    measurable = _host_executes(len(devices), (params, got.images, fill, targets))
+    candidates = tune.plan(options, apply_fn, params, got.images.shape[1:], platform=devices[0].platform,
+                           measurable=measurable)
+    method, chunk_size, compiler = candidates[0]
     cfg = _Config(
-        window=window_yx,
-        stride=stride_yx,
-        placement=placement,
-        mode=mode,
-        score=score,
-        combine=combine,
-        fill_kind=fill_kind,
-        blur_sigma=blur_sigma,
-        target_kind=target_kind,
-        chunk_size=plan[0][1],
-        compiler=plan[0][2],
+        window=options.window_yx,
+        stride=options.stride_yx,
+        placement=options.placement,
+        mode=options.mode,
+        score=options.score,
+        combine=options.combine,
+        fill_kind=got.fill_kind,
+        blur_sigma=options.blur_sigma,
+        target_kind=kind,
+        chunk_size=chunk_size,
+        compiler=compiler,
         devices=devices,
-        method=plan[0][0],
-        compute_dtype=compute_dtype,
-        map_dtype=map_dtype(images.dtype).name,
+        method=method,
+        compute_dtype=options.compute_dtype,
+        map_dtype=map_dtype(got.images.dtype).name,
     )
-    return cfg, images, fill_arr, targets, batched, plan
-
-
-def _check_fill(fill, mode: str, images_shape) -> tuple[str, jax.Array]:
-    """``(fill_kind, fill)`` for :class:`_Config` (see its ``fill_kind``)."""
-    n, h, w, c = images_shape
-    if mode == "crop":
-        if fill is not None:
-            raise ValueError(f"`fill` (={fill!r}) has no effect with mode='crop' (only the window is kept); leave it None")
-        return "none", jnp.zeros((), jnp.float32)
-    if fill is None:
-        return "value", jnp.zeros((), jnp.float32)
-    if isinstance(fill, str):
-        if fill not in _FILL_NAMES:
-            raise ValueError(
-                f"`fill` (={fill!r}) must be a number, a per-channel vector (C,), a baseline image "
-                f"(H, W, C) or (N, H, W, C), or one of {_FILL_NAMES}"
-            )
-        return fill, jnp.zeros((), jnp.float32)
-    if isinstance(fill, bool) or not (isinstance(fill, numbers.Real) or hasattr(fill, "shape")):
-        raise TypeError(f"`fill` (={fill!r}) must be a number, an array or one of {_FILL_NAMES}")
-    arr = jnp.asarray(fill)
-    if not (jnp.issubdtype(arr.dtype, jnp.floating) or jnp.issubdtype(arr.dtype, jnp.integer)):
-        raise TypeError(f"`fill` (dtype={arr.dtype}) must be real-valued")
-    if _validate.is_concrete(arr) and not np.isfinite(np.asarray(arr)).all():
-        raise ValueError("`fill` contains non-finite values; only finite fills are accepted")
-    arr = arr.astype(jnp.float32)
-    if arr.shape in ((), (c,)):
-        return "value", arr
-    if arr.shape == (h, w, c):
-        return "image", jnp.broadcast_to(arr, (n, h, w, c))
-    if arr.shape == (n, h, w, c):
-        return "image", arr
-    raise ValueError(
-        f"`fill` (shape={tuple(arr.shape)}) must be a scalar, a per-channel vector ({c},), or a baseline "
-        f"image ({h}, {w}, {c}) or ({n}, {h}, {w}, {c})"
-    )
-
-
-def _check_blur_sigma(blur_sigma, window_yx) -> float:
-    """``blur_sigma`` in pixels; by default a quarter of the window's shorter side (at least 0.5)."""
-    if blur_sigma is None:
-        return max(min(window_yx) / 4.0, 0.5)
-    if isinstance(blur_sigma, bool) or not isinstance(blur_sigma, numbers.Real) or not blur_sigma > 0:
-        raise ValueError(f"`blur_sigma` (={blur_sigma!r}) must be a positive number of pixels")
-    return float(blur_sigma)
-
-
-def _check_chunk_size(chunk_size) -> None:
-    if chunk_size is None or isinstance(chunk_size, str):
-        if chunk_size not in (None, "auto"):
-            raise ValueError(f"`chunk_size` (={chunk_size!r}) must be a positive int, 'auto' or None")
-        return
-    _validate.integer("chunk_size", chunk_size, lo=1)
-
-
-def _plan(apply_fn, params, images, mode, geometry, method, chunk_size, platform, measurable, compute_dtype):
-    """``[(method, chunk_size), ...]``: one entry where nothing is left to measure, else
-    :func:`auto_plan`'s candidates (the counted-FLOP rule's choice first)."""
-    tuned = None
-    if chunk_size == "auto" and method != "incremental" and all(_validate.is_concrete(x)
-                                                                for x in jax.tree.leaves(params)):
-        tuned = tune_chunk_size(apply_fn, params, images.shape[1:], compute_dtype=compute_dtype)
-    given = chunk_size if _validate.is_int(chunk_size) else None
-    if method != "auto":
-        return [(method, tuned or given or default_chunk_size(method, platform), "policy")]
-    report = incremental.flop_report(apply_fn, params, images.shape[1:], **geometry)
-    plan = auto_plan(ratio=report.ratio if mode == "occlude" else None, full_flops=report.full_flops,
-                     platform=platform, chunk_size=given, measurable=measurable)
-    if tuned is not None:  # chunk_size="auto" already measured full re-inference's batch
-        plan = [(m, tuned if m == "full" else c, k) for m, c, k in plan if k == "policy" and (m, c) != ("full", 1)]
-    return list(dict.fromkeys(plan))
+    return cfg, got.images, fill, targets, got.batched, candidates

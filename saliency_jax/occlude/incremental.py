@@ -1,5 +1,11 @@
 """Exact incremental re-inference for occlusion: recompute only what each window changes.
 
+(Over 600 lines on purpose: one interpreter, its two passes and its ~20 primitive handlers share
+the private region types ``_Axis``/``_Spatial``/``_Full`` and helpers ``_union``/``_place``;
+split across modules they would become a cross-module API for what is one algorithm. The FLOP
+count (:mod:`~saliency_jax.occlude.flops`) and the approximate capped field
+(:mod:`~saliency_jax.occlude.capped`) that used to live here have their own modules.)
+
 An occluder changes a rectangle of the image. Through a convolution or a pooling the changed
 rectangle of the output follows from the changed rectangle of the input (kernel, stride,
 padding, dilation), so each layer's changed region is known statically for every window. This
@@ -37,8 +43,9 @@ merging a spatial axis) and the dense layers after it, attention, ``scan``/``con
 on the feature maps, any primitive not listed here — runs in full, and so does everything that
 depends on its result: a squeeze-excitation block's scale multiplied back into the map turns
 the map full at that point. A convolution or pooling whose changed region would cover at least
-:data:`FULL_LAYER_FRACTION` of its output is computed in full too. :func:`flop_report` names,
-per layer, why (``FlopReport.full_layers``, ``FlopReport.reasons``, ``FlopReport.table()``).
+:data:`FULL_LAYER_FRACTION` of its output is computed in full too. :func:`window_equations` lists,
+per equation, what is computed per window and why; :func:`saliency_jax.occlude.flops.flop_report`
+counts it (``FlopReport.full_layers``, ``FlopReport.reasons``, ``FlopReport.table()``).
 Still exact, just not cheaper; a model with none of the region operations (an MLP) runs
 entirely in full. The result equals full re-inference up to float32 rounding (the same
 operations on the same numbers, only fewer of them).
@@ -58,10 +65,10 @@ chunk, the regions of its windows.
 Example:
     >>> import jax, jax.numpy as jnp
     >>> import saliency_jax as sj
-    >>> from saliency_jax.occlude import incremental
+    >>> from saliency_jax.occlude import flops
     >>> model = sj.get_model("small", width=0.25, fc=(8,))
     >>> variables = model.init(jax.random.key(0), jnp.zeros((1, 128, 128, 3)))
-    >>> rep = incremental.flop_report(model.apply, variables, (128, 128, 3), window=32, stride=8)
+    >>> rep = flops.flop_report(model.apply, variables, (128, 128, 3), window=32, stride=8)
     >>> rep.ratio > 2   # full FLOPs per window / incremental FLOPs per window
     True
 """
@@ -70,29 +77,27 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from saliency_jax import _validate
 from saliency_jax import jaxpr as jx
-from saliency_jax.occlude.compile import CHUNK_SIZES, chunk_indices, jit_with_policy
-from saliency_jax.occlude.windows import WindowGrid, accumulate, window_grid, window_mask
+from saliency_jax._lazy import lazy_exports
+from saliency_jax.occlude.compile import CHUNK_SIZES
+from saliency_jax.occlude.windows import WindowGrid, window_mask
 
 __all__ = [
     "FULL_LAYER_FRACTION",
-    "AUTO_MIN_RATIO",
     "DEFAULT_CHUNK_SIZE",
-    "LayerCost",
-    "FlopReport",
-    "flop_report",
+    "ELEMENTWISE",
+    "POOLS",
+    "Recomputed",
     "prepare",
     "window_outputs",
-    "capped_occlusion",
+    "window_equations",
 ]
 
 FULL_LAYER_FRACTION = 0.8
@@ -107,17 +112,37 @@ ZF-style model (w16 s4) and 6 % on the VGG16-style one, and 64 was no faster: th
 regions are small, so larger batches than full re-inference's pay, and the dense layers read
 their weights once per chunk."""
 
-AUTO_MIN_RATIO = 1.5
-"""``method="auto"`` chooses incremental re-inference when the counted-FLOP ratio (full over
-incremental) is at least this."""
-
-_ELEMENTWISE = frozenset(
+ELEMENTWISE = frozenset(
     """abs acos acosh add and asin asinh atan atan2 atanh cbrt ceil clamp convert_element_type copy
     copy_p cos cosh div erf erf_inv erfc exp exp2 expm1 floor integer_pow is_finite log log1p
     logistic max min mul ne eq ge gt le lt neg nextafter not or pow reduce_precision rem round
     rsqrt select_n sign sin sinh sqrt square stop_gradient sub tan tanh xor""".split()
 )
-_POOLS = {"reduce_window_max": -np.inf, "reduce_window_min": np.inf, "reduce_window_sum": 0.0}
+"""Elementwise primitives: computed on the union box of their operands' changed regions."""
+POOLS = {"reduce_window_max": -np.inf, "reduce_window_min": np.inf, "reduce_window_sum": 0.0}
+"""``reduce_window`` pools computed on their changed region, and what each one's padding holds."""
+
+
+class Recomputed(NamedTuple):
+    """One image-dependent equation of the window pass (:func:`window_equations`).
+
+    Attributes:
+        eqn: the jaxpr equation.
+        full_shape: its output's full shape (``()`` for an equation without outputs).
+        window_shape: the output shape computed per window (the changed region), or ``None``
+            where the equation runs in full.
+        reason: for one in full, why: where the computation turned full, or ``"after …"`` that
+            point; ``""`` for one on its changed region.
+        index: the k-th image-dependent equation (``primitive #k`` in reasons).
+        inherited: computed in full only because an input already was (``reason`` ``"after …"``).
+    """
+
+    eqn: Any
+    full_shape: tuple[int, ...]
+    window_shape: tuple[int, ...] | None
+    reason: str
+    index: int
+    inherited: bool
 
 
 # --------------------------------------------------------------------------------------------
@@ -176,127 +201,6 @@ class _Spatial:
     axes: tuple[int, int]
     geom: tuple[_Axis, _Axis]
     shape: tuple[int, ...]  # the full shape
-
-
-# --------------------------------------------------------------------------------------------
-# FLOP counting
-# --------------------------------------------------------------------------------------------
-
-
-def _eqn_flops(eqn, out_shape=None) -> int:
-    """Counted FLOPs of one equation (multiply-adds count 2, comparisons and elementwise 1)."""
-    name = eqn.primitive.name
-    if out_shape is None and not eqn.outvars:  # effects only (e.g. a debug callback)
-        return 0
-    shape = tuple(eqn.outvars[0].aval.shape) if out_shape is None else tuple(out_shape)
-    size = int(np.prod(shape, dtype=np.int64))
-    if name == "conv_general_dilated":
-        rhs = eqn.invars[1].aval.shape
-        out_feat = rhs[eqn.params["dimension_numbers"].rhs_spec[0]]
-        return 2 * size * int(np.prod(rhs, dtype=np.int64)) // out_feat
-    if name == "dot_general":
-        (lc, _), _ = eqn.params["dimension_numbers"]
-        lhs = eqn.invars[0].aval.shape
-        return 2 * size * int(np.prod([lhs[d] for d in lc], dtype=np.int64))
-    if name in _POOLS:
-        return size * int(np.prod(eqn.params["window_dimensions"], dtype=np.int64))
-    if name in _ELEMENTWISE:
-        return size
-    return 0
-
-
-@dataclasses.dataclass(frozen=True)
-class LayerCost:
-    """One data-dependent equation: its primitive, full output shape, the output shape computed
-    per window (the changed region, or the full shape), and the counted FLOPs of each.
-
-    ``reason`` is empty for an equation computed on its changed region; for one computed in
-    full it says why: where the computation turned full (e.g. ``"global reduction over spatial
-    axes (reduce_sum)"``, ``"changed region 13×13 covers 86% of the 14×14 layer (>=
-    FULL_LAYER_FRACTION 0.8)"``, ``"unsupported primitive: cumsum"``) or ``"after …"`` that
-    point."""
-
-    primitive: str
-    full_shape: tuple[int, ...]
-    window_shape: tuple[int, ...]
-    full_flops: int
-    window_flops: int
-    reason: str = ""
-    index: int = 0  # the k-th image-dependent equation (``primitive #k`` in reasons); 0: not numbered
-
-
-@dataclasses.dataclass(frozen=True)
-class FlopReport:
-    """Counted FLOPs per window of full re-inference and of incremental re-inference.
-
-    ``ratio = full_flops / incremental_flops`` is the ceiling on the speed-up. Data movement
-    (reading regions from the cache, splicing patches) is not counted. ``layers`` are the
-    equations computed on their changed region; ``full_layers`` those computed in full for every
-    window, each with its ``reason`` (every point where the computation turns full, and each
-    equation with FLOPs after one). :meth:`table` prints both, per layer, in program order.
-    """
-
-    full_flops: int
-    incremental_flops: int
-    layers: tuple[LayerCost, ...]
-    full_layers: tuple[LayerCost, ...] = ()
-    order: tuple[LayerCost, ...] = dataclasses.field(default=(), repr=False, compare=False)
-
-    @property
-    def ratio(self) -> float:
-        return self.full_flops / max(1, self.incremental_flops)
-
-    @property
-    def saved_fraction(self) -> float:
-        """The fraction of the full FLOPs that incremental re-inference does not compute."""
-        return 1.0 - self.incremental_flops / max(1, self.full_flops)
-
-    @property
-    def reasons(self) -> tuple[str, ...]:
-        """Why the computation turned full, once per point where it did (program order)."""
-        return tuple(layer.reason for layer in self.full_layers if not layer.reason.startswith("after "))
-
-    def table(self) -> str:
-        """The per-layer arithmetic as text: one line per equation with FLOPs (and per point
-        where the computation turns full), program order: ``#k``, primitive, full output shape
-        -> shape computed per window, counted FLOPs full -> per window, reason; each run of
-        equations computed in full after such a point is summed on one line.
-
-        Example:
-            >>> import jax, jax.numpy as jnp
-            >>> from saliency_jax.occlude import incremental
-            >>> def net(w, x):   # (B, 16, 16, 1) -> (B, 2): convolution, ReLU, global mean
-            ...     y = jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-            ...     return jax.nn.relu(y).mean(axis=(1, 2))
-            >>> rep = incremental.flop_report(net, jnp.ones((3, 3, 1, 2)), (16, 16, 1), window=4, stride=4)
-            >>> print(rep.table())  # doctest: +NORMALIZE_WHITESPACE
-            counted FLOPs per window: full 9,730, incremental 1,370, ratio 7.10
-            #1   conv_general_dilated  1×16×16×2 -> 1×6×6×2  9,216 -> 1,296
-            #2   max                   1×16×16×2 -> 1×6×6×2    512 ->    72
-            #3   reduce_sum                  1×2 -> full         0 ->     0  global reduction over spatial axes (reduce_sum)
-            #4-4: 1 equations in full, 2 FLOPs, after reduce_sum #3 (full from there)
-        """
-        lines = [f"counted FLOPs per window: full {self.full_flops:,}, incremental {self.incremental_flops:,}, "
-                 f"ratio {self.ratio:.2f}"]
-        layers = list(self.order or (*self.layers, *self.full_layers))
-        k = 0
-        while k < len(layers):
-            layer = layers[k]
-            if layer.reason.startswith("after "):  # one line for a run of equations after a full point
-                run = [layer]
-                while k + 1 < len(layers) and layers[k + 1].reason == layer.reason:
-                    k += 1
-                    run.append(layers[k])
-                flops = sum(item.full_flops for item in run)
-                lines.append(f"#{run[0].index}-{run[-1].index}: {len(run)} equations in full, {flops:,} FLOPs, "
-                             f"{layer.reason}")
-            elif layer.full_flops or layer.reason:
-                shape = "×".join(map(str, layer.full_shape))
-                win = "full" if layer.reason else "×".join(map(str, layer.window_shape))
-                lines.append(f"#{layer.index:<3d} {layer.primitive:20s} {shape:>14s} -> {win:<14s} "
-                             f"{layer.full_flops:>13,} -> {layer.window_flops:>13,}  {layer.reason}".rstrip())
-            k += 1
-        return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------------
@@ -387,9 +291,7 @@ class _Interpreter:
         self.img, self.iy, self.ix = img, iy, ix
         self._full_values: dict = {}
         self._count = 0
-        self.savings: list[LayerCost] = []
-        self.full_layers: list[LayerCost] = []
-        self.order: list[LayerCost] = []
+        self.recomputed: list[Recomputed] = []  # window pass: every image-dependent equation, program order
 
     def take(self, value):
         """Cache pass: keep ``value`` (all images stacked later) and return it. Window pass: the
@@ -448,10 +350,7 @@ class _Interpreter:
     def region_cost(self, eqn, out_shape, win_shape):
         """Window pass: note that ``eqn`` ran on a region of shape ``win_shape``."""
         if self.mode == "window":
-            cost = LayerCost(eqn.primitive.name, tuple(out_shape), tuple(win_shape), _eqn_flops(eqn),
-                             _eqn_flops(eqn, win_shape), "", self._count)
-            self.savings.append(cost)
-            self.order.append(cost)
+            self.recomputed.append(Recomputed(eqn, tuple(out_shape), tuple(win_shape), "", self._count, False))
 
     def __call__(self, eqn, invals):
         spatial = [isinstance(v, _Spatial) for v in invals]
@@ -473,7 +372,7 @@ class _Interpreter:
                                                   f"{origin}", origin=None)
             return self.run_full(eqn, invals, f"after {origin} (full from there)", origin=origin)
         handler = _HANDLERS.get(name)
-        if handler is None and name in _ELEMENTWISE:
+        if handler is None and name in ELEMENTWISE:
             handler = _elementwise
         out = handler(self, eqn, invals) if handler is not None else f"unsupported primitive: {name}"
         if isinstance(out, str):
@@ -486,12 +385,9 @@ class _Interpreter:
         args = [self.materialise(v) if isinstance(v, _Spatial) else v.value if isinstance(v, _Full) else v
                 for v in invals]
         outs = jx.eval_eqn(eqn, args, handler=self) if jx.sub_jaxprs(eqn) else jx.bind(eqn, args)
-        flops = _eqn_flops(eqn)
-        if self.mode == "window" and (origin is None or flops > 0):
+        if self.mode == "window":
             shape = tuple(eqn.outvars[0].aval.shape) if eqn.outvars else ()
-            cost = LayerCost(eqn.primitive.name, shape, shape, flops, flops, reason, self._count)
-            self.full_layers.append(cost)
-            self.order.append(cost)
+            self.recomputed.append(Recomputed(eqn, shape, None, reason, self._count, origin is not None))
         if origin is None:
             origin = f"{jx.label(eqn)} #{self._count}"
         return [_Full(o, origin) for o in outs]
@@ -765,7 +661,7 @@ def _pool(interp: _Interpreter, eqn, invals):
     sliding = _Sliding(
         k_eff=tuple((wd[a] - 1) * wdl[a] + 1 for a in x.axes), strides=tuple(ws[a] for a in x.axes),
         pads=tuple(tuple(int(v) for v in pad[a]) for a in x.axes), out_axes=x.axes,
-        pad_value=_POOLS[eqn.primitive.name], valid_params={"padding": tuple((0, 0) for _ in range(nd))},
+        pad_value=POOLS[eqn.primitive.name], valid_params={"padding": tuple((0, 0) for _ in range(nd))},
     )
     return _windowed(interp, eqn, x, [], sliding)
 
@@ -817,7 +713,7 @@ def _input_region(interp: _Interpreter, x: _Spatial, geom, sw: _Sliding):
 
 _HANDLERS: dict[str, Callable] = {
     "conv_general_dilated": _conv,
-    **{name: _pool for name in _POOLS},
+    **{name: _pool for name in POOLS},
     "concatenate": _concatenate,
     "pad": _pad,
     "transpose": _transpose,
@@ -830,7 +726,7 @@ _HANDLERS: dict[str, Callable] = {
     "dot_general": _dot_general,
 }
 """Primitive name -> handler ``(interp, eqn, invals) -> outputs | reason``; elementwise
-primitives (:data:`_ELEMENTWISE`) go to :func:`_elementwise`."""
+primitives (:data:`ELEMENTWISE`) go to :func:`_elementwise`."""
 
 # --------------------------------------------------------------------------------------------
 # Public entry points (used by saliency_jax.occlude.engine)
@@ -868,7 +764,7 @@ def prepare(apply_fn: Callable, params: Any, images: jax.Array, grid: WindowGrid
 
 
 def _cache_pass(apply_fn, params, images, grid: WindowGrid, cap):
-    """:func:`prepare` (also traced abstractly by :func:`flop_report`, which runs no occlusion)."""
+    """:func:`prepare` (also traced abstractly by :func:`window_equations`, which runs no occlusion)."""
     traced = _traced(apply_fn, params, images.shape, images.dtype)
 
     def one(image):
@@ -880,7 +776,7 @@ def _cache_pass(apply_fn, params, images, grid: WindowGrid, cap):
 
 
 def _window_pass(apply_fn, params, images, fills, grid: WindowGrid, caches, img, iy, ix, cap):
-    """:func:`window_outputs`, and the interpreter (its :class:`LayerCost` records)."""
+    """:func:`window_outputs`, and the interpreter (its :class:`Recomputed` notes)."""
     x = _input_value(images.shape, grid, None)
     (gy, gx) = x.geom
     sy = jnp.asarray(gy.start, jnp.int32)[iy]
@@ -909,8 +805,9 @@ def window_outputs(apply_fn, params, images, fills, grid: WindowGrid, caches, im
         grid: the window grid.
         caches: :func:`prepare`'s result.
         img, iy, ix: int32 scalars: image, window row, window column.
-        cap: ``None`` (exact) or the projective-field cap of :func:`capped_occlusion`
-            (APPROXIMATE); must be the one given to :func:`prepare`.
+        cap: ``None`` (exact) or the projective-field cap of
+            :func:`saliency_jax.occlude.capped.capped_occlusion` (APPROXIMATE); must be the one
+            given to :func:`prepare`.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -927,45 +824,31 @@ def window_outputs(apply_fn, params, images, fills, grid: WindowGrid, caches, im
     return _window_pass(apply_fn, params, images, fills, grid, caches, img, iy, ix, cap)[0]
 
 
-def _full_flops(apply_fn, params, image_shape) -> tuple[int, list]:
-    traced = _traced(apply_fn, params, (1, *image_shape), jnp.float32)
-    n_params = len(jax.tree_util.tree_leaves(params))
-    counted: list = []
+def window_equations(apply_fn: Callable, params: Any, image_shape, grid: WindowGrid, *,
+                     cap: float | None = None) -> tuple[Recomputed, ...]:
+    """What the window pass computes per window, traced abstractly (no computation is run).
 
-    def visit(eqn, flags, path):
-        if any(flags):
-            counted.append(_eqn_flops(eqn))
-
-    jx.walk(traced.jaxpr, visit, [False] * n_params + [True])
-    return sum(counted), counted
-
-
-def flop_report(
-    apply_fn: Callable, params: Any, image_shape, *, window, stride=None, placement: str = "clip",
-    cap: float | None = None,
-) -> FlopReport:
-    """Counted FLOPs per window of full and incremental re-inference (no computation is run).
+    The cache pass and one window pass are traced with :func:`jax.eval_shape`; the result lists
+    every image-dependent equation the window pass evaluates, in program order, with the shape
+    it computes per window (its changed region, or ``None``: in full) and, for one computed in
+    full, why. :func:`saliency_jax.occlude.flops.flop_report` counts their FLOPs.
 
     Args:
         apply_fn, params: the model, as for :func:`saliency_jax.occlusion`.
         image_shape: ``(H, W, C)``.
-        window, stride, placement: the window grid, as for :func:`saliency_jax.occlusion`.
-        cap: ``None`` (exact) or the APPROXIMATE projective-field cap of :func:`capped_occlusion`.
+        grid: the window grid.
+        cap: ``None`` (exact) or the APPROXIMATE projective-field cap of
+            :func:`saliency_jax.occlude.capped.capped_occlusion`.
 
-    Returns:
-        A :class:`FlopReport`; ``ratio`` is the ceiling on the speed-up. Cached per model,
-        parameter shapes, image shape and grid (``method="auto"`` asks for it on every call).
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from saliency_jax.occlude import incremental, window_grid
+        >>> f = lambda p, x: jax.nn.relu(x).sum(axis=(1, 2))    # (B, 8, 8, 1) -> (B, 1)
+        >>> notes = incremental.window_equations(f, None, (8, 8, 1), window_grid((8, 8), 2))
+        >>> [(n.eqn.primitive.name, n.window_shape, n.reason) for n in notes]
+        [('max', (1, 2, 2, 1), ''), ('reduce_sum', None, 'global reduction over spatial axes (reduce_sum)')]
     """
     h, w, c = (int(d) for d in image_shape)
-    grid = window_grid((h, w), window, stride, placement)
-    try:
-        key = (apply_fn, _validate.signature(params), (h, w, c), tuple(map(tuple, grid)), FULL_LAYER_FRACTION, cap)
-        hash(key)
-    except TypeError:
-        key = None
-    if key is not None and key in _REPORTS:
-        return _REPORTS[key]
-    full, _ = _full_flops(apply_fn, params, (h, w, c))
     abstract_params = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)), params)
     images = jax.ShapeDtypeStruct((1, h, w, c), jnp.float32)
     stats: list[_Interpreter] = []
@@ -979,108 +862,15 @@ def flop_report(
 
     jax.eval_shape(run, abstract_params, images)
     (interp,) = stats
-    saved = sum(layer.full_flops - layer.window_flops for layer in interp.savings)
-    report = FlopReport(int(full), int(full - saved), tuple(interp.savings), tuple(interp.full_layers),
-                        tuple(interp.order))
-    if key is not None:
-        _REPORTS[key] = report
-    return report
+    return tuple(interp.recomputed)
 
 
-_REPORTS: dict = {}
-
-
-# --------------------------------------------------------------------------------------------
-# APPROXIMATE: capped projective field (Krypton's "projective field threshold")
-# --------------------------------------------------------------------------------------------
-
-
-def _capped(apply_fn, params, images, fill, targets, grid_key, cap, chunk, target_kind):
-    """The capped map ``(N, K', H, W)`` (``K' = K`` for ``target_kind="all"``, else 1)."""
-    n, h, w, _ = images.shape
-    grid = window_grid((h, w), *grid_key)
-    fills = jnp.broadcast_to(fill.astype(images.dtype), images.shape)
-    caches = prepare(apply_fn, params, images, grid, cap=cap)
-    n_cols, per_image = grid.shape[1], grid.size
-    total = n * per_image
-
-    def one(t):
-        img, p = t // per_image, t % per_image
-        return window_outputs(apply_fn, params, images, fills, grid, caches, img, p // n_cols, p % n_cols, cap=cap)[0]
-
-    outs = lax.map(jax.vmap(one), chunk_indices(total, chunk)[0])
-    outs = outs.reshape(-1, outs.shape[-1])[:total].astype(jnp.float32)
-    base = apply_fn(params, images).astype(jnp.float32)  # (N, K)
-    drops = base[:, None] - outs.reshape(n, per_image, -1)
-    heat = accumulate(drops.reshape(n, *grid.shape, -1), grid, (h, w), "mean")  # (N, K, H, W)
-    if target_kind == "all":
-        return heat
-    if target_kind == "predicted":
-        targets = jnp.argmax(base, axis=-1).astype(jnp.int32)
-    return jnp.take_along_axis(heat, targets[:, None, None, None], axis=1)
-
-
-def capped_occlusion(
-    apply_fn: Callable, params: Any, image: jax.Array, *, window, stride=None, target, cap: float,
-    fill: float = 0.0, chunk_size: int = DEFAULT_CHUNK_SIZE,
-) -> jax.Array:
-    """APPROXIMATE occlusion map with a capped projective field (Krypton's threshold τ).
-
-    As ``occlusion(..., method="incremental")`` with ``score="difference"``, ``combine="mean"``,
-    ``placement="clip"`` and a constant ``fill``, except that at every convolution / pooling the
-    changed region is cut to at most ``ceil(cap · size)`` rows and columns around its centre;
-    beyond it the layer keeps the unoccluded image's activations. ``cap >= 1`` is exact; a
-    smaller cap does less work and is wrong by an amount that depends on the model and image —
-    measure it against the exact map (``occlusion(..., method="incremental")``) before trusting
-    it, e.g. with ``benchmarks/incremental.py --approx``. :func:`flop_report` with the same
-    ``cap`` counts its FLOPs.
-
-    Args:
-        apply_fn, params: the model, as for :func:`saliency_jax.occlusion`.
-        image: ``(H, W, C)`` or ``(N, H, W, C)``, floating point (float32), finite.
-        window, stride: as for :func:`saliency_jax.occlusion`.
-        target: as for :func:`saliency_jax.occlusion`: an int, one int per image, ``"all"`` or
-            ``None`` (each image's predicted class).
-        cap: the fraction of each map's side a changed region may span, in ``(0, 1]``.
-        fill: the constant (finite) an occluded pixel becomes.
-        chunk_size: windows per batched step.
-
-    Returns:
-        float32 ``(H, W)`` for one image, ``(N, H, W)`` for a batch, with a class axis before
-        ``H`` for ``target="all"``: the mean score drop of the windows covering each pixel.
-
-    Raises:
-        TypeError, ValueError: for a malformed argument, before the model is traced.
-
-    Example:
-        >>> import jax, jax.numpy as jnp
-        >>> import saliency_jax as sj
-        >>> model = sj.get_model("small", width=0.25, fc=(8,))
-        >>> variables = model.init(jax.random.key(0), jnp.zeros((1, 128, 128, 3)))
-        >>> image = jax.random.normal(jax.random.key(1), (128, 128, 3))
-        >>> sj.incremental.capped_occlusion(model.apply, variables, image, window=32, stride=16, target=1,
-        ...                                 cap=0.5).shape
-        (128, 128)
-    """
-    _validate.apply_fn(apply_fn)
-    images, batched = _validate.image(image)
-    n, h, w, _ = images.shape
-    if isinstance(cap, bool) or not isinstance(cap, numbers.Real):
-        raise TypeError(f"`cap` (={cap!r}) must be a number in (0, 1]")
-    if not 0 < cap <= 1:
-        raise ValueError(f"`cap` (={cap!r}) must be a number in (0, 1]")
-    if isinstance(fill, bool) or not isinstance(fill, numbers.Real):
-        raise TypeError(f"`fill` (={fill!r}) must be a number")
-    if not math.isfinite(fill):
-        raise ValueError(f"`fill` (={fill!r}) must be finite")
-    chunk_size = _validate.integer("chunk_size", chunk_size, lo=1)
-    window_grid((h, w), window, stride, "clip")  # validates window and stride against the image
-    window_yx = _validate.pair("window", window)
-    stride_yx = window_yx if stride is None else _validate.pair("stride", stride)
-    kind, targets = _validate.target(target, n=n, num_classes=_validate.num_classes(apply_fn, params, images))
-    fill_arr = jnp.asarray(fill, jnp.float32)
-    run = jit_with_policy(_capped, (0, 5, 6, 7, 8), args=(params, images, targets))
-    heat = run(apply_fn, params, images, fill_arr, targets, (window_yx, stride_yx), float(cap), chunk_size, kind)
-    if kind != "all":
-        heat = heat[:, 0]
-    return heat if batched else heat[0]
+# Names that lived here before the split by concept (issue 19): still served, from their homes.
+_MOVED = {
+    "flop_report": ("saliency_jax.occlude.flops", "flop_report"),
+    "FlopReport": ("saliency_jax.occlude.flops", "FlopReport"),
+    "LayerCost": ("saliency_jax.occlude.flops", "LayerCost"),
+    "capped_occlusion": ("saliency_jax.occlude.capped", "capped_occlusion"),
+    "AUTO_MIN_RATIO": ("saliency_jax.occlude.options", "AUTO_MIN_RATIO"),
+}
+_, __getattr__, _ = lazy_exports(globals(), _MOVED)

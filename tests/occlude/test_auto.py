@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 import saliency_jax as sj
-from saliency_jax.occlude import engine, incremental
+from saliency_jax.occlude import engine, flops, incremental, options, tune
 from saliency_jax.occlude.compile import CHUNK_SIZES, default_chunk_size
 from tests import reference
 from tests.occlude.test_engine import CountingModel, assert_maps_equal, mlp_numpy, mlp_params, rand_image
 
 HI = jax.lax.Precision.HIGHEST
-CUT = incremental.AUTO_MIN_RATIO
+CUT = options.AUTO_MIN_RATIO
 
 
 @pytest.mark.parametrize(
@@ -41,7 +41,7 @@ CUT = incremental.AUTO_MIN_RATIO
     ],
 )
 def test_auto_plan_per_backend(ratio, flops, platform, chunk, measurable, expected):
-    plan = engine.auto_plan(ratio=ratio, full_flops=flops, platform=platform, chunk_size=chunk, measurable=measurable)
+    plan = tune.auto_plan(ratio=ratio, full_flops=flops, platform=platform, chunk_size=chunk, measurable=measurable)
     assert plan == expected
 
 
@@ -79,12 +79,12 @@ class BandModel(CountingModel):
 def test_measured_auto_runs_once_per_shape_and_equals_full():
     model = BandModel()
     params, image = band_params(), rand_image(SHAPE)
-    ratio = incremental.flop_report(model, params, SHAPE, window=4, stride=2).ratio
+    ratio = flops.flop_report(model, params, SHAPE, window=4, stride=2).ratio
     assert 1.0 < ratio < CUT, ratio  # the premise: the CPU measures both methods
     kw = dict(window=4, stride=2, target=1)
-    before = len(sj.occlude.engine.auto_decisions())
+    before = len(sj.occlude.tune.auto_decisions())
     heat = sj.occlusion(model, params, image, **kw)
-    decisions = engine.auto_decisions()[before:]
+    decisions = tune.auto_decisions()[before:]
     assert len(decisions) == 1
     d = decisions[0]
     assert {(m, c, k) for m, c, k, _ in d.seconds_per_window} == {("full", 16, "policy"), ("incremental", 32, "policy")}
@@ -95,7 +95,7 @@ def test_measured_auto_runs_once_per_shape_and_equals_full():
     # same shape, new weights and pixels: no measurement, no trace
     params2, image2 = band_params(seed=3), rand_image(SHAPE, seed=4)
     again = sj.occlusion(model, params2, image2, **kw)
-    assert len(engine.auto_decisions()) == before + 1
+    assert len(tune.auto_decisions()) == before + 1
     assert model.traces == traces
     full = sj.occlusion(model, params2, image2, method="full", **kw)
     inc = sj.occlusion(model, params2, image2, method="incremental", **kw)
@@ -105,16 +105,16 @@ def test_measured_auto_runs_once_per_shape_and_equals_full():
 
     # another shape: measured once more; inside a caller's jit: never measured
     sj.occlusion(model, params, rand_image((18, 16, 3))[:16, :16], window=4, stride=4, target=1)
-    assert len(engine.auto_decisions()) == before + 2
+    assert len(tune.auto_decisions()) == before + 2
     jax.jit(lambda p, x: sj.occlusion(model, p, x, window=4, stride=3, target=1))(params, image)
-    assert len(engine.auto_decisions()) == before + 2
+    assert len(tune.auto_decisions()) == before + 2
 
 
 def test_naive_batch_is_a_candidate_for_big_models(monkeypatch):
     """With the FLOP threshold at 0, a plain MLP (nothing for incremental to save) measures its
     default chunk against one window per call, each under both compile options; the map is the
     brute-force one whichever wins."""
-    monkeypatch.setattr(engine, "MEASURE_MIN_FLOPS", 0)
+    monkeypatch.setattr(tune, "MEASURE_MIN_FLOPS", 0)
     timed = []
 
     def last_is_fastest(run, items, repeats=3):  # runs each candidate; the last one measured wins
@@ -122,13 +122,13 @@ def test_naive_batch_is_a_candidate_for_big_models(monkeypatch):
         timed.append(items)
         return 1.0 / len(timed)
 
-    monkeypatch.setattr(engine, "seconds_per_item", last_is_fastest)
+    monkeypatch.setattr(tune, "seconds_per_item", last_is_fastest)
     shape = (9, 8, 3)
     model = CountingModel()
     params, image = mlp_params(shape), rand_image(shape)
-    before = len(engine.auto_decisions())
+    before = len(tune.auto_decisions())
     heat = sj.occlusion(model, params, image, window=3, stride=2, target=2)
-    (d,) = engine.auto_decisions()[before:]
+    (d,) = tune.auto_decisions()[before:]
     assert {(m, c, k) for m, c, k, _ in d.seconds_per_window} == {(m, c, k) for m in ["full"] for c in (16, 1)
                                                                    for k in ("policy", "xla")}
     assert (d.method, d.chunk_size, d.compiler) == d.seconds_per_window[-1][:3] == ("full", 16, "xla")

@@ -15,6 +15,8 @@ import pytest
 from saliency_jax.model.architectures import get_model
 from saliency_jax.occlude import compile as occlude_compile
 from saliency_jax.occlude import incremental as inc
+from saliency_jax.occlude.flops import flop_report
+from saliency_jax.occlude.capped import capped_occlusion
 from saliency_jax.occlude import occlusion
 from tests import reference
 from tests.occlude.test_engine import assert_maps_equal, mlp_apply, mlp_params, rand_image
@@ -148,7 +150,11 @@ def test_every_layer_full_or_every_layer_incremental(monkeypatch, fraction):
 
 @pytest.mark.slow
 def test_a_region_one_row_too_small_breaks_the_map(monkeypatch):
-    """The tests can fail: shrink every changed output region by one row and the map differs."""
+    """The tests can fail: shrink every changed output region by one row and the map differs.
+
+    Reaches the private ``_Axis`` on purpose: no public seam can inject a wrong region into the
+    engine (that is the point of the engine). The region sizes themselves are checked through a
+    public seam, against hand arithmetic, by ``test_flop_report_counts_the_changed_regions``."""
     through = inc._Axis.through
 
     def shrunk(self, out_dim, k_eff, stride, pad_lo, cap=None):
@@ -179,7 +185,7 @@ def test_model_without_spatial_layers_falls_back_to_full():
     full = occlusion(mlp_apply, params, image, method="full", **kw)
     np.testing.assert_allclose(occlusion(mlp_apply, params, image, method="incremental", **kw), full, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(occlusion(mlp_apply, params, image, method="auto", **kw), full, rtol=1e-6, atol=1e-6)
-    report = inc.flop_report(mlp_apply, params, shape, window=2, stride=1)
+    report = flop_report(mlp_apply, params, shape, window=2, stride=1)
     assert report.full_flops == report.incremental_flops > 0 and report.layers == ()
 
 
@@ -190,7 +196,7 @@ def test_model_without_spatial_layers_falls_back_to_full():
 
 def test_flop_report_counts_the_changed_regions():
     apply_fn, variables, image = build("small")
-    report = inc.flop_report(apply_fn, variables, image.shape, window=32, stride=8)
+    report = flop_report(apply_fn, variables, image.shape, window=32, stride=8)
     first = report.layers[0]
     # conv1: 5×5 stride 2, SAME padding (1, 2) on 128 → 64 rows; a 32-row window changes
     # outputs [floor((a + 1 − 5) / 2) + 1, floor((a + 31 + 1) / 2)] → 18 rows at most.
@@ -202,7 +208,7 @@ def test_flop_report_counts_the_changed_regions():
     assert report.incremental_flops == report.full_flops - sum(l.full_flops - l.window_flops for l in report.layers)
     assert 2.0 < report.ratio < 20.0 and 0 < report.saved_fraction < 1
     # a bigger window saves less
-    assert inc.flop_report(apply_fn, variables, image.shape, window=96, stride=8).ratio < report.ratio
+    assert flop_report(apply_fn, variables, image.shape, window=96, stride=8).ratio < report.ratio
 
 
 def test_auto_picks_incremental_when_cheaper(monkeypatch):
@@ -230,13 +236,13 @@ def test_capped_projective_field_is_exact_at_one_and_cheaper_and_wrong_below():
     apply_fn, variables, image = build("small")
     kw = dict(window=16, stride=8, target=1)
     exact = np.asarray(occlusion(apply_fn, variables, image, method="full", **kw), np.float64)
-    uncapped = np.asarray(inc.capped_occlusion(apply_fn, variables, image, cap=1.0, **kw), np.float64)
+    uncapped = np.asarray(capped_occlusion(apply_fn, variables, image, cap=1.0, **kw), np.float64)
     assert_close(uncapped, exact)
-    capped = np.asarray(inc.capped_occlusion(apply_fn, variables, image, cap=0.3, **kw), np.float64)
+    capped = np.asarray(capped_occlusion(apply_fn, variables, image, cap=0.3, **kw), np.float64)
     error = np.abs(capped - exact).max() / np.abs(exact).max()
     assert 1e-3 < error  # an approximation, and the test says so
-    ratio_exact = inc.flop_report(apply_fn, variables, image.shape, window=16, stride=8).ratio
-    ratio_capped = inc.flop_report(apply_fn, variables, image.shape, window=16, stride=8, cap=0.3).ratio
+    ratio_exact = flop_report(apply_fn, variables, image.shape, window=16, stride=8).ratio
+    ratio_capped = flop_report(apply_fn, variables, image.shape, window=16, stride=8, cap=0.3).ratio
     assert ratio_capped > ratio_exact
 
 
@@ -254,10 +260,10 @@ def test_capped_batches_and_every_target_form_at_cap_one_equal_full():
         (1, every[:, 1]),
         (None, every[[0, 1], predicted]),
     ]:
-        capped = inc.capped_occlusion(apply_fn, variables, images, target=target, cap=1.0, chunk_size=7, **kw)
+        capped = capped_occlusion(apply_fn, variables, images, target=target, cap=1.0, chunk_size=7, **kw)
         assert capped.shape == expected.shape and capped.dtype == jnp.float32
         assert_close(np.asarray(capped, np.float64), expected)
-    single = inc.capped_occlusion(apply_fn, variables, images[1], target=0, cap=1.0, **kw)
+    single = capped_occlusion(apply_fn, variables, images[1], target=0, cap=1.0, **kw)
     assert_close(np.asarray(single, np.float64), every[1, 0])
 
 
@@ -280,7 +286,7 @@ def test_capped_rejects_bad_arguments(kwargs, error, fragment):
     apply_fn, variables, image = build("residual")
     args = {**dict(window=4, stride=4, target=0, cap=0.5), **kwargs}
     with pytest.raises(error) as info:
-        inc.capped_occlusion(apply_fn, variables, image, **args)
+        capped_occlusion(apply_fn, variables, image, **args)
     assert fragment in str(info.value)
 
 

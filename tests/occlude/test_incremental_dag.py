@@ -20,6 +20,7 @@ import pytest
 from jax import lax
 
 from saliency_jax.occlude import incremental as inc
+from saliency_jax.occlude.flops import flop_report
 from saliency_jax.occlude import occlusion
 from tests.occlude.test_engine import assert_maps_equal, rand_image
 
@@ -105,7 +106,7 @@ def test_dag_is_incremental_up_to_the_global_mean(monkeypatch):
     global mean; the merges run on the union box (smaller than the map)."""
     monkeypatch.setattr(inc, "FULL_LAYER_FRACTION", 1.01)
     apply_fn, variables, image = build("dag")
-    report = inc.flop_report(apply_fn, variables, image.shape, window=5, stride=3)
+    report = flop_report(apply_fn, variables, image.shape, window=5, stride=3)
     assert report.reasons == ("global reduction over spatial axes (reduce_sum)",)
     prims = [layer.primitive for layer in report.layers]
     assert prims.count("conv_general_dilated") == 8  # stem, 3 branches, main ×2, shortcut, identity
@@ -129,14 +130,29 @@ def test_dag_with_the_default_full_layer_rule_equals_full():
     assert_close(incr, full)
 
 
-@pytest.mark.slow
-def test_a_merge_without_the_union_box_breaks_the_map(monkeypatch):
-    """The test can fail: merge two branches on the first operand's region only and the map differs."""
-    monkeypatch.setattr(inc, "FULL_LAYER_FRACTION", 1.01)
-    monkeypatch.setattr(inc, "_union", lambda geoms: geoms[0])
-    apply_fn, variables, image = build("dag")
-    full, incr = maps(apply_fn, variables, image, window=6, stride=3, target=2)  # a grid no other test compiles
-    assert np.abs(incr - full).max() > 1e-2 * np.abs(full).max()
+def _shifted_branches(p, x):
+    """Two 3×3 convolutions of the image whose changed regions are shifted against each other
+    (padding (2, 0) against (0, 2) along both axes), added, then a global mean: (B, 16, 16, 2) -> (B, 4)."""
+    def conv(w, pad):
+        return lax.conv_general_dilated(x, w, (1, 1), (pad, pad), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    return jnp.tanh(conv(p["a"], (2, 0)) + conv(p["b"], (0, 2))).mean(axis=(1, 2))
+
+
+def test_a_merge_runs_on_the_bounding_box_of_its_operands_regions():
+    """Krypton's merge, through flop_report (public) and the map: a window [o, o + 4) changes the
+    outputs [o, o + 6) of the first branch and [o − 2, o + 4) of the second (clipped at the
+    border: 6 rows at most each); their sum changes [o − 2, o + 6): 8 rows and columns, more than
+    either operand's region, so a merge on one operand's region alone fails both checks."""
+    k = jax.random.split(jax.random.key(3), 2)
+    params = {"a": jax.random.normal(k[0], (3, 3, 2, 4)) * 0.4, "b": jax.random.normal(k[1], (3, 3, 2, 4)) * 0.4}
+    report = flop_report(_shifted_branches, params, (16, 16, 2), window=4, stride=4)
+    convs = [layer.window_shape for layer in report.layers if layer.primitive == "conv_general_dilated"]
+    assert convs == [(1, 6, 6, 4), (1, 6, 6, 4)]
+    (add,) = [layer for layer in report.layers if layer.primitive == "add"]
+    assert add.window_shape == (1, 8, 8, 4) and add.full_shape == (1, 16, 16, 4)
+    full, incr = maps(_shifted_branches, params, rand_image((16, 16, 2), seed=5), window=4, stride=4, target=1)
+    assert_close(incr, full)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,8 +205,8 @@ def test_nchw_model_gets_the_flop_ratio_of_its_nhwc_twin():
     image = jnp.asarray(rand_image(shape, seed=4))[None]
     np.testing.assert_allclose(nchw_net(params, image), nhwc_net(params, image), rtol=1e-5, atol=1e-6)
     kw = dict(window=8, stride=4)
-    a = inc.flop_report(nhwc_net, params, shape, **kw)
-    b = inc.flop_report(nchw_net, params, shape, **kw)
+    a = flop_report(nhwc_net, params, shape, **kw)
+    b = flop_report(nchw_net, params, shape, **kw)
     assert a.full_flops == b.full_flops and a.incremental_flops == b.incremental_flops
     assert a.ratio > 1.5 and b.reasons == a.reasons == ("global reduction over spatial axes (reduce_sum)",)
 
@@ -229,7 +245,7 @@ def test_pad_negative_and_interior_equals_full():
     w = jax.random.normal(k1, (3, 4, 3, 5)) * 0.5
     feat = int(np.prod(jax.eval_shape(padded_features, w, jax.ShapeDtypeStruct((1, *shape), jnp.float32)).shape))
     params = {"w": w, "d": jax.random.normal(k2, (feat, 2))}
-    report = inc.flop_report(padded_net, params, shape, window=3, stride=2)
+    report = flop_report(padded_net, params, shape, window=3, stride=2)
     assert [layer.primitive for layer in report.layers][:2] == ["conv_general_dilated", "tanh"]
     assert report.reasons == ("reshape merges or splits a spatial axis (flatten)",)
     full, incr = maps(padded_net, params, rand_image(shape, seed=8), window=3, stride=2)
@@ -243,7 +259,7 @@ def test_pad_negative_and_interior_equals_full():
 
 def test_squeeze_excitation_goes_full_and_the_report_says_so():
     apply_fn, variables, image = build("se")
-    report = inc.flop_report(apply_fn, variables, image.shape, window=4, stride=2)
+    report = flop_report(apply_fn, variables, image.shape, window=4, stride=2)
     squeeze, excite = report.reasons
     assert squeeze == "global reduction over spatial axes (reduce_sum)"
     assert excite.startswith("combines the changed region with a value computed in full since reduce_sum #")
@@ -269,9 +285,9 @@ def test_flop_report_names_why_each_region_went_full():
         return x.reshape(1, -1).sum(axis=1, keepdims=True) + y.sum()
 
     w = jnp.ones((3, 3, 1, 2))
-    report = inc.flop_report(net, w, (10, 10, 1), window=2, stride=2)
+    report = flop_report(net, w, (10, 10, 1), window=2, stride=2)
     assert set(report.reasons) == {"unsupported primitive: cumsum", "reshape merges or splits a spatial axis (flatten)"}
-    wide = inc.flop_report(net, w, (10, 10, 1), window=9, stride=1)  # a 9×9 window changes 100 % of the conv
+    wide = flop_report(net, w, (10, 10, 1), window=9, stride=1)  # a 9×9 window changes 100 % of the conv
     conv = wide.full_layers[0]
     assert conv.primitive == "conv_general_dilated" and conv.window_flops == conv.full_flops
     assert conv.reason == "changed region 10×10 covers 100% of the 10×10 layer (>= FULL_LAYER_FRACTION 0.8)"
