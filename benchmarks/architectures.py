@@ -67,7 +67,7 @@ from benchmarks._timing import timed, timed_with_compile  # noqa: E402
 from saliency_jax.occlude import engine  # noqa: E402
 from saliency_jax.occlude import incremental  # noqa: E402
 from saliency_jax.occlude.incremental import flop_report  # noqa: E402
-from saliency_jax.occlude.compile import default_chunk_size, jit_with_policy  # noqa: E402
+from saliency_jax._compile import default_chunk_size, jit_with_policy  # noqa: E402
 from saliency_jax.occlude.windows import window_grid  # noqa: E402
 
 __all__ = ["MODELS", "SETTINGS", "equinox_twins", "subset", "method_runs", "run_setting", "run_model", "main"]

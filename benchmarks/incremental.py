@@ -9,7 +9,7 @@ Settings (issue 6): the ZF-style 224 model with window 64 stride 8 and with wind
     32, both reported) and of incremental re-inference (``method="incremental"``, its default
     chunk), both with the engine's own code path: variants / caches built inside one jit, the
     model run over fixed-size chunks with lax.map, compiled with the engine's compile options
-    (``saliency_jax.occlude.compile.cpu_compiler_options``: XLA's own CPU convolutions instead of
+    (``saliency_jax._compile.cpu_compiler_options``: XLA's own CPU convolutions instead of
     YNNPACK's); ``--library-defaults`` compiles both with jaxlib's defaults instead;
   * the two score sets checked equal (max abs difference, relative to the largest score).
 
@@ -53,7 +53,7 @@ from benchmarks._timing import timed  # noqa: E402
 from benchmarks import _provenance  # noqa: E402
 from benchmarks._lock import machine_lock  # noqa: E402
 from saliency_jax.occlude import incremental as inc  # noqa: E402
-from saliency_jax.occlude.compile import cpu_compiler_options  # noqa: E402
+from saliency_jax._compile import cpu_compiler_options  # noqa: E402
 from saliency_jax.model.architectures import ConvNet, ConvSpec, PoolSpec, get_model  # noqa: E402
 from saliency_jax.occlude.engine import DEFAULT_CHUNK_SIZE  # noqa: E402
 

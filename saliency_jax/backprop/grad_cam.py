@@ -45,7 +45,7 @@ import numpy as np
 from saliency_jax import _validate
 from saliency_jax._dtypes import cast_floating, check_compute_dtype, map_dtype
 from saliency_jax.backprop.methods import guided_backprop, layer_features
-from saliency_jax.occlude.compile import jit_with_policy
+from saliency_jax._compile import jit_with_policy
 
 __all__ = ["INTERPOLATIONS", "grad_cam", "guided_grad_cam", "last_spatial_layer", "layer_outputs", "upsample_map"]
 

@@ -12,9 +12,9 @@ SmoothGrad (every image × sample) are laid out as one flat list of items and ru
 model ``chunk_size`` items at a time, the last chunk padded to the same size (padding items
 carry weight 0), inside one ``lax.scan``: one trace per shape, and the working set is one
 chunk's batch plus the accumulated maps. ``chunk_size=None`` takes the engine's default
-(:func:`saliency_jax.occlude.compile.default_chunk_size`, ``"full"``: 16 on the CPU) and every
+(:func:`saliency_jax._compile.default_chunk_size`, ``"full"``: 16 on the CPU) and every
 function is jitted with the engine's compile policy
-(:func:`saliency_jax.occlude.compile.jit_with_policy`).
+(:func:`saliency_jax._compile.jit_with_policy`).
 
 Integrated gradients (Sundararajan et al. 2017) follows Captum's ``IntegratedGradients``: the
 same quadratures (:data:`QUADRATURES`, Captum's step points and weights, see
@@ -44,7 +44,7 @@ from jax import lax
 from saliency_jax import _validate
 from saliency_jax._dtypes import cast_floating, check_compute_dtype, map_dtype
 from saliency_jax.backprop.methods import deconvnet, gradient, guided_backprop
-from saliency_jax.occlude.compile import chunk_indices, default_chunk_size, jit_with_policy
+from saliency_jax._compile import chunk_indices, default_chunk_size, jit_with_policy
 
 __all__ = ["QUADRATURES", "SMOOTHING", "GRADIENT_METHODS", "quadrature", "integrated_gradients",
            "input_x_gradient", "smooth_grad", "blur_baseline"]

@@ -16,7 +16,7 @@
   window (a capped projective field);
 * :mod:`~saliency_jax.occlude.tune` — what ``method="auto"`` and ``chunk_size="auto"`` measure
   and choose;
-* :mod:`~saliency_jax.occlude.compile` — how the engines compile and run: the CPU compile
+* :mod:`saliency_jax._compile` — how the engines compile and run: the CPU compile
   options, the one jit policy, fixed-size chunks.
 
 Example:

@@ -26,7 +26,7 @@ from jax import lax
 
 from saliency_jax import _validate
 from saliency_jax.occlude import options as opt
-from saliency_jax.occlude.compile import chunk_indices, default_chunk_size, jit_with_policy
+from saliency_jax._compile import chunk_indices, default_chunk_size, jit_with_policy
 from saliency_jax.occlude.incremental import DEFAULT_CHUNK_SIZE, prepare, window_outputs
 from saliency_jax.occlude.windows import accumulate, window_grid
 
@@ -82,7 +82,7 @@ def capped_occlusion(
         cap: the fraction of each map's side a changed region may span, in ``(0, 1]``.
         fill: the constant (finite) an occluded pixel becomes.
         chunk_size: windows per batched step (``None`` or ``"auto"``: the incremental engine's
-            default on the default backend, :func:`saliency_jax.occlude.compile.default_chunk_size`).
+            default on the default backend, :func:`saliency_jax._compile.default_chunk_size`).
 
     Returns:
         float32 ``(H, W)`` for one image, ``(N, H, W)`` for a batch, with a class axis before

@@ -48,7 +48,7 @@ from saliency_jax import _validate
 from saliency_jax._dtypes import cast_floating
 from saliency_jax.occlude import incremental
 from saliency_jax.occlude import options as opt
-from saliency_jax.occlude.compile import chunk_indices, jit_with_policy
+from saliency_jax._compile import chunk_indices, jit_with_policy
 from saliency_jax.occlude.tune import plan
 from saliency_jax.occlude.windows import WindowGrid, accumulate, coverage, window_grid, window_mask
 
@@ -284,7 +284,7 @@ def drill_down_occlusion(
         placement: ``"clip"`` or ``"valid"``, for both grids.
         blur_sigma: must be ``None`` (``fill="blur"`` is not offered here).
         chunk_size: windows per model call: an int, or ``None``/``"auto"`` for the method's default
-            on the device's backend (:func:`saliency_jax.occlude.compile.default_chunk_size`).
+            on the device's backend (:func:`saliency_jax._compile.default_chunk_size`).
         devices: ``None`` (the default device) or a sequence of one device.
         method: ``"full"``, ``"incremental"`` (exact incremental re-inference of each window) or
             ``"auto"``: incremental when its counted FLOPs at the fine grid are at least

@@ -33,7 +33,7 @@ from saliency_jax._filters import blur_matrix
 from saliency_jax._lazy import deprecated_aliases
 from saliency_jax.occlude import incremental, tune
 from saliency_jax.occlude import options as opt
-from saliency_jax.occlude.compile import CHUNK_SIZES, chunk_indices, jit_with_policy
+from saliency_jax._compile import CHUNK_SIZES, chunk_indices, jit_with_policy
 from saliency_jax.occlude.drill_down import DrillDown, DrillDownRecord, drill_down_occlusion
 from saliency_jax.occlude.options import EXECUTIONS, MODES, SCORES, OcclusionOptions
 from saliency_jax.occlude.tune import auto_decisions, auto_plan, tune_chunk_size
@@ -47,11 +47,11 @@ __getattr__ = deprecated_aliases(__name__, {"METHODS": ("EXECUTIONS", EXECUTIONS
 
 DEFAULT_CHUNK_SIZE = CHUNK_SIZES["cpu"]["full"]
 """Variants per model call for ``method="full"`` on the CPU when ``chunk_size`` is not given (other
-backends: :func:`saliency_jax.occlude.compile.default_chunk_size`): on a 2-core CPU,
+backends: :func:`saliency_jax._compile.default_chunk_size`): on a 2-core CPU,
 of the chunk sizes 1, 2, 4, 8 and 16, 16 was the fastest for both the small 128 model (w32 s8:
 585.5 windows/s, next 4 at 560.7) and the ZF-style 224 model (w64 s8: 52.5 windows/s, next 8 at
 51.8) (``benchmarks/results/occlusion.md``). This is the CPU value; other backends have their own
-(:func:`saliency_jax.occlude.compile.default_chunk_size`). Use ``chunk_size="auto"`` to measure
+(:func:`saliency_jax._compile.default_chunk_size`). Use ``chunk_size="auto"`` to measure
 per model and shape."""
 
 
@@ -250,7 +250,7 @@ def _host_executes(n_devices: int, args) -> bool:
 
 def _engine(n_devices: int, *args):
     """The call's top-level jitted program under the compile policy of
-    :func:`saliency_jax.occlude.compile.jit_with_policy` (``args``: the call's array arguments):
+    :func:`saliency_jax._compile.jit_with_policy` (``args``: the call's array arguments):
     :func:`_prepare` for the host loop, else the whole :func:`_occlusion_fn`."""
     fn = _prepare if _host_executes(n_devices, args) else _occlusion_fn
     return jit_with_policy(fn, (0, 5), args=args, n_devices=n_devices)
@@ -333,7 +333,7 @@ def occlusion(
             default a quarter of the window's shorter side.
         chunk_size: variants per model call (memory grows with it, not with the number of
             windows); default per backend and method
-            (:func:`saliency_jax.occlude.compile.default_chunk_size`: CPU 16 for ``"full"``, 32
+            (:func:`saliency_jax._compile.default_chunk_size`: CPU 16 for ``"full"``, 32
             for ``"incremental"``; GPU/TPU 64 and 128); ``"auto"`` measures full re-inference's
             batch on the device once per model and shape with :func:`tune_chunk_size` (the
             incremental method keeps its default). The last chunk is padded, so there is one

@@ -86,7 +86,7 @@ from jax import lax
 
 from saliency_jax import jaxpr as jx
 from saliency_jax._lazy import lazy_exports
-from saliency_jax.occlude.compile import CHUNK_SIZES
+from saliency_jax._compile import CHUNK_SIZES
 from saliency_jax.occlude.windows import WindowGrid, window_mask
 
 __all__ = [
@@ -106,7 +106,7 @@ FULL_LAYER_FRACTION = 0.8
 
 DEFAULT_CHUNK_SIZE = CHUNK_SIZES["cpu"]["incremental"]
 """Windows per chunk for ``method="incremental"`` on the CPU when ``chunk_size`` is not given (other
-backends: :func:`saliency_jax.occlude.compile.default_chunk_size`). On the 2-core
+backends: :func:`saliency_jax._compile.default_chunk_size`). On the 2-core
 CPU of ``benchmarks/results/incremental.md`` (XLA's own convolutions), 32 beat 16 by 20 % on the
 ZF-style model (w16 s4) and 6 % on the VGG16-style one, and 64 was no faster: the recomputed
 regions are small, so larger batches than full re-inference's pay, and the dense layers read

@@ -28,7 +28,7 @@ import numpy as np
 
 from saliency_jax import _validate
 from saliency_jax._dtypes import cast_floating, check_compute_dtype
-from saliency_jax.occlude.compile import (TUNE_CANDIDATES, backend_kind, chunk_indices, default_chunk_size,
+from saliency_jax._compile import (TUNE_CANDIDATES, backend_kind, chunk_indices, default_chunk_size,
                                           jit_with_policy, seconds_per_item)
 from saliency_jax.occlude.flops import flop_report
 from saliency_jax.occlude.options import OcclusionOptions, counted_choice
@@ -90,7 +90,7 @@ def tune_chunk_size(
         params: its parameters (concrete arrays).
         image_shape: ``(H, W, C)`` of one variant.
         candidates: batch sizes to try (positive ints); default per backend,
-            :data:`saliency_jax.occlude.compile.TUNE_CANDIDATES` (CPU 1 … 32, GPU/TPU 8 … 256).
+            :data:`saliency_jax._compile.TUNE_CANDIDATES` (CPU 1 … 32, GPU/TPU 8 … 256).
         repeats: timed runs per candidate after one warm-up; the fastest counts.
         compute_dtype: as for :func:`saliency_jax.occlusion` (the model measured in that dtype).
 
@@ -135,7 +135,7 @@ def auto_plan(
 ) -> list[tuple[str, int, str]]:
     """The candidates ``method="auto"`` considers: ``[(method, chunk_size, compiler), ...]``, the
     first one the counted-FLOP rule's choice; with more than one, the fastest measured wins.
-    ``compiler`` is ``"policy"`` (:func:`saliency_jax.occlude.compile.jit_with_policy`'s CPU
+    ``compiler`` is ``"policy"`` (:func:`saliency_jax._compile.jit_with_policy`'s CPU
     options: XLA's own convolutions) or ``"xla"`` (XLA's defaults: YNNPACK).
 
     * Counted-FLOP rule (:func:`saliency_jax.occlude.options.counted_choice`): incremental where

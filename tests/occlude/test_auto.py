@@ -10,7 +10,7 @@ import pytest
 
 import saliency_jax as sj
 from saliency_jax.occlude import engine, flops, incremental, options, tune
-from saliency_jax.occlude.compile import CHUNK_SIZES, default_chunk_size
+from saliency_jax._compile import CHUNK_SIZES, default_chunk_size
 from tests import reference
 from tests.occlude.test_engine import CountingModel, assert_maps_equal, mlp_numpy, mlp_params, rand_image
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from saliency_jax.model.architectures import get_model
-from saliency_jax.occlude import compile as occlude_compile
+from saliency_jax import _compile as occlude_compile
 from saliency_jax.occlude import incremental as inc
 from saliency_jax.occlude.flops import flop_report
 from saliency_jax.occlude.capped import capped_occlusion

@@ -12,7 +12,7 @@ import pytest
 
 import saliency_jax as sj
 from saliency_jax._validate import signature
-from saliency_jax.occlude.compile import chunk_indices
+from saliency_jax._compile import chunk_indices
 from saliency_jax.occlude.windows import accumulate, window_mask
 
 GRIDS = [

@@ -1,4 +1,4 @@
-"""How the occlusion engines compile and run: CPU compile options, one jit policy, fixed-size chunks.
+"""How the engines (occlusion, masked evaluation, the gradient family) compile and run: CPU compile options, one jit policy, fixed-size chunks.
 
 **Compile options.** On jaxlib 0.10 XLA:CPU hands convolutions and matrix products to YNNPACK
 ("ynn fusions") by default. Measured on a 2-core x86 CPU (``benchmarks/results/incremental.md``),
@@ -35,7 +35,7 @@ measured** (no accelerator was at hand when they were set); ``chunk_size="auto"`
 the model on its device over :data:`TUNE_CANDIDATES` (:func:`seconds_per_item` times it).
 
 Example:
-    >>> from saliency_jax.occlude.compile import chunk_indices
+    >>> from saliency_jax._compile import chunk_indices
     >>> chunk_indices(7, 3).tolist()   # 3 chunks of 3; the padding repeats the last window
     [[[0, 1, 2], [3, 4, 5], [6, 6, 6]]]
 """
@@ -93,7 +93,7 @@ def jit_with_policy(fn: Callable, static_argnums: Sequence[int] = (), *, args: A
 
     Example:
         >>> import jax.numpy as jnp
-        >>> from saliency_jax.occlude.compile import jit_with_policy
+        >>> from saliency_jax._compile import jit_with_policy
         >>> double = lambda x: 2 * x
         >>> float(jit_with_policy(double, args=(jnp.ones(()),))(jnp.ones(())))
         2.0
