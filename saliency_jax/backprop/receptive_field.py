@@ -161,12 +161,9 @@ class _Entry:
 class _Recorder:
     """The jaxpr handler of :func:`vjp`: evaluates as :class:`~saliency_jax.backprop.rewrite.RuleHandler`
     does and records on ``tape`` what the backward pass of each data-dependent equation needs.
-
-    Which values carry the backward signal is kept per jaxpr variable (``nodes``: a node id,
-    ``None`` for values that do not depend on the data). Calls (``jit``, and custom-derivative
-    calls the rule handler inlines) are entered, so that the equations inside are recorded
-    one by one; every other equation is recorded whole.
-    """
+    Which values carry the backward signal is kept per jaxpr variable (``nodes``: a node id, ``None``
+    for values that do not depend on the data). Calls (``jit``, custom-derivative calls the rule
+    handler inlines) are entered, their equations recorded one by one; others are recorded whole."""
 
     def __init__(self, rule, switches, bare_max):
         self.switches = switches
@@ -207,15 +204,10 @@ class _Recorder:
         return outs
 
     def record(self, eqn, invals, in_nodes):
-        """Evaluate a data-dependent ``eqn`` and put what its backward pass needs on the tape.
-
-        What ``eqn`` is comes from the rule handler (:meth:`RuleHandler.match
-        <saliency_jax.backprop.rewrite.RuleHandler.match>`), so the tape replaces exactly what
-        :func:`~saliency_jax.backprop.with_rule` replaces.
-        """
-        m = self.rules.match(eqn)
+        """Evaluate and tape a data-dependent ``eqn``, classified by the rule handler's ``match`` (as in with_rule)."""
+        m, name = self.rules.match(eqn), eqn.primitive.name
         kind = None if m is None else m.kind
-        if kind == "custom_call" or (kind is None and eqn.primitive.name in jx.CALL_PRIMITIVES):
+        if kind == "custom_call" or (kind is None and name in jx.CALL_PRIMITIVES):
             body = jx.sub_jaxprs(eqn)[0]
             if len(body.jaxpr.invars) == len(invals):
                 return self.evaluate(body, invals, in_nodes)
@@ -225,15 +217,14 @@ class _Recorder:
             outs = self.rectifier(entry, m)
         elif kind == "pool" and m.pool is not None and in_nodes[0] is not None and self.rules.rule != rules.FOOTPRINT:
             entry.kind, outs = "pool", [self.pool(entry, m.pool)]
-        elif eqn.primitive.name == "conv_general_dilated" and in_nodes[0] is not None and in_nodes[1] is None \
+        elif name == "conv_general_dilated" and in_nodes[0] is not None and in_nodes[1] is None \
                 and eqn.params["batch_group_count"] == 1 and all(d == 1 for d in eqn.params["lhs_dilation"]) \
                 and all(lo >= 0 and hi >= 0 for lo, hi in eqn.params["padding"]):
             entry.kind, outs = "conv", self.default(eqn, invals)
-        elif eqn.primitive.name in _ELEMENTWISE and len(eqn.outvars) == 1:
+        elif name in _ELEMENTWISE and len(eqn.outvars) == 1:
             entry.kind, entry.fn = "elementwise", (lambda *v: jx.bind(eqn, list(v)))
             outs = self.default(eqn, invals)
-        elif eqn.primitive.name in ("broadcast_in_dim", "reshape", "squeeze", "expand_dims") \
-                and _unit_axes_map(eqn) is not None:
+        elif name in ("broadcast_in_dim", "reshape", "squeeze", "expand_dims") and _unit_axes_map(eqn) is not None:
             entry.kind, outs = "axes", self.default(eqn, invals)
         else:  # named activations, unsupported or spread (footprint) pools, …: the equation's own VJP
             outs = self.default(eqn, invals)
@@ -241,9 +232,7 @@ class _Recorder:
         return outs, out_nodes
 
     def rectifier(self, entry, m):
-        """A rectifier's output; makes ``entry`` its elementwise rule. A capped bare max
-        ``min(m, c)`` applies the capped rule to the input ``x`` of ``m = max(x, 0)``, as the
-        rewrite does: the entry reads ``x`` (and its node) instead of ``m``."""
+        """A rectifier's output, taped as its rule (``min(max(x, 0), c)`` reads ``x``, as the rewrite does)."""
         rect = self.rules.rectifier(m)
         pos = m.operand
         if m.form == "capped_max":
