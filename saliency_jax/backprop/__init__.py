@@ -3,9 +3,15 @@
 * :mod:`~saliency_jax.backprop.rules` — ``relu_rule("gradient" | "deconvnet" | "guided")``
   and max pooling with recorded switches (``max_pool_switched``, ``pool_with_switches``,
   ``unpool``);
+* :mod:`~saliency_jax.backprop.matcher` — ``match(eqn)``: what one jaxpr equation is to the
+  rules (a rectifier, a named activation, a max pool, a custom-derivative call …), the one
+  classification the modules below share;
 * :mod:`~saliency_jax.backprop.rewrite` — ``with_rule(fn, rule)`` rewrites any function's
   jaxpr so its ReLUs and max pools use them (one :mod:`saliency_jax.jaxpr` handler,
-  ``RuleHandler``); ``report(fn, *args)`` lists what it found;
+  ``RuleHandler``);
+* :mod:`~saliency_jax.backprop.findings` — ``report(fn, *args)`` lists what the rewrite
+  replaces and what it does not cover (strict mode's refusals); softmax heads at the output are
+  accepted (:mod:`~saliency_jax.backprop.heads`);
 * :mod:`~saliency_jax.backprop.receptive_field` — one forward pass, then backward passes that
   stay in a unit's receptive field (what ``project_units`` and ``top_activations`` use);
 * :mod:`~saliency_jax.backprop.methods` — ``deconvnet``, ``guided_backprop``, ``gradient``,
@@ -41,10 +47,10 @@ from saliency_jax.backprop.rules import pool_with_switches as pool_with_switches
 from saliency_jax.backprop.rules import clip_rule as clip_rule
 from saliency_jax.backprop.rules import relu_rule as relu_rule
 from saliency_jax.backprop.rules import unpool as unpool
-from saliency_jax.backprop.rewrite import Finding as Finding
-from saliency_jax.backprop.rewrite import Report as Report
+from saliency_jax.backprop.findings import Finding as Finding
+from saliency_jax.backprop.findings import Report as Report
+from saliency_jax.backprop.findings import report as report
 from saliency_jax.backprop.rewrite import RuleHandler as RuleHandler
-from saliency_jax.backprop.rewrite import report as report
 from saliency_jax.backprop.rewrite import with_rule as with_rule
 
 __all__ = [

@@ -57,8 +57,7 @@ from jax.extend import core as jcore
 
 from saliency_jax import _validate
 from saliency_jax import jaxpr as jx
-from saliency_jax.backprop import rules
-from saliency_jax.backprop import rewrite
+from saliency_jax.backprop import findings, rewrite, rules
 
 __all__ = ["Patch", "vjp", "unit_seed"]
 
@@ -162,18 +161,16 @@ class _Entry:
 class _Recorder:
     """The jaxpr handler of :func:`vjp`: evaluates as :class:`~saliency_jax.backprop.rewrite.RuleHandler`
     does and records on ``tape`` what the backward pass of each data-dependent equation needs.
-
-    Which values carry the backward signal is kept per jaxpr variable (``nodes``: a node id,
-    ``None`` for values that do not depend on the data). Calls (``jit``, and custom-derivative
-    calls the rule handler inlines) are entered, so that the equations inside are recorded
-    one by one; every other equation is recorded whole.
-    """
+    Which values carry the backward signal is kept per jaxpr variable (``nodes``: a node id, ``None``
+    for values that do not depend on the data). Calls (``jit``, custom-derivative calls the rule
+    handler inlines) are entered, their equations recorded one by one; others are recorded whole."""
 
     def __init__(self, rule, switches, bare_max):
         self.switches = switches
         self.rules = rewrite.RuleHandler(rule, switches=switches, bare_max=bare_max)
         self.tape: list[_Entry] = []
         self.nodes: dict = {}
+        self._bare_inputs: dict = {}  # output Var of a recorded bare max(x, 0) → (x, its node)
         self._count = 0
 
     def node(self):
@@ -207,24 +204,19 @@ class _Recorder:
         return outs
 
     def record(self, eqn, invals, in_nodes):
-        name = eqn.primitive.name
-        if (name in jx.CALL_PRIMITIVES or self.rules.inlines(eqn)) and not self.rules.opaque(eqn):
+        """Evaluate and tape a data-dependent ``eqn``, classified by the rule handler's ``match`` (as in with_rule)."""
+        m, name = self.rules.match(eqn), eqn.primitive.name
+        kind = None if m is None else m.kind
+        if kind == "custom_call" or (kind is None and name in jx.CALL_PRIMITIVES):
             body = jx.sub_jaxprs(eqn)[0]
             if len(body.jaxpr.invars) == len(invals):
                 return self.evaluate(body, invals, in_nodes)
         out_nodes = [self.node() if _float(v.aval) else None for v in eqn.outvars]
         entry = _Entry("generic", eqn, invals, in_nodes, out_nodes)
-        relu_pos = self.rules.relu_operand(eqn)
-        clip = self.rules.clip_call(eqn) if self.rules.opaque(eqn) else None
-        if relu_pos is not None:
-            entry.kind, entry.fn = "elementwise", (lambda *v, p=relu_pos: [self.rules.relu(v[p])])
-            outs = entry.fn(*invals)
-        elif clip is not None:  # ReLU6 / clip(x, 0, c): its rule, elementwise like a ReLU
-            clipped = rules.clip_rule(self.rules.rule, clip[1])
-            entry.kind, entry.fn = "elementwise", (lambda *v, p=clip[0]: [clipped(v[p])])
-            outs = entry.fn(*invals)
-        elif name == "reduce_window_max" and not isinstance(rewrite.pool_config(eqn), str) and in_nodes[0] is not None:
-            entry.kind, outs = "pool", [self.pool(entry)]
+        if kind == "rectifier":  # ReLU, ReLU6, clip(x, 0, c): the rule, elementwise
+            outs = self.rectifier(entry, m)
+        elif kind == "pool" and m.pool is not None and in_nodes[0] is not None and self.rules.rule != rules.FOOTPRINT:
+            entry.kind, outs = "pool", [self.pool(entry, m.pool)]
         elif name == "conv_general_dilated" and in_nodes[0] is not None and in_nodes[1] is None \
                 and eqn.params["batch_group_count"] == 1 and all(d == 1 for d in eqn.params["lhs_dilation"]) \
                 and all(lo >= 0 and hi >= 0 for lo, hi in eqn.params["padding"]):
@@ -234,14 +226,26 @@ class _Recorder:
             outs = self.default(eqn, invals)
         elif name in ("broadcast_in_dim", "reshape", "squeeze", "expand_dims") and _unit_axes_map(eqn) is not None:
             entry.kind, outs = "axes", self.default(eqn, invals)
-        else:
+        else:  # named activations, unsupported or spread (footprint) pools, …: the equation's own VJP
             outs = self.default(eqn, invals)
         self.tape.append(entry)
         return outs, out_nodes
 
-    def pool(self, entry):
+    def rectifier(self, entry, m):
+        """A rectifier's output, taped as its rule (``min(max(x, 0), c)`` reads ``x``, as the rewrite does)."""
+        rect = self.rules.rectifier(m)
+        pos = m.operand
+        if m.form == "capped_max":
+            x, node = self._bare_inputs[entry.eqn.invars[pos]]
+            entry.invals, entry.in_nodes, pos = [x], [node], 0
+        elif m.form == "bare_max":
+            self._bare_inputs[entry.eqn.outvars[0]] = (entry.invals[pos], entry.in_nodes[pos])
+        entry.kind, entry.fn = "elementwise", (lambda *v: [rect(v[pos])])
+        return entry.fn(*entry.invals)
+
+    def pool(self, entry, config):
         """A max pool's output; keeps on ``entry`` the switches (or the padded input) its backward pass reads."""
-        window, strides, padding = rewrite.pool_config(entry.eqn)
+        window, strides, padding = config
         x = entry.invals[0]
         if self.switches:
             y, sw = rules.pool_with_switches(x, window, strides, padding)
@@ -574,9 +578,9 @@ def vjp(fn: Callable, *primals, rule: str = "deconvnet", switches: bool = True, 
     traced = jx.trace(fn, *primals)
     data_argnums = (len(primals) - 1,)
     if strict:
-        rewrite.check_strict(traced, fn, rule, primals, data_argnums, bare_max)
+        findings.check_strict(traced, fn, rule, primals, data_argnums, bare_max)
     flat = jax.tree_util.tree_leaves(primals)
-    flags = rewrite.data_flags(traced, primals, data_argnums)
+    flags = findings.data_flags(traced, primals, data_argnums)
     rec = _Recorder(rule, switches, bare_max)
     arg_nodes = [rec.node() if f and _float(v.aval) else None for f, v in zip(flags, traced.jaxpr.jaxpr.invars)]
     outs, out_nodes = rec.evaluate(traced.jaxpr, flat, arg_nodes)

@@ -6,7 +6,7 @@ Map-against-mask metrics (no model): :func:`pointing_game` (tolerant), :func:`en
 :func:`centre_prior`, :func:`colour_edge_saliency`.
 
 Maps are ``(N, H, W)`` (signed, used as they are) or ``(N, H, W, C)`` (reduced to ``max_c |m|``);
-NaN pixels rank lowest (:mod:`saliency_jax.metrics.inputs`). Masks are ``(N, H, W)`` bool.
+NaN pixels rank lowest (:mod:`saliency_jax.metrics.checks`). Masks are ``(N, H, W)`` bool.
 
 Example:
     >>> import numpy as np

@@ -1,7 +1,7 @@
 """Deletion and insertion curves (Petsiuk et al. 2018, RISE): does removing what the map ranks first hurt?
 
 For every image the pixels are ranked by the map (most relevant first; ties in row-major
-order; NaN pixels last, :mod:`saliency_jax.metrics.inputs`). At step ``k = 0 … steps`` the first
+order; NaN pixels last, :mod:`saliency_jax.metrics.checks`). At step ``k = 0 … steps`` the first
 ``n_k = ⌊k · HW / steps⌋`` pixels are
 
 * **deleted** (:func:`deletion_curve`): replaced by the baseline (default ``0.0``, mid-grey for
@@ -44,7 +44,7 @@ import numpy as np
 
 from saliency_jax import _validate
 from saliency_jax.metrics.baselines import blur_matrix
-from saliency_jax.metrics.inputs import check_maps, relevance
+from saliency_jax.metrics.checks import check_maps, relevance
 
 __all__ = ["Curve", "deletion_curve", "insertion_curve", "trapezoid_auc", "pixel_ranks", "SCORES",
            "DEFAULT_STEPS", "DEFAULT_CHUNK_SIZE", "INSERTION_BLUR_SIGMA"]
@@ -87,7 +87,7 @@ def trapezoid_auc(scores, fractions) -> jax.Array:
 def pixel_ranks(maps) -> jax.Array:
     """Each pixel's place in the order of removal, int32 ``(N, H, W)``: 0 = the most relevant.
 
-    Sorted by relevance, descending (:func:`saliency_jax.metrics.inputs.relevance`: 4-D maps
+    Sorted by relevance, descending (:func:`saliency_jax.metrics.checks.relevance`: 4-D maps
     ``max_c |m|``, NaN last); ties keep row-major order (a constant map deletes row by row).
 
     Example:

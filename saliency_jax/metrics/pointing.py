@@ -7,7 +7,7 @@
   mass that lies inside the mask.
 
 Maps are ``(N, H, W)`` (used as they are, signed) or ``(N, H, W, C)`` (reduced to ``max_c |m|``);
-NaN pixels rank lowest and carry no mass (:mod:`saliency_jax.metrics.inputs`). Both functions
+NaN pixels rank lowest and carry no mass (:mod:`saliency_jax.metrics.checks`). Both functions
 are pure and jit-able, one value per image.
 
 Example:
@@ -28,7 +28,7 @@ import numbers
 import jax
 import jax.numpy as jnp
 
-from saliency_jax.metrics.inputs import check_maps_masks, relevance
+from saliency_jax.metrics.checks import check_maps_masks, relevance
 
 __all__ = ["pointing_game", "energy_pointing_game", "peak", "DEFAULT_TOLERANCE"]
 

@@ -7,7 +7,7 @@
   ``sklearn.metrics.roc_auc_score``). 0.5 is chance.
 
 Maps are ``(N, H, W)`` (signed, used as they are) or ``(N, H, W, C)`` (``max_c |m|``); NaN pixels
-rank below every number and tie with each other (:mod:`saliency_jax.metrics.inputs`). A
+rank below every number and tie with each other (:mod:`saliency_jax.metrics.checks`). A
 constant map scores chance on both: the mask's area share and 0.5.
 
 Example:
@@ -24,7 +24,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from saliency_jax.metrics.inputs import check_maps_masks, relevance
+from saliency_jax.metrics.checks import check_maps_masks, relevance
 
 __all__ = ["relevance_rank", "pixel_auc"]
 

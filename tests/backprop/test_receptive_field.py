@@ -217,10 +217,11 @@ def test_subpixel_transpose_equals_the_linear_transpose(kernel, strides, padding
     w = jax.random.normal(KEY, w_shape)
     conv = lambda x: lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=layout)  # noqa: E731
     x = jnp.zeros(x_shape)
-    eqn = next(e for e in jax.make_jaxpr(conv)(x).jaxpr.eqns if e.primitive.name == "conv_general_dilated")
     g = jax.random.normal(jax.random.key(5), jax.eval_shape(conv, x).shape)
     ref = jax.linear_transpose(conv, jax.ShapeDtypeStruct(x_shape, jnp.float32))(g)[0]
-    got = field._transpose_conv(eqn, w, g, x_shape, eqn.params["padding"])
+    # the backward pass of a full (not restricted) signal through one convolution is the sub-pixel
+    # transpose with the convolution's own padding
+    got = field.vjp(conv, x, rule="gradient")[1](g)
     np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-5, atol=1e-5)
 
 
@@ -279,3 +280,30 @@ def test_relu6_unit_projections_restricted_equal_the_full_rewrite(rule):
     plain = backprop.project_units(apply, p, x, receptive_field=False, **{**kw, "rule": "gradient"})
     assert np.abs(np.asarray(full.maps)).max() > 0 and float(full.values.max()) < 6  # top units unsaturated
     assert not np.allclose(np.asarray(full.maps), np.asarray(plain.maps))  # the rule matters here
+
+
+@pytest.mark.parametrize("case", ["capped bare max", "footprint pools"])
+def test_restricted_pass_replaces_what_with_rule_replaces(case):
+    """The recorder classifies through with_rule's own handler: a bare ``min(max(x, 0), c)`` with
+    ``bare_max=True`` gets the capped rule on ``x`` (not ReLU then min's VJP), and the footprint
+    rule spreads its pools (not unpools through switches)."""
+    w = jax.random.normal(jax.random.key(0), (3, 3, 1, 2)) * 3
+
+    def conv(x):
+        return lax.conv_general_dilated(x[None], w, (1, 1), "SAME", dimension_numbers=DN)[0]
+
+    if case == "capped bare max":
+        f, rules, kw = (lambda x: jnp.minimum(jnp.maximum(conv(x), 0.0), 1.0)), ("gradient", "deconvnet", "guided"), \
+            {"bare_max": True}
+    else:
+        f, rules, kw = (lambda x: lax.reduce_window(jax.nn.relu(conv(x)), -jnp.inf, lax.max, (2, 2, 1), (1, 1, 1),
+                                                    "VALID")), ("footprint",), {"strict": False}
+    x = jax.random.normal(jax.random.key(1), (6, 6, 1))
+    for rule in rules:
+        out, back = field.vjp(f, x, rule=rule, **kw)
+        seed = jnp.zeros(out.shape).at[2, 2, 0].set(1.0)
+        ref = jax.vjp(backprop.with_rule(f, rule, **kw), x)[1](seed)[0]
+        if rule in ("deconvnet", "footprint"):  # (the unit is saturated: no gradient passes its cap)
+            assert np.abs(np.asarray(ref)).sum() > 0
+        np.testing.assert_allclose(np.asarray(back(field.unit_seed(out, jnp.array([2, 2, 0]), 1.0))),
+                                   np.asarray(ref), rtol=1e-5, atol=1e-6, err_msg=rule)

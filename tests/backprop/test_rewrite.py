@@ -1,5 +1,6 @@
 """with_rule on linen, NNX, remat, scan and plain-lax models; strictness; report; jit/vmap."""
 
+import collections
 import functools
 
 import flax.linen as nn
@@ -11,6 +12,7 @@ from flax import nnx
 from jax import lax
 
 from saliency_jax import backprop
+from saliency_jax import jaxpr as jx
 from saliency_jax.model.architectures import get_model
 
 from tests.weights import KEY, np_init
@@ -436,3 +438,64 @@ def test_strict_still_refuses_what_is_not_a_softmax_head(name, fn):
     p, x = _head_params()
     with pytest.raises(ValueError, match="activations the ReLU rules do not cover"):
         backprop.with_rule(_head_net(fn), "guided", data_argnums=1)(p, x)
+
+
+# --------------------------------------------------------------------------------------------
+# report() lists exactly what with_rule rewrites (both classify through backprop.matcher)
+
+
+class _Recording(backprop.RuleHandler):
+    """with_rule's handler, noting every equation it does not leave to the interpreter (replaced by a
+    rule, a named activation bound whole, a custom-derivative call evaluated inline)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.taken: dict = {}
+
+    def __call__(self, eqn, invals):
+        out = super().__call__(eqn, invals)
+        if out is not None:
+            self.taken[id(eqn)] = (jx.label(eqn), tuple(eqn.outvars[0].aval.shape))
+        return out
+
+
+def _custom_jvp_net():
+    @jax.custom_jvp
+    def block(x):  # a custom-derivative function holding a ReLU: inlined
+        return jax.nn.relu(x) * 2.0
+
+    block.defjvp(lambda p, t: (block(p[0]), t[0] * 2.0))
+    k1, k2 = jax.random.split(jax.random.key(3))
+    return (lambda p, x: block(x @ p["w"]) @ p["v"]), {"w": jax.random.normal(k1, (4, 5)),
+                                                        "v": jax.random.normal(k2, (5, 3))}, jnp.ones((2, 4))
+
+
+def _relu6_case(spelling):
+    k = jax.random.split(jax.random.key(7), 3)
+    p = {"k1": jax.random.normal(k[0], (3, 3, 2, 4)), "k2": jax.random.normal(k[1], (3, 3, 4, 4)),
+         "w": jax.random.normal(k[2], (64, 3))}
+    return lambda: (_relu6_net(RELU6_SPELLINGS[spelling]), p, jnp.ones((1, 8, 8, 2)))
+
+
+AGREEMENT_CASES = {
+    **MODELS,
+    **{f"relu6 {s}": _relu6_case(s) for s in RELU6_SPELLINGS},
+    **{f"head {h}": (lambda h=h: (_head_net(getattr(jax.nn, h)), *_head_params())) for h in ("softmax", "log_softmax")},
+    "custom_jvp": _custom_jvp_net,
+    "hard_swish": lambda: (lambda p, x: jnp.sum(jax.nn.hard_swish(jax.nn.relu(x) * p)), jnp.ones(3), jnp.ones(3)),
+}
+
+
+@pytest.mark.parametrize("name, bare_max", [(n, False) for n in sorted(AGREEMENT_CASES)]
+                         + [(f"relu6 {s}", True) for s in RELU6_SPELLINGS])  # bare_max only changes these
+def test_report_lists_exactly_what_with_rule_rewrites(name, bare_max):
+    apply, params, x = AGREEMENT_CASES[name]()
+    rep = backprop.report(apply, params, x, bare_max=bare_max)
+    listed = collections.Counter((f.primitive, f.shape) for f in rep.findings
+                                 if f.kind in ("relu", "clip", "pool", "inlined")
+                                 or (f.kind == "uncovered" and f.detail == "a named activation"))
+    handler = _Recording("guided", bare_max=bare_max)
+    traced = jx.trace(apply, params, x)
+    jax.eval_shape(lambda p, v: traced.call(p, v, handler=handler), params, x)
+    assert collections.Counter(handler.taken.values()) == listed
+    assert listed  # every case holds something the rules act on

@@ -17,7 +17,7 @@ Checks run at the Python boundary, before tracing (values only where concrete), 
 
 Example:
     >>> import numpy as np
-    >>> from saliency_jax.metrics.inputs import relevance
+    >>> from saliency_jax.metrics.checks import relevance
     >>> m = np.array([[[[1.0, -3.0], [np.nan, np.nan]]]], np.float32)   # (1, 1, 2, 2): N, H, W, C
     >>> relevance(m).tolist()
     [[[3.0, -inf]]]
