@@ -580,12 +580,12 @@ def evaluate_masks(
     cfg = _Config(window=(1, 1), stride=(1, 1), placement="clip", mode="occlude", score=score, combine="mean",
                   fill_kind=fill_kind, blur_sigma=float(blur_sigma), target_kind=kind, chunk_size=c, compiler=k,
                   devices=devices, method=m, compute_dtype=dtype, map_dtype=map_dtype(images.dtype).name,
-                  masks=spec if m == "incremental" else dataclasses.replace(spec, boxes=None))
+                  masks=spec)
+    if measurable and len(candidates) > 1:
+        cfg = _measured(apply_fn, args, cfg, candidates)
+    if cfg.method != "incremental":  # full re-inference reads no boxes: new masks of the same shapes, no retrace
+        cfg = dataclasses.replace(cfg, masks=dataclasses.replace(spec, boxes=None))
     if measurable:
-        if len(candidates) > 1:
-            cfg = _measured(apply_fn, args, cfg, candidates)
-            if cfg.method != "incremental":
-                cfg = dataclasses.replace(cfg, masks=dataclasses.replace(spec, boxes=None))
         scores = _host_loop(apply_fn, *args, cfg)
     else:
         scores = _engine(len(devices), *args)(apply_fn, *args, cfg)  # (N, P, K')
