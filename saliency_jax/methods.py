@@ -173,7 +173,7 @@ def report_order(method_names) -> tuple[str, ...]:
     """``method_names`` (registered) ordered by :data:`REPORT_KINDS`, registry order within a kind.
 
     Example:
-        >>> report_order(names())
+        >>> report_order(("crop", "occlusion", "deconvnet", "guided", "gradient"))
         ('occlusion', 'crop', 'deconvnet', 'guided', 'gradient')
     """
     return tuple(sorted(method_names, key=lambda m: REPORT_KINDS.index(get(m).kind)))
