@@ -59,6 +59,14 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "drill_down_occlusion": ("saliency_jax.occlude.drill_down", "drill_down_occlusion"),
     "window_grid": ("saliency_jax.occlude.windows", "window_grid"),
     "coverage": ("saliency_jax.occlude.windows", "coverage"),
+    # the perturbation family (masked evaluation)
+    "evaluate_masks": ("saliency_jax.occlude.engine", "evaluate_masks"),
+    "feature_ablation": ("saliency_jax.occlude.perturbation", "feature_ablation"),
+    "shapley_values": ("saliency_jax.occlude.perturbation", "shapley_values"),
+    "shapley_sampling": ("saliency_jax.occlude.perturbation", "shapley_sampling"),
+    "kernel_shap": ("saliency_jax.occlude.perturbation", "kernel_shap"),
+    "rise": ("saliency_jax.occlude.perturbation", "rise"),
+    "segments": ("saliency_jax.occlude.segments", "segments"),
     # backprop
     "deconvnet": ("saliency_jax.backprop.methods", "deconvnet"),
     "guided_backprop": ("saliency_jax.backprop.methods", "guided_backprop"),

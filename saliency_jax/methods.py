@@ -40,7 +40,7 @@ they are :data:`saliency_jax.EXECUTIONS` (``sj.METHODS`` is its deprecated alias
 
 Example:
     >>> import jax.numpy as jnp
-    >>> names()
+    >>> names()[:5]
     ('crop', 'occlusion', 'deconvnet', 'guided', 'gradient')
     >>> get("guided").kind, get("occlusion").exactness
     ('rgb', 'exact')
@@ -173,7 +173,7 @@ def report_order(method_names) -> tuple[str, ...]:
     """``method_names`` (registered) ordered by :data:`REPORT_KINDS`, registry order within a kind.
 
     Example:
-        >>> report_order(names())
+        >>> report_order(("crop", "occlusion", "deconvnet", "guided", "gradient"))
         ('occlusion', 'crop', 'deconvnet', 'guided', 'gradient')
     """
     return tuple(sorted(method_names, key=lambda m: REPORT_KINDS.index(get(m).kind)))
@@ -300,3 +300,46 @@ for _b in (Baseline("random", _random, "uniform noise: the floor of chance"),
            Baseline("centre", _centre, "a Gaussian centre prior (objects tend to sit in the middle)"),
            Baseline("colour-edge", _colour_edge, "Fleck et al.'s model-free colour/texture filter")):
     BASELINES[_b.name] = _b
+
+
+# the perturbation family
+# Feature methods take ``segments=``: a number of superpixels (sj.segments, SLIC when scikit-image is
+# installed, else a grid) or an explicit feature mask (H, W) / (N, H, W); the folder job's ``fill`` is
+# their baseline.
+def _featured(name: str) -> Callable:
+    def maps(apply_fn, params, image, target, *, segments=50, fill=0.0, **options):
+        from saliency_jax.occlude import perturbation, segments as _segments
+
+        mask = _segments.segments(image, n=segments) if _validate.is_int(segments) else segments
+        return getattr(perturbation, name)(apply_fn, params, image, mask, target=target, baseline=fill, **options)
+    maps.__name__ = name
+    return maps
+
+
+def _rise(apply_fn, params, image, target, **options):
+    from saliency_jax.occlude import perturbation
+
+    return perturbation.rise(apply_fn, params, image, target=target, **options)
+
+
+_ENGINE_OPTIONS = {"chunk_size": None, "devices": None, "method": "auto", "compute_dtype": None}
+register(Method("feature_ablation", "signed", _featured("feature_ablation"),
+                {"segments": 50, "fill": 0.0, **_ENGINE_OPTIONS}, "exact",
+                "score drop when one segment (superpixel) is replaced by the baseline (Captum FeatureAblation)",
+                shows="drop in logit({cls})"))
+register(Method("shapley_values", "signed", _featured("shapley_values"),
+                {"segments": 8, "fill": 0.0, **_ENGINE_OPTIONS}, "exact",
+                "exact Shapley values of the segments, all 2^F coalitions (F <= 16)", shows="Shapley value, logit({cls})"))
+register(Method("shapley_sampling", "signed", _featured("shapley_sampling"),
+                {"segments": 50, "fill": 0.0, "n_samples": 25, "key": None, **_ENGINE_OPTIONS}, "stochastic",
+                "Shapley values of the segments over random permutations (Captum ShapleyValueSampling)",
+                shows="Shapley value, logit({cls})"))
+register(Method("kernel_shap", "signed", _featured("kernel_shap"),
+                {"segments": 50, "fill": 0.0, "n_samples": 1000, "key": None, **_ENGINE_OPTIONS}, "stochastic",
+                "KernelSHAP (Lundberg & Lee): kernel-weighted least squares under efficiency",
+                shows="Shapley value, logit({cls})"))
+register(Method("rise", "heat", _rise,
+                {"n_masks": 4000, "cell": 7, "p": 0.5, "key": None, "fill": 0.0, "chunk_size": None, "devices": None,
+                 "compute_dtype": None}, "stochastic",
+                "RISE (Petsiuk et al.): random upsampled masks, the score-weighted mean mask",
+                shows="expected logit({cls}) when visible"))

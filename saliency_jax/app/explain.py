@@ -137,6 +137,7 @@ def explain_paths(
     address: str | None = None,
     workers: int | None = None,
     gpus_per_worker: float | None = None,
+    segments: int = 50,
 ) -> ExplainResult:
     """Explain every image in ``paths`` with a model; write raw maps, renderings and sidecars.
 
@@ -174,6 +175,8 @@ def explain_paths(
         workers: Ray only: the number of actors (default: one per GPU when ``gpus_per_worker``
             is set, else one per CPU of the cluster).
         gpus_per_worker: Ray only: GPUs each actor reserves (default 0).
+        segments: superpixels of the feature methods (``feature_ablation``, the Shapley methods;
+            :func:`saliency_jax.segments`), default 50.
 
     Returns:
         An :class:`ExplainResult`. Inputs that fail are listed there, not raised.
@@ -201,7 +204,7 @@ def explain_paths(
     paths = _check_paths(paths)
     requested = ExplainSettings.request(methods=methods, window=window, stride=stride, fill=fill, target=target,
                                         formats=formats, cmap=cmap, signed_cmap=signed_cmap, alpha=alpha,
-                                        colorbar=colorbar)
+                                        colorbar=colorbar, segments=segments)
     batch_size = _validate.integer("batch_size", batch_size, lo=1)
     force = _validate.boolean("force", force)
     engine_options = _check_engine(engine, address=address, workers=workers, gpus_per_worker=gpus_per_worker)

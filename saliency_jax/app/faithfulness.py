@@ -39,7 +39,7 @@ curves per method).
 Example:
     >>> from saliency_jax.app.faithfulness import METHODS, BASELINES, rows
     >>> METHODS[:3], BASELINES
-    (('occlusion-16', 'occlusion-32', 'crop'), ('random', 'centre', 'colour-edge', 'gradient'))
+    (('occlusion-16', 'occlusion-32', 'feature_ablation'), ('random', 'centre', 'colour-edge', 'gradient'))
     >>> rows()[0]
     Row(label='occlusion-16', method='occlusion', options={'window': 16, 'stride': 8, 'fill': 0.0})
 """
@@ -105,7 +105,7 @@ def rows() -> tuple[Row, ...]:
 
     Example:
         >>> [r.label for r in rows()]
-        ['occlusion-16', 'occlusion-32', 'crop', 'deconvnet', 'guided', 'gradient']
+        ['occlusion-16', 'occlusion-32', 'feature_ablation', 'shapley_values', 'shapley_sampling', 'kernel_shap', 'crop', 'rise', 'deconvnet', 'guided', 'gradient']
     """
     out = []
     for name in registry.report_order(registry.names()):

@@ -29,7 +29,7 @@ __all__ = ["SHARED_OPTIONS", "BatchMaps", "compute_maps", "explain_batch", "expl
 
 #: The settings fields that are method options too: each method gets those it takes
 #: (:attr:`saliency_jax.methods.Method.options`; the backprop methods take none of them).
-SHARED_OPTIONS: tuple[str, ...] = ("window", "stride", "fill")
+SHARED_OPTIONS: tuple[str, ...] = ("window", "stride", "fill", "segments")
 
 
 def compute_maps(apply_fn: Callable, params: Any, x: jax.Array, targets, settings: ExplainSettings) -> dict:

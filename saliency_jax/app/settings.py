@@ -72,6 +72,7 @@ class ExplainSettings:
     signed_cmap: str
     alpha: float
     colorbar: bool
+    segments: int = 50  # superpixels of the feature methods (feature_ablation, the Shapley methods)
 
     def as_dict(self) -> dict:
         """The fields as JSON values (tuples become lists), as written to the sidecar."""
@@ -91,6 +92,7 @@ class ExplainSettings:
         signed_cmap: str = "RdBu_r",
         alpha: float = 0.5,
         colorbar: bool = False,
+        segments: int = 50,
     ) -> "ExplainSettings":
         """The options of :func:`~saliency_jax.app.explain.explain_paths` (their meaning and
         defaults are documented there), checked without a model.
@@ -110,7 +112,7 @@ class ExplainSettings:
             methods=check_methods(methods), window=window, stride=stride, fill=check_fill(fill), target=target,
             formats=names("formats", formats, FORMATS), cmap=check_cmap("cmap", cmap),
             signed_cmap=check_cmap("signed_cmap", signed_cmap), alpha=check_alpha(alpha),
-            colorbar=_validate.boolean("colorbar", colorbar),
+            colorbar=_validate.boolean("colorbar", colorbar), segments=_validate.integer("segments", segments, lo=1),
         )
 
     def complete(self, input_size: Sequence[int], classes: Sequence[str]) -> "ExplainSettings":

@@ -28,19 +28,21 @@ import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
 from saliency_jax import _validate
-from saliency_jax._dtypes import cast_floating, map_dtype
+from saliency_jax._dtypes import cast_floating, check_compute_dtype, map_dtype
 from saliency_jax._filters import blur_matrix
 from saliency_jax._lazy import deprecated_aliases
-from saliency_jax.occlude import incremental, tune
+from saliency_jax.occlude import incremental, masked, tune
 from saliency_jax.occlude import options as opt
-from saliency_jax._compile import CHUNK_SIZES, chunk_indices, jit_with_policy
+from saliency_jax._compile import CHUNK_SIZES, chunk_indices, default_chunk_size, jit_with_policy
+from saliency_jax.occlude.flops import flop_report
 from saliency_jax.occlude.drill_down import DrillDown, DrillDownRecord, drill_down_occlusion
 from saliency_jax.occlude.options import EXECUTIONS, MODES, SCORES, OcclusionOptions
 from saliency_jax.occlude.tune import auto_decisions, auto_plan, tune_chunk_size
+from saliency_jax.occlude.masked import MaskSet
 from saliency_jax.occlude.windows import COMBINES, accumulate, window_grid, window_mask
 
 # The tuner's names are re-exported here, where the README and the benchmarks first named them.
-__all__ = ["occlusion", "tune_chunk_size", "auto_plan", "auto_decisions", "MODES", "SCORES", "COMBINES", "EXECUTIONS",
+__all__ = ["occlusion", "evaluate_masks", "tune_chunk_size", "auto_plan", "auto_decisions", "MODES", "SCORES", "COMBINES", "EXECUTIONS",
            "DEFAULT_CHUNK_SIZE"]
 
 __getattr__ = deprecated_aliases(__name__, {"METHODS": ("EXECUTIONS", EXECUTIONS)})
@@ -74,6 +76,7 @@ class _Config:
     compute_dtype: str | None = None  # dtype name the model runs in (None: as given)
     map_dtype: str = "float32"  # scores, accumulation and the map (see map_dtype)
     compiler: str = "policy"  # "policy" (compile.jit_with_policy's options) or "xla" (XLA's defaults)
+    masks: MaskSet | None = None  # None: the window grid; else the mask set of evaluate_masks
 
 
 # --------------------------------------------------------------------------------------------
@@ -118,10 +121,12 @@ def _crop_resize(image, oy, ox, ey, ex):
 
 
 def _grid(images_shape, cfg: _Config):
+    if cfg.masks is not None:  # the boxes of the masks' supports, variant t at (t, t)
+        return masked.box_grid(cfg.masks.boxes or ((0, 0, 0, 0),))
     return window_grid(tuple(images_shape[1:3]), cfg.window, cfg.stride, cfg.placement)
 
 
-def _prepare(apply_fn, params, images, fill, targets, cfg: _Config) -> dict:
+def _prepare(apply_fn, params, images, fill, targets, mask_data, cfg: _Config) -> dict:
     """What every chunk reads, computed once per call: a dict of arrays (the engine's state).
 
     ``base``: the unoccluded scores ``(N, K)`` (or ``None``), ``targets`` resolved for
@@ -139,7 +144,8 @@ def _prepare(apply_fn, params, images, fill, targets, cfg: _Config) -> dict:
     caches = None
     if cfg.method == "incremental":
         caches = incremental.prepare(apply_fn, params, _model_input(images, cfg), grid)
-    return dict(params=params, images=images, fills=fills, targets=targets, base=base, caches=caches)
+    return dict(params=params, images=images, fills=fills, targets=targets, base=base, caches=caches,
+                mask_data=mask_data)
 
 
 def _model_input(x: jax.Array, cfg: _Config) -> jax.Array:
@@ -150,6 +156,9 @@ def _chunk_scores(apply_fn, state: dict, ts: jax.Array, cfg: _Config) -> jax.Arr
     """Scores ``(chunk, K')`` of the variants with flat indices ``ts`` (row-major over images,
     then windows); ``K' = K`` for ``target='all'``, else 1."""
     params, images, fills, targets, base = (state[k] for k in ("params", "images", "fills", "targets", "base"))
+    if cfg.masks is not None:
+        img, out = _masked_outputs(apply_fn, state, ts, cfg)
+        return _selected(out.astype(cfg.map_dtype), base, targets, img, cfg)
     _, h, w, _ = images.shape
     grid = _grid(images.shape, cfg)
     n_cols = grid.shape[1]
@@ -170,7 +179,11 @@ def _chunk_scores(apply_fn, state: dict, ts: jax.Array, cfg: _Config) -> jax.Arr
             variant = lambda n, a, b: jnp.where(  # noqa: E731
                 window_mask(grid, a, b, row_pos, col_pos)[:, :, None], fills[n], images[n])
         out = apply_fn(params, _model_input(jax.vmap(variant)(img, i, j), cfg))
-    out = out.astype(cfg.map_dtype)
+    return _selected(out.astype(cfg.map_dtype), base, targets, img, cfg)
+
+
+def _selected(out, base, targets, img, cfg: _Config) -> jax.Array:
+    """The chunk's scores ``(B, K')`` from the model's ``out`` ``(B, K)`` (the score, the target)."""
 
     def select(scores):  # (B, K) → (B, K')
         return scores if cfg.target_kind == "all" else jnp.take_along_axis(scores, targets[img][:, None], axis=1)
@@ -179,7 +192,32 @@ def _chunk_scores(apply_fn, state: dict, ts: jax.Array, cfg: _Config) -> jax.Arr
     return select(base[img]) - s if cfg.score == "difference" else s
 
 
+def _masked_outputs(apply_fn, state: dict, ts: jax.Array, cfg: _Config) -> tuple[jax.Array, jax.Array]:
+    """``(img (B,), model outputs (B, K))`` for the flat variants ``ts`` of a mask set (row-major
+    over images, then masks): the masks are built here, per chunk
+    (:func:`saliency_jax.occlude.masked.mask_at`)."""
+    params, images, fills, data = (state[k] for k in ("params", "images", "fills", "mask_data"))
+    spec, size = cfg.masks, tuple(images.shape[1:3])
+    img, p = ts // spec.n_masks, ts % spec.n_masks
+    if cfg.method == "incremental":
+        grid = _grid(images.shape, cfg)
+
+        def one(n, q, t):
+            def region(rows, cols):
+                return jnp.take(jnp.take(masked.mask_at(spec, data, n, q, size), rows, axis=0, mode="clip"), cols,
+                                axis=1, mode="clip")
+            return incremental.window_outputs(apply_fn, params, _model_input(images, cfg), _model_input(fills, cfg),
+                                              grid, state["caches"], n, t, t, region_mask=region)
+
+        return img, jax.vmap(one)(img, p, ts)[:, 0]
+    variant = lambda n, q: masked.blend(images[n], fills[n], masked.mask_at(spec, data, n, q, size),  # noqa: E731
+                                        spec.soft)
+    return img, apply_fn(params, _model_input(jax.vmap(variant)(img, p), cfg))
+
+
 def _n_variants(images_shape, cfg: _Config) -> int:
+    if cfg.masks is not None:
+        return images_shape[0] * cfg.masks.n_masks
     return images_shape[0] * _grid(images_shape, cfg).size
 
 
@@ -206,8 +244,11 @@ def _scanned_scores(apply_fn, state: dict, cfg: _Config) -> jax.Array:
 
 
 def _finish(scores, images_shape, cfg: _Config) -> jax.Array:
-    """Padded chunk scores ``(..., K')`` to the per-pixel map ``(N, K', H, W)``."""
+    """Padded chunk scores ``(..., K')`` to the per-pixel map ``(N, K', H, W)`` (a mask set: the
+    scores ``(N, P, K')``)."""
     n = images_shape[0]
+    if cfg.masks is not None:
+        return scores.reshape(-1, scores.shape[-1])[: n * cfg.masks.n_masks].reshape(n, cfg.masks.n_masks, -1)
     grid = _grid(images_shape, cfg)
     n_rows, n_cols = grid.shape
     k_out = scores.shape[-1]
@@ -215,16 +256,16 @@ def _finish(scores, images_shape, cfg: _Config) -> jax.Array:
     return accumulate(scores, grid, tuple(images_shape[1:3]), cfg.combine)
 
 
-def _occlusion_fn(apply_fn, params, images, fill, targets, cfg: _Config) -> jax.Array:
+def _occlusion_fn(apply_fn, params, images, fill, targets, mask_data, cfg: _Config) -> jax.Array:
     """The whole computation as one program (``lax.map`` over chunks): map ``(N, K', H, W)``."""
-    state = _prepare(apply_fn, params, images, fill, targets, cfg)
+    state = _prepare(apply_fn, params, images, fill, targets, mask_data, cfg)
     return _finish(_scanned_scores(apply_fn, state, cfg), images.shape, cfg)
 
 
-def _host_loop(apply_fn, params, images, fill, targets, cfg: _Config) -> jax.Array:
+def _host_loop(apply_fn, params, images, fill, targets, mask_data, cfg: _Config) -> jax.Array:
     """The same computation driven from Python: one jitted call per chunk (concrete arguments,
     one device). See :func:`occlusion`'s notes on execution for why."""
-    args = (params, images, fill, targets)
+    args = (params, images, fill, targets, mask_data)
     state = _state(apply_fn, args, cfg)
     chunk = jit_with_policy(_chunk_scores, (0, 3), args=args, library_defaults=cfg.compiler == "xla")
     flat = np.asarray(chunk_indices(_n_variants(images.shape, cfg), cfg.chunk_size))[0]
@@ -253,7 +294,7 @@ def _engine(n_devices: int, *args):
     :func:`saliency_jax._compile.jit_with_policy` (``args``: the call's array arguments):
     :func:`_prepare` for the host loop, else the whole :func:`_occlusion_fn`."""
     fn = _prepare if _host_executes(n_devices, args) else _occlusion_fn
-    return jit_with_policy(fn, (0, 5), args=args, n_devices=n_devices)
+    return jit_with_policy(fn, (0, 6), args=args, n_devices=n_devices)
 
 
 def _measured(apply_fn, args, cfg: _Config, candidates: list[tuple[str, int, str]]) -> _Config:
@@ -403,7 +444,7 @@ def occlusion(
                                combine=combine, blur_sigma=blur_sigma, chunk_size=chunk_size, devices=devices,
                                method=method, compute_dtype=compute_dtype)
     cfg, images, fill_arr, targets, batched, candidates = _configure(options, apply_fn, params, image, target)
-    args = (params, images, fill_arr, targets)
+    args = (params, images, fill_arr, targets, None)
     if _host_executes(len(cfg.devices), args):
         if len(candidates) > 1:
             cfg = _measured(apply_fn, args, cfg, candidates)
@@ -452,3 +493,164 @@ def _configure(options: OcclusionOptions, apply_fn, params, image, target):
         map_dtype=map_dtype(got.images.dtype).name,
     )
     return cfg, got.images, fill, targets, got.batched, candidates
+
+
+# --------------------------------------------------------------------------------------------
+# Any mask set: the masked-evaluation core's entry (windows above are its first case)
+# --------------------------------------------------------------------------------------------
+
+
+def evaluate_masks(
+    apply_fn: Callable[[Any, jax.Array], jax.Array],
+    params: Any,
+    image: jax.Array,
+    masks: Any,
+    *,
+    target: int | Sequence[int] | jax.Array | str | None = None,
+    fill: float | jax.Array | str | None = None,
+    score: str = "output",
+    blur_sigma: float | None = None,
+    chunk_size: int | str | None = None,
+    devices: Sequence[Any] | None = None,
+    method: str = "auto",
+    compute_dtype: Any = None,
+) -> jax.Array:
+    """The model's scores on every masked copy ``x·(1 − m) + fill·m`` of ``image``, one per mask.
+
+    The same engine as :func:`occlusion` (whose windows are one mask set): the copies are built
+    per chunk with ``vmap``, the jitted model runs over fixed-size chunks (the last one padded:
+    one trace per shape), sharded over ``devices``; where every mask's support has a bounding
+    box (concrete masks), ``method="incremental"`` recomputes only the region each one changes
+    (:mod:`saliency_jax.occlude.incremental`, the windows' union-box rules) and ``"auto"``
+    chooses by the same counted-FLOP rule (:func:`saliency_jax.occlude.options.counted_choice`).
+
+    Args:
+        apply_fn, params: the model, as for :func:`occlusion`.
+        image: ``(H, W, C)`` or ``(N, H, W, C)``, floating point, finite.
+        masks: explicit masks ``(P, H, W)`` — bool (binary: the pixel is replaced where true) or
+            floating in ``[0, 1]`` (soft) — shared by every image, or a ``(MaskSet, data)``
+            pair from :mod:`saliency_jax.occlude.masked` (coalitions of segments, RISE grids).
+        target: as for :func:`occlusion` (int, ``(N,)``, ``"all"``, ``None`` = predicted).
+        fill: what a masked pixel becomes: a number (default ``0.0``), a per-channel ``(C,)``,
+            a baseline image ``(H, W, C)`` / ``(N, H, W, C)``, ``"mean"`` or ``"blur"``.
+        score: ``"output"`` (``f(copy)[t]``, default) or ``"difference"`` (``f(x)[t] − f(copy)[t]``).
+        blur_sigma: σ for ``fill="blur"``; default a sixteenth of the shorter side (at least 0.5).
+        chunk_size, devices, compute_dtype: as for :func:`occlusion`.
+        method: ``"auto"``, ``"full"`` or ``"incremental"`` (needs concrete masks with a box:
+            not RISE's grids).
+
+    Returns:
+        float32 scores ``(P,)`` for one image, ``(N, P)`` for a batch; ``target="all"`` adds a
+        class axis last: ``(P, K)`` / ``(N, P, K)``.
+
+    Raises:
+        TypeError, ValueError: for a malformed argument, before anything is traced.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> f = lambda p, x: x.sum(axis=(1, 2))                       # (B, H, W, C) -> (B, C)
+        >>> m = jnp.zeros((2, 4, 4), bool).at[0, :2].set(True)        # mask 0: the top half
+        >>> evaluate_masks(f, None, jnp.ones((4, 4, 1)), m, target=0).tolist()
+        [8.0, 16.0]
+    """
+    spec, data = _check_masks(masks)
+    _validate.apply_fn(apply_fn)
+    images, batched = _validate.image(image)
+    n, h, w, _ = images.shape
+    _check_mask_shapes(spec, data, images.shape)
+    _validate.choice("score", score, SCORES)
+    method = _validate.choice("method", method, EXECUTIONS)
+    chunk = opt.check_chunk_size(chunk_size)
+    dtype = check_compute_dtype(compute_dtype)
+    if blur_sigma is None:
+        blur_sigma = max(min(h, w) / 16.0, 0.5)
+    elif isinstance(blur_sigma, bool) or not isinstance(blur_sigma, (int, float)) or not blur_sigma > 0:
+        raise ValueError(f"`blur_sigma` (={blur_sigma!r}) must be a positive number of pixels")
+    devices = tuple(jax.local_devices()) if devices is None else tuple(devices)
+    if not devices:
+        raise ValueError("`devices` (=()) must name at least one device")
+    fill_kind, fill_arr = opt.check_fill(fill, "occlude", images.shape)
+    fill_arr = fill_arr.astype(jnp.float32)
+    spec = _with_boxes(spec, data, n, method)
+    kind, targets = opt.targets(apply_fn, params, images, target)
+    args = (params, images, fill_arr, targets, data)
+    measurable = _host_executes(len(devices), args)
+    candidates = _mask_plan(apply_fn, params, images, spec, method, chunk, devices, measurable)
+    m, c, k = candidates[0]
+    cfg = _Config(window=(1, 1), stride=(1, 1), placement="clip", mode="occlude", score=score, combine="mean",
+                  fill_kind=fill_kind, blur_sigma=float(blur_sigma), target_kind=kind, chunk_size=c, compiler=k,
+                  devices=devices, method=m, compute_dtype=dtype, map_dtype=map_dtype(images.dtype).name,
+                  masks=spec)
+    if measurable and len(candidates) > 1:
+        cfg = _measured(apply_fn, args, cfg, candidates)
+    if cfg.method != "incremental":  # full re-inference reads no boxes: new masks of the same shapes, no retrace
+        cfg = dataclasses.replace(cfg, masks=dataclasses.replace(spec, boxes=None))
+    if measurable:
+        scores = _host_loop(apply_fn, *args, cfg)
+    else:
+        scores = _engine(len(devices), *args)(apply_fn, *args, cfg)  # (N, P, K')
+    if kind != "all":
+        scores = scores[..., 0]
+    return scores if batched else scores[0]
+
+
+def _check_masks(masks) -> tuple[MaskSet, dict]:
+    """``(spec, data)`` of ``evaluate_masks``'s ``masks`` (explicit masks checked for values in [0, 1])."""
+    if isinstance(masks, tuple) and len(masks) == 2 and isinstance(masks[0], MaskSet):
+        return masks
+    if not hasattr(masks, "shape"):
+        raise TypeError(f"`masks` (={type(masks).__name__}) must be an array (P, H, W) or a (MaskSet, data) pair")
+    arr = jnp.asarray(masks)
+    if arr.ndim != 3 or arr.shape[0] < 1:
+        raise ValueError(f"`masks` (shape={tuple(arr.shape)}) must be (P, H, W) with P >= 1")
+    if arr.dtype != jnp.bool_:
+        if not (jnp.issubdtype(arr.dtype, jnp.floating) or jnp.issubdtype(arr.dtype, jnp.integer)):
+            raise TypeError(f"`masks` (dtype={arr.dtype}) must be bool or real-valued in [0, 1]")
+        if _validate.is_concrete(arr):
+            a = np.asarray(arr, np.float64)
+            if not (np.isfinite(a).all() and a.min() >= 0 and a.max() <= 1):
+                raise ValueError(f"`masks` (values in [{a.min()}, {a.max()}]) must lie in [0, 1]")
+    return masked.explicit_masks(arr)
+
+
+def _check_mask_shapes(spec: MaskSet, data: dict, images_shape) -> None:
+    n, h, w, _ = images_shape
+    if spec.kind == "explicit" and tuple(data["masks"].shape[1:]) != (h, w):
+        raise ValueError(f"`masks` (shape={tuple(data['masks'].shape)}) must be (P, {h}, {w}) for images "
+                         f"(H={h}, W={w})")
+    if spec.kind == "coalitions" and tuple(data["segments"].shape) not in ((n, h, w),):
+        raise ValueError(f"the segments (shape={tuple(data['segments'].shape)}) must be ({n}, {h}, {w})")
+
+
+def _with_boxes(spec: MaskSet, data: dict, n: int, method: str) -> MaskSet:
+    """``spec`` with the bounding boxes of its masks where they can be known (concrete, not RISE's
+    grids) and may be used; ``method="incremental"`` without them is refused."""
+    concrete = all(_validate.is_concrete(x) for x in jax.tree.leaves(data))
+    if method == "full" or spec.kind == "cells" or not concrete:
+        if method == "incremental":
+            why = "RISE's grids change every pixel" if spec.kind == "cells" else "the masks are traced"
+            raise ValueError(f"`method` (='incremental') needs concrete masks with a bounding box; {why}: use "
+                             "'full' or 'auto'")
+        return spec
+    if spec.boxes is not None:
+        return spec
+    if spec.kind == "coalitions":
+        found = masked.coalition_boxes(np.asarray(data["off"]), np.asarray(data["segments"]))
+    else:
+        found = masked.explicit_boxes(np.asarray(data["masks"])) * n
+    return dataclasses.replace(spec, boxes=found)
+
+
+def _mask_plan(apply_fn, params, images, spec: MaskSet, method, chunk, devices, measurable):
+    """The ``(method, chunk_size, compiler)`` candidates of a mask set (:func:`tune.auto_plan` on
+    the boxes' counted FLOPs; full re-inference where there are no boxes)."""
+    platform = devices[0].platform
+    given = chunk if _validate.is_int(chunk) else None
+    if chunk == "auto" and all(_validate.is_concrete(x) for x in jax.tree.leaves(params)):
+        given = tune_chunk_size(apply_fn, params, images.shape[1:]) if method != "incremental" else None
+    if method != "auto" or spec.boxes is None:
+        m = "full" if method == "auto" else method
+        return [(m, given or default_chunk_size(m, platform), "policy")]
+    report = flop_report(apply_fn, params, images.shape[1:], grid=masked.box_grid(spec.boxes))
+    return list(dict.fromkeys(tune.auto_plan(ratio=report.ratio, full_flops=report.full_flops, platform=platform,
+                                             chunk_size=given, measurable=measurable)))

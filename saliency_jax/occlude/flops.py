@@ -30,7 +30,7 @@ from saliency_jax import _validate
 from saliency_jax import jaxpr as jx
 from saliency_jax.occlude import incremental
 from saliency_jax.occlude.incremental import ELEMENTWISE, POOLS
-from saliency_jax.occlude.windows import window_grid
+from saliency_jax.occlude.windows import WindowGrid, window_grid
 
 __all__ = ["LayerCost", "FlopReport", "flop_report", "eqn_flops", "full_flops"]
 
@@ -196,8 +196,8 @@ def _cost(note: incremental.Recomputed) -> LayerCost | None:
 
 
 def flop_report(
-    apply_fn: Callable, params: Any, image_shape, *, window, stride=None, placement: str = "clip",
-    cap: float | None = None,
+    apply_fn: Callable, params: Any, image_shape, *, window=None, stride=None, placement: str = "clip",
+    cap: float | None = None, grid: WindowGrid | None = None,
 ) -> FlopReport:
     """Counted FLOPs per window of full and incremental re-inference (no computation is run).
 
@@ -207,6 +207,9 @@ def flop_report(
         window, stride, placement: the window grid, as for :func:`saliency_jax.occlusion`.
         cap: ``None`` (exact) or the APPROXIMATE projective-field cap of
             :func:`saliency_jax.occlude.capped.capped_occlusion`.
+        grid: instead of ``window``: any grid of boxes, e.g. the bounding boxes of a mask set
+            (:func:`saliency_jax.occlude.masked.box_grid`); the patch of each layer is the
+            largest over the boxes, as for windows.
 
     Returns:
         A :class:`FlopReport`; ``ratio`` is the ceiling on the speed-up. Cached per model,
@@ -221,7 +224,10 @@ def flop_report(
         (64, 16, 4.0)
     """
     h, w, c = (int(d) for d in image_shape)
-    grid = window_grid((h, w), window, stride, placement)
+    if grid is None:
+        if window is None:
+            raise TypeError("flop_report needs `window` (a window grid) or `grid` (boxes)")
+        grid = window_grid((h, w), window, stride, placement)
     try:
         key = (apply_fn, _validate.signature(params), (h, w, c), tuple(map(tuple, grid)),
                incremental.FULL_LAYER_FRACTION, cap)

@@ -775,7 +775,7 @@ def _cache_pass(apply_fn, params, images, grid: WindowGrid, cap):
     return jax.vmap(one)(images)
 
 
-def _window_pass(apply_fn, params, images, fills, grid: WindowGrid, caches, img, iy, ix, cap):
+def _window_pass(apply_fn, params, images, fills, grid: WindowGrid, caches, img, iy, ix, cap, region_mask=None):
     """:func:`window_outputs`, and the interpreter (its :class:`Recomputed` notes)."""
     x = _input_value(images.shape, grid, None)
     (gy, gx) = x.geom
@@ -787,13 +787,19 @@ def _window_pass(apply_fn, params, images, fills, grid: WindowGrid, caches, img,
     filled = lax.dynamic_slice(fills, (img, sy, sx, zero), size)
     rows = sy + jnp.arange(gy.size, dtype=jnp.int32)
     cols = sx + jnp.arange(gx.size, dtype=jnp.int32)
-    x.value = jnp.where(window_mask(grid, iy, ix, rows, cols)[None, :, :, None], filled, pixels)
+    if region_mask is None:
+        x.value = jnp.where(window_mask(grid, iy, ix, rows, cols)[None, :, :, None], filled, pixels)
+    else:  # a mask of the masked-evaluation core on this patch: binary selects, soft blends
+        m = region_mask(rows, cols)[None, :, :, None]
+        x.value = jnp.where(m, filled, pixels) if m.dtype == jnp.bool_ else \
+            pixels * (1 - m.astype(pixels.dtype)) + filled * m.astype(pixels.dtype)
     traced = _traced(apply_fn, params, images.shape, images.dtype)
     interp = _Interpreter("window", caches, img, iy, ix, cap=cap)
     return _run(traced, params, x, interp), interp
 
 
-def window_outputs(apply_fn, params, images, fills, grid: WindowGrid, caches, img, iy, ix, *, cap=None):
+def window_outputs(apply_fn, params, images, fills, grid: WindowGrid, caches, img, iy, ix, *, cap=None,
+                   region_mask=None):
     """Model output ``(1, K)`` for window ``(iy, ix)`` of image ``img`` occluded with ``fills``.
 
     Per window (``vmap`` it over windows): the changed region of each layer is recomputed from
@@ -808,6 +814,10 @@ def window_outputs(apply_fn, params, images, fills, grid: WindowGrid, caches, im
         cap: ``None`` (exact) or the projective-field cap of
             :func:`saliency_jax.occlude.capped.capped_occlusion` (APPROXIMATE); must be the one
             given to :func:`prepare`.
+        region_mask: ``None`` (the window ``(iy, ix)`` of ``grid``) or, for any other mask whose
+            support lies inside ``grid``'s box ``(iy, ix)`` (:mod:`saliency_jax.occlude.masked`),
+            ``region_mask(rows (R,), cols (C,)) -> (R, C)`` the mask on those pixels: bool
+            (selects ``fills``) or floating (blends ``x·(1 − m) + fill·m``).
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -821,7 +831,7 @@ def window_outputs(apply_fn, params, images, fills, grid: WindowGrid, caches, im
         >>> incremental.window_outputs(f, None, images, jnp.zeros_like(images), grid, caches, i, i, i).tolist()
         [[12.0]]
     """
-    return _window_pass(apply_fn, params, images, fills, grid, caches, img, iy, ix, cap)[0]
+    return _window_pass(apply_fn, params, images, fills, grid, caches, img, iy, ix, cap, region_mask)[0]
 
 
 def window_equations(apply_fn: Callable, params: Any, image_shape, grid: WindowGrid, *,

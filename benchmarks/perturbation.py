@@ -1,0 +1,265 @@
+"""Speed and memory of the perturbation family (issue 20) against Captum and the naive loop.
+
+Workloads on the ZF-224 model of ``benchmarks/zoo.py`` (random weights, the same weights on every
+side; Captum runs on the torch port of ``tests/torch_port.py`` where the model ports, else it is
+reported as not run):
+
+* feature ablation over about 100 SLIC segments (ours: ``method="auto"``, and ``"full"`` and
+  ``"incremental"`` for the counted FLOP ratio and the share of it reached);
+* ``shapley_sampling`` with ``n_samples=25`` on about 50 segments;
+* ``kernel_shap`` with 1000 samples on about 50 segments;
+* RISE with 4000 masks (Captum has no RISE: ours against the naive loop only).
+
+Each (workload, side) runs in a fresh subprocess, so ``peak_rss_mib`` (``ru_maxrss``) is that
+side's peak memory. Captum is timed at each ``perturbations_per_eval`` of ``PPE`` and the best is
+reported. The naive loop is one jitted single-image forward per masked copy, built in numpy.
+Times are per image, the median of ``--repeats`` calls after one warm-up call (compile apart).
+
+Usage:  python benchmarks/perturbation.py [--smoke] [--out DIR] [--repeats N]
+        (``--smoke``: a 64-pixel ZF twin, a few segments and samples; under a minute.)
+Results: ``benchmarks/results/perturbation.{json,md}`` (``perturbation-smoke.*`` for ``--smoke``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import _provenance  # noqa: E402
+from benchmarks._lock import machine_lock  # noqa: E402
+
+FULL = dict(size=224, fa_segments=100, segments=50, shapley_n=25, kernel_n=1000, rise_n=4000, ppe=(1, 4, 16, 64))
+SMOKE = dict(size=64, fa_segments=9, segments=6, shapley_n=2, kernel_n=12, rise_n=24, ppe=(1, 8))
+WORKLOADS = ("feature_ablation", "shapley_sampling", "kernel_shap", "rise")
+
+
+def _setup(cfg):
+    import jax
+    import jax.numpy as jnp
+
+    import saliency_jax as sj
+    from benchmarks import zoo
+
+    apply_fn, variables = zoo.build("zf", cfg["size"])
+    # smooth random colour fields (SLIC finds no segments in white noise: one segment per image)
+    coarse = jax.random.uniform(jax.random.key(1), (cfg["size"] // 16, cfg["size"] // 16, 3))
+    image = jax.image.resize(coarse, (cfg["size"], cfg["size"], 3), "cubic")
+    return sj, jax, jnp, apply_fn, variables, image
+
+
+def _segments(sj, image, n):
+    return np.asarray(sj.segments(np.asarray(image), n=n))
+
+
+def _timed(fn, repeats):
+    import jax
+
+    start = time.perf_counter()
+    out = jax.block_until_ready(fn())
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = jax.block_until_ready(fn())
+        times.append(time.perf_counter() - start)
+    return first, float(np.median(times)), out
+
+
+def _coalitions(workload, seg, cfg):
+    """The ``off (P, F)`` rows the naive loop and Captum evaluate (ours draws its own, same counts)."""
+    f = int(seg.max()) + 1
+    rng = np.random.default_rng(0)
+    if workload == "feature_ablation":
+        return np.eye(f, dtype=bool)
+    if workload == "shapley_sampling":
+        rows = [np.ones(f, bool), np.zeros(f, bool)]
+        for _ in range(cfg["shapley_n"]):
+            perm = rng.permutation(f)
+            for k in range(1, f):
+                row = np.ones(f, bool)
+                row[perm[:k]] = False
+                rows.append(row)
+        return np.asarray(rows)
+    return np.concatenate([np.ones((1, f), bool), np.zeros((1, f), bool), rng.uniform(size=(cfg["kernel_n"], f)) < .5])
+
+
+def run_one(workload, side, cfg, repeats):
+    """One side of one workload in this process: a JSON-able dict."""
+    sj, jax, jnp, apply_fn, variables, image = _setup(cfg)
+    n_seg = cfg["fa_segments"] if workload == "feature_ablation" else cfg["segments"]
+    seg = _segments(sj, image, n_seg) if workload != "rise" else None
+    target = 1
+    out = {"workload": workload, "side": side}
+    if seg is not None:
+        out["features"] = int(seg.max()) + 1
+    if side.startswith("ours"):
+        method = side.split(":")[1] if ":" in side else "auto"
+        if workload == "rise":
+            fn = lambda: sj.rise(apply_fn, variables, image, target=target, n_masks=cfg["rise_n"])  # noqa: E731
+        elif workload == "feature_ablation":
+            fn = lambda: sj.feature_ablation(apply_fn, variables, image, seg, target=target, method=method)  # noqa: E731
+        elif workload == "shapley_sampling":
+            fn = lambda: sj.shapley_sampling(apply_fn, variables, image, seg, target=target,  # noqa: E731
+                                             n_samples=cfg["shapley_n"], method=method)
+        else:
+            fn = lambda: sj.kernel_shap(apply_fn, variables, image, seg, target=target,  # noqa: E731
+                                        n_samples=cfg["kernel_n"], method=method)
+        first, t, _ = _timed(fn, repeats)
+        out.update(seconds=t, first_call_s=first)
+        if workload == "feature_ablation":
+            from saliency_jax.occlude import flops, masked
+
+            boxes = masked.coalition_boxes(np.eye(out["features"], dtype=bool), seg[None])
+            out["counted_flop_ratio"] = flops.flop_report(apply_fn, variables, image.shape,
+                                                          grid=masked.box_grid(boxes)).ratio
+    elif side == "naive":
+        forward = jax.jit(lambda p, x: apply_fn(p, x[None])[0, target])
+        host = np.asarray(image)
+
+        def loop():
+            if workload == "rise":
+                key = jax.random.key(0)
+                cells = np.asarray(jax.random.bernoulli(key, 0.5, (cfg["rise_n"], 7, 7)), np.float32)
+                total = np.zeros(host.shape[:2])
+                for c in cells:
+                    m = np.asarray(sj.occlude.masked.rise_mask(c, np.zeros(2, np.int32), host.shape[:2]))
+                    total += float(forward(variables, jnp.asarray(host * m[..., None]))) * m
+                return total
+            vals = [float(forward(variables, jnp.asarray(np.where(off[seg][..., None], 0.0, host))))
+                    for off in _coalitions(workload, seg, cfg)]
+            return np.asarray(vals)
+
+        first, t, _ = _timed(loop, max(1, repeats // 2))
+        out.update(seconds=t, first_call_s=first)
+    elif side == "captum":
+        out.update(_captum(workload, seg, cfg, image, repeats))
+    out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def _captum(workload, seg, cfg, image, repeats):
+    try:
+        import captum.attr as ca
+        import torch
+
+        from benchmarks import zoo
+        from tests.torch_port import port
+    except ImportError as err:
+        return {"skipped": f"torch/captum not installed ({err})"}
+    if workload == "rise":
+        return {"skipped": "Captum has no RISE"}
+    from saliency_jax.model.architectures import get_model
+
+    _, variables = zoo.build("zf", cfg["size"])
+    try:  # the same weights as ours, ported (tests/torch_port.py covers the ConvNet family, ZF included)
+        net = port(get_model("zf", num_classes=10), variables).eval()
+    except Exception as err:
+        return {"skipped": f"no torch port of the ZF model: {err!r}"}
+    torch.set_num_threads(os.cpu_count() or 1)
+    x = torch.from_numpy(np.ascontiguousarray(np.transpose(np.asarray(image)[None], (0, 3, 1, 2))))
+    fm = torch.from_numpy(seg.astype(np.int64))[None, None].repeat(1, 3, 1, 1).contiguous()
+    best = None
+    for ppe in cfg["ppe"]:
+        if workload == "feature_ablation":
+            alg, kw = ca.FeatureAblation(net), {}
+        elif workload == "shapley_sampling":
+            alg, kw = ca.ShapleyValueSampling(net), {"n_samples": cfg["shapley_n"]}
+        else:
+            alg, kw = ca.KernelShap(net), {"n_samples": cfg["kernel_n"]}
+
+        def run():
+            with torch.no_grad():
+                return alg.attribute(x, baselines=0.0, target=1, feature_mask=fm, perturbations_per_eval=ppe, **kw)
+
+        first, t, _ = _timed(run, repeats)
+        if best is None or t < best["seconds"]:
+            best = {"seconds": t, "first_call_s": first, "perturbations_per_eval": ppe}
+    return best
+
+
+def _subprocess(workload, side, smoke, repeats):
+    cmd = [sys.executable, __file__, "--one", workload, side, "--repeats", str(repeats)] + (["--smoke"] if smoke else [])
+    got = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if got.returncode != 0:
+        return {"workload": workload, "side": side, "error": got.stderr[-2000:]}
+    return json.loads(got.stdout.strip().splitlines()[-1])
+
+
+def markdown(meta, rows) -> str:
+    lines = [f"# Perturbation family: ZF-{meta['size']}, per image ({'smoke' if meta['smoke'] else 'full'} run)", "",
+             "| workload | side | features | seconds | first call s | peak RSS MiB | notes |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        notes = r.get("skipped") or (r.get("error", "")[:80].replace("\n", " ") if "error" in r else "")
+        if "perturbations_per_eval" in r:
+            notes = f"best perturbations_per_eval {r['perturbations_per_eval']}"
+        if "counted_flop_ratio" in r:
+            notes = f"counted FLOP ratio {r['counted_flop_ratio']:.2f}"
+        sec = f"{r['seconds']:.3f}" if "seconds" in r else "—"
+        first = f"{r['first_call_s']:.2f}" if "first_call_s" in r else "—"
+        mem = f"{r['peak_rss_mib']:.0f}" if "peak_rss_mib" in r else "—"
+        lines.append(f"| {r['workload']} | {r['side']} | {r.get('features', '—')} | {sec} | {first} | {mem} | {notes} |")
+    fa = {r["side"]: r for r in rows if r["workload"] == "feature_ablation" and "seconds" in r}
+    if "ours:full" in fa and "ours:incremental" in fa and "counted_flop_ratio" in fa["ours:incremental"]:
+        speed = fa["ours:full"]["seconds"] / fa["ours:incremental"]["seconds"]
+        ratio = fa["ours:incremental"]["counted_flop_ratio"]
+        lines += ["", f"Feature ablation: incremental is {speed:.2f}x full; the counted FLOP ratio is {ratio:.2f}x, "
+                      f"so {100 * speed / ratio:.0f} % of it is reached."]
+    for w in WORKLOADS:
+        sides = {r["side"]: r for r in rows if r["workload"] == w and "seconds" in r}
+        if "ours" in sides and "captum" in sides:
+            lines.append(f"- {w}: ours {sides['captum']['seconds'] / sides['ours']['seconds']:.2f}x Captum")
+        if "ours" in sides and "naive" in sides:
+            lines.append(f"- {w}: ours {sides['naive']['seconds'] / sides['ours']['seconds']:.2f}x the naive loop")
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes (under a minute): proves the script runs")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--one", nargs=2, metavar=("WORKLOAD", "SIDE"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    cfg = SMOKE if args.smoke else FULL
+    repeats = 1 if args.smoke else args.repeats
+    if args.one:
+        print(json.dumps(run_one(*args.one, cfg, repeats)))
+        return
+    provenance = _provenance.start(script=__file__)
+    rows = []
+    for w in WORKLOADS:
+        sides = ["ours", "naive", "captum"] + (["ours:full", "ours:incremental"] if w == "feature_ablation" else [])
+        for side in sides:
+            r = _subprocess(w, side, args.smoke, repeats)
+            print(json.dumps(r), flush=True)
+            rows.append(r)
+    meta = {"size": cfg["size"], "smoke": args.smoke, "config": {k: list(v) if isinstance(v, tuple) else v
+                                                                 for k, v in cfg.items()}}
+    provenance = _provenance.finish(provenance)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = "perturbation-smoke" if args.smoke else "perturbation"
+    (out / f"{stem}.json").write_text(json.dumps(dict(meta=meta, results=rows, provenance=provenance), indent=1))
+    text = markdown(meta, rows) + "\n" + _provenance.markdown_line(provenance) + "\n"
+    (out / f"{stem}.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    if "--one" in sys.argv:
+        main()  # a child of the locked parent
+    else:
+        with machine_lock(exclusive=True):  # no test session runs beside a timing
+            main()
