@@ -123,6 +123,7 @@ def explain_paths(
     window: int | tuple[int, int] | None = None,
     stride: int | tuple[int, int] | None = None,
     fill: float | str = 0.0,
+    options=None,
     target: str | int | None = "predicted",
     formats: str | Sequence[str] = FORMATS,
     batch_size: int = 16,
@@ -155,6 +156,9 @@ def explain_paths(
             (:func:`saliency_jax.methods.default_stride`).
         fill: the occlusion fill in model-input units (``0.0``: mid-grey for the shipped model's
             ``[-1, 1]`` input), ``"mean"`` or ``"blur"``.
+        options: the methods' own options, ``["METHOD.KEY=VALUE", ...]`` or ``{method: {key:
+            value}}`` (:func:`saliency_jax.app.settings.check_options`), e.g.
+            ``["integrated_gradients.n_steps=32"]``; recorded in the sidecars.
         target: ``"predicted"`` (each image's predicted class), ``"all"`` (every class: maps
             gain a class axis, panels one row per class), a class name or a class index.
         formats: a subset of ``("png", "npy")``.
@@ -199,7 +203,8 @@ def explain_paths(
     """
     # ---- arguments, before anything is loaded or read
     paths = _check_paths(paths)
-    requested = ExplainSettings.request(methods=methods, window=window, stride=stride, fill=fill, target=target,
+    requested = ExplainSettings.request(methods=methods, window=window, stride=stride, fill=fill, options=options,
+                                        target=target,
                                         formats=formats, cmap=cmap, signed_cmap=signed_cmap, alpha=alpha,
                                         colorbar=colorbar)
     batch_size = _validate.integer("batch_size", batch_size, lo=1)

@@ -10,11 +10,13 @@ each image's predicted class; an int; one int per image; ``"all"``: every class,
 points of integrated gradients (every image × class × baseline × step) and the noisy copies of
 SmoothGrad (every image × sample) are laid out as one flat list of items and run through the
 model ``chunk_size`` items at a time, the last chunk padded to the same size (padding items
-carry weight 0), inside one ``lax.scan``: one trace per shape, and the working set is one
-chunk's batch plus the accumulated maps. ``chunk_size=None`` takes the engine's default
-(:func:`saliency_jax._compile.default_chunk_size`, ``"full"``: 16 on the CPU) and every
-function is jitted with the engine's compile policy
-(:func:`saliency_jax._compile.jit_with_policy`).
+carry weight 0): one trace per shape, and the working set is one chunk's batch plus the
+accumulated maps. With concrete arguments the chunks are driven from Python, one jitted call
+per chunk (as the occlusion engine's host loop); under a caller's ``jit``/``vmap`` they run in
+one ``lax.scan``. The backward pass is :func:`saliency_jax.backprop.receptive_field.vjp`'s
+(switch unpooling, sub-pixel transposes of strided convolutions): the gradient, at about a
+third of ``jax.vjp``'s cost on XLA:CPU. ``chunk_size=None`` takes :data:`CPU_CHUNK` on the CPU
+and the engine's default elsewhere.
 
 Integrated gradients (Sundararajan et al. 2017) follows Captum's ``IntegratedGradients``: the
 same quadratures (:data:`QUADRATURES`, Captum's step points and weights, see
@@ -45,9 +47,9 @@ from saliency_jax import _validate
 from saliency_jax._dtypes import cast_floating, check_compute_dtype, map_dtype
 from saliency_jax.backprop import receptive_field as field
 from saliency_jax.backprop.methods import deconvnet, gradient, guided_backprop
-from saliency_jax._compile import chunk_indices, default_chunk_size, jit_with_policy
+from saliency_jax._compile import backend_kind, chunk_indices, default_chunk_size, jit_with_policy
 
-__all__ = ["QUADRATURES", "SMOOTHING", "GRADIENT_METHODS", "quadrature", "integrated_gradients",
+__all__ = ["QUADRATURES", "SMOOTHING", "GRADIENT_METHODS", "CPU_CHUNK", "LIBRARY_DEFAULTS", "quadrature", "integrated_gradients",
            "input_x_gradient", "smooth_grad", "blur_baseline"]
 
 QUADRATURES = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
@@ -119,9 +121,25 @@ def quadrature(method: str, n_steps: int) -> tuple[np.ndarray, np.ndarray]:
 # shared checks
 
 
+CPU_CHUNK = 25
+"""Interpolation points / noisy copies per model call on the CPU when ``chunk_size`` is not given.
+
+Measured on ZF-224 (2-core x86, shared, informal runs interleaved in rounds, fastest of 3–4):
+integrated gradients with 50 steps took 3.48 / 3.28 / 3.21 / 2.76 s at chunks of 5 / 10 / 16 /
+25 (XLA's defaults), and 2.70 / 2.55 s at 25 / 50. 25 is the smallest chunk that reached the
+fastest group; the working set grows with the chunk, so no larger. On a GPU or TPU the engine's
+default (:func:`saliency_jax._compile.default_chunk_size`, ``"full"``) applies."""
+
+LIBRARY_DEFAULTS = True
+"""Compile the chunk step with XLA's defaults (YNNPACK on, on XLA:CPU) rather than the engine's
+policy (off). With the receptive-field backward pass, YNNPACK on was faster in 4 of 5 paired
+informal comparisons on ZF-224 (e.g. 50 steps at chunk 10: 3.28 s on, 3.87 s off) and within
+the machine's noise in the fifth."""
+
+
 def _chunk(chunk_size) -> int:
     if chunk_size is None:
-        return default_chunk_size("full")
+        return CPU_CHUNK if backend_kind() == "cpu" else default_chunk_size("full")
     return _validate.integer("chunk_size", chunk_size, lo=1)
 
 
@@ -243,7 +261,7 @@ def _run_chunks(step, static, args, carry, total: int, chunk: int):
     items, valid = _flat_chunks(total, chunk)
     fold = functools.partial(step, *static, args)
     if all(_validate.is_concrete(a) for a in jax.tree.leaves((args, carry))):
-        run = jit_with_policy(step, tuple(range(len(static))), args=(args, carry))
+        run = jit_with_policy(step, tuple(range(len(static))), args=(args, carry), library_defaults=LIBRARY_DEFAULTS)
         items, valid = np.asarray(items), np.asarray(valid)
         for i, ok in zip(items, valid):
             carry = run(*static, args, carry, i, ok)
@@ -359,7 +377,7 @@ def integrated_gradients(apply_fn: Callable, params: Any, image, *, target=None,
             of baselines is told from per-image ones by the keyword, never by its shape.
         n_steps: quadrature points per baseline (``>= 1``; ``>= 2`` for the Riemann rules).
         method: one of :data:`QUADRATURES`.
-        chunk_size: interpolated images per model call (default: the engine's, 16 on CPU).
+        chunk_size: interpolated images per model call (default :data:`CPU_CHUNK` on the CPU).
         return_delta: also return the completeness gap per map, Captum's convergence delta:
             ``Σ attribution − (f_t(x) − mean_b f_t(b))``.
         blur_sigma: σ in pixels for ``baseline="blur"``.
@@ -549,7 +567,7 @@ def smooth_grad(method, apply_fn: Callable, params: Any, image, /, *, kind: str 
         noise: explicit noise ``(n_samples, H, W, C)`` (the same for every image) or
             ``(N, n_samples, H, W, C)``, added as given (``stdev`` and ``key`` then unused),
             e.g. to compare with Captum on the same draws.
-        chunk_size: noisy copies per call of ``method`` (default: the engine's, 16 on CPU).
+        chunk_size: noisy copies per call of ``method`` (default :data:`CPU_CHUNK` on the CPU).
         **method_options: passed to ``method`` for every noisy copy (e.g. ``n_steps``,
             ``baseline`` for integrated gradients: one image or a number, not per-image; its
             quadrature as ``method="riemann_trapezoid"``: the four leading arguments are
