@@ -58,7 +58,7 @@ import types
 from typing import Any, Callable, Mapping
 
 from saliency_jax import _validate
-from saliency_jax.backprop import grad_cam as _grad_cam_module
+from saliency_jax.backprop.grad_cam import grad_cam as _grad_cam_fn, guided_grad_cam as _guided_grad_cam_fn
 from saliency_jax.backprop import gradients as _gradients
 from saliency_jax.backprop import methods as _backprop
 from saliency_jax.metrics import baselines as _baselines
@@ -301,11 +301,11 @@ def _smoothgrad(apply_fn, params, image, target, *, method="gradient", seed=0, *
 
 
 def _grad_cam(apply_fn, params, image, target, **options):
-    return _grad_cam_module.grad_cam(apply_fn, params, image, target=target, **options)
+    return _grad_cam_fn(apply_fn, params, image, target=target, **options)
 
 
 def _guided_grad_cam(apply_fn, params, image, target, **options):
-    return _grad_cam_module.guided_grad_cam(apply_fn, params, image, target=target, **options)
+    return _guided_grad_cam_fn(apply_fn, params, image, target=target, **options)
 
 
 register(Method("integrated_gradients", "rgb", _integrated_gradients,
