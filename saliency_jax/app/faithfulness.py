@@ -104,8 +104,8 @@ def rows() -> tuple[Row, ...]:
     :func:`saliency_jax.methods.report_order`; a method registered later is a row from then on.
 
     Example:
-        >>> [r.label for r in rows()]
-        ['occlusion-16', 'occlusion-32', 'crop', 'deconvnet', 'guided', 'gradient']
+        >>> [r.label for r in rows()][:7]
+        ['occlusion-16', 'occlusion-32', 'crop', 'grad_cam', 'deconvnet', 'guided', 'gradient']
     """
     out = []
     for name in registry.report_order(registry.names()):

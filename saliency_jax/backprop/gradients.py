@@ -628,7 +628,10 @@ def smooth_grad(method, apply_fn: Callable, params: Any, image, /, *, kind: str 
         fn = _FAST[method]  # the same maps, with the fast backward pass (see _input_cotangent)
     args = (params, x, sigma, key, None if noise is None else nz, targets, array_options)
     static = (fn, apply_fn, kind_t, n_samples, static_options)
-    shape = jax.eval_shape(lambda i: _noisy_maps(*static, args, i)[1], jnp.zeros((1,), jnp.int32)).shape[1:]
+    if fn in _FAST.values() or fn in GRADIENT_METHODS.values():  # maps of the image's shape: no trace needed
+        shape = ((k,) if kind_t == "all" else ()) + tuple(x.shape[1:])
+    else:
+        shape = jax.eval_shape(lambda i: _noisy_maps(*static, args, i)[1], jnp.zeros((1,), jnp.int32)).shape[1:]
     zeros = jnp.zeros((x.shape[0],) + shape, jnp.float32)
     carry = _run_chunks(_smooth_step, static, args, (zeros, zeros), x.shape[0] * n_samples, chunk)
     out = jit_with_policy(_smooth_finish, (0, 1, 2), args=carry)(kind, n_samples, map_dtype(x.dtype).name, carry)
