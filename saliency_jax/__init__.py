@@ -74,6 +74,13 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "saliency_maps": ("saliency_jax.backprop.methods", "saliency_maps"),
     "project_units": ("saliency_jax.backprop.methods", "project_units"),
     "top_activations": ("saliency_jax.backprop.methods", "top_activations"),
+    # the gradient family
+    "integrated_gradients": ("saliency_jax.backprop.gradients", "integrated_gradients"),
+    "input_x_gradient": ("saliency_jax.backprop.gradients", "input_x_gradient"),
+    "smooth_grad": ("saliency_jax.backprop.gradients", "smooth_grad"),
+    "blur_baseline": ("saliency_jax.backprop.gradients", "blur_baseline"),
+    "grad_cam": ("saliency_jax.backprop.grad_cam", "grad_cam"),
+    "guided_grad_cam": ("saliency_jax.backprop.grad_cam", "guided_grad_cam"),
     # model
     "get_model": ("saliency_jax.model.architectures", "get_model"),
     "generate": ("saliency_jax.model.generated", "generate"),

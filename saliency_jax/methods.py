@@ -42,6 +42,8 @@ Example:
     >>> import jax.numpy as jnp
     >>> names()[:5]
     ('crop', 'occlusion', 'deconvnet', 'guided', 'gradient')
+    >>> names()[5:10]
+    ('integrated_gradients', 'input_x_gradient', 'smoothgrad', 'grad_cam', 'guided_grad_cam')
     >>> get("guided").kind, get("occlusion").exactness
     ('rgb', 'exact')
     >>> apply_fn = lambda p, x: jnp.stack([x.sum((1, 2, 3)), -x.sum((1, 2, 3))], -1) * p
@@ -56,6 +58,8 @@ import types
 from typing import Any, Callable, Mapping
 
 from saliency_jax import _validate
+from saliency_jax.backprop.grad_cam import grad_cam as _grad_cam_fn, guided_grad_cam as _guided_grad_cam_fn
+from saliency_jax.backprop import gradients as _gradients
 from saliency_jax.backprop import methods as _backprop
 from saliency_jax.metrics import baselines as _baselines
 from saliency_jax.occlude import engine as _engine
@@ -156,7 +160,7 @@ def names(*, kind: str | None = None, exactness: str | None = None, default: boo
     or only those in (``default=True``) or out of the default selection.
 
     Example:
-        >>> names(default=True), names(kind="rgb")
+        >>> names(default=True), names(kind="rgb")[:3]
         (('crop', 'occlusion', 'deconvnet'), ('deconvnet', 'guided', 'gradient'))
     """
     return tuple(m.name for m in REGISTRY.values()
@@ -173,7 +177,7 @@ def report_order(method_names) -> tuple[str, ...]:
     """``method_names`` (registered) ordered by :data:`REPORT_KINDS`, registry order within a kind.
 
     Example:
-        >>> report_order(("crop", "occlusion", "deconvnet", "guided", "gradient"))
+        >>> report_order(names()[:5])
         ('occlusion', 'crop', 'deconvnet', 'guided', 'gradient')
     """
     return tuple(sorted(method_names, key=lambda m: REPORT_KINDS.index(get(m).kind)))
@@ -276,6 +280,51 @@ register(Method("guided", "rgb", _rule("guided"), _BACKPROP_OPTIONS, "exact",
                 "guided backprop: the gradient, rectified on the way back"))
 register(Method("gradient", "rgb", _rule("gradient"), _BACKPROP_OPTIONS, "exact",
                 "the plain gradient of the class score"))
+
+
+# --- the gradient family (integrated gradients, input × gradient, SmoothGrad, Grad-CAM) -----
+
+
+def _integrated_gradients(apply_fn, params, image, target, **options):
+    return _gradients.integrated_gradients(apply_fn, params, image, target=target, **options)
+
+
+def _input_x_gradient(apply_fn, params, image, target, **options):
+    return _gradients.input_x_gradient(apply_fn, params, image, target=target, **options)
+
+
+def _smoothgrad(apply_fn, params, image, target, *, method="gradient", seed=0, **options):
+    import jax
+
+    _validate.integer("seed", seed)
+    return _gradients.smooth_grad(method, apply_fn, params, image, target=target, key=jax.random.key(seed), **options)
+
+
+def _grad_cam(apply_fn, params, image, target, **options):
+    return _grad_cam_fn(apply_fn, params, image, target=target, **options)
+
+
+def _guided_grad_cam(apply_fn, params, image, target, **options):
+    return _guided_grad_cam_fn(apply_fn, params, image, target=target, **options)
+
+
+register(Method("integrated_gradients", "rgb", _integrated_gradients,
+                {"baseline": 0.0, "n_steps": 50, "method": "gausslegendre", "chunk_size": None, "blur_sigma": None,
+                 "compute_dtype": None}, "exact",
+                "integrated gradients (Sundararajan et al.): (x - baseline) times the path-averaged gradient"))
+register(Method("input_x_gradient", "rgb", _input_x_gradient, {"chunk_size": None, "compute_dtype": None}, "exact",
+                "the image times the gradient of the class score (Shrikumar et al.)"))
+register(Method("smoothgrad", "rgb", _smoothgrad,
+                {"method": "gradient", "kind": "smoothgrad", "n_samples": 50, "stdev": 0.15, "relative": True,
+                 "seed": 0, "chunk_size": None}, "stochastic",
+                "SmoothGrad (Smilkov et al.): a gradient method's maps averaged over noisy copies "
+                "(kind: smoothgrad, smoothgrad_sq, vargrad; stdev a fraction of the image's range)"))
+register(Method("grad_cam", "heat", _grad_cam, {"layer": None, "relu": True, "upsample": True, "compute_dtype": None},
+                "exact", "Grad-CAM (Selvaraju et al.): a layer's channels weighted by their mean gradient, "
+                "upsampled to the image"))
+register(Method("guided_grad_cam", "rgb", _guided_grad_cam,
+                {"layer": None, "interpolate": "nearest", "compute_dtype": None}, "exact",
+                "guided backprop times the Grad-CAM map"))
 
 
 def _random(images_uint8, key):

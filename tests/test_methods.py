@@ -3,6 +3,7 @@ and a method added by one function plus one `register` reaches the folder job.""
 
 import json
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -38,10 +39,28 @@ def _public(name, model, x, t):
         "deconvnet": lambda: sj.deconvnet(a, p, x, target=t),
         "guided": lambda: sj.guided_backprop(a, p, x, target=t),
         "gradient": lambda: sj.gradient(a, p, x, target=t),
+        "integrated_gradients": lambda: sj.integrated_gradients(a, p, x, target=t, n_steps=4),
+        "input_x_gradient": lambda: sj.input_x_gradient(a, p, x, target=t),
+        "smoothgrad": lambda: sj.smooth_grad("gradient", a, p, x, target=t, n_samples=3, key=jax.random.key(0)),
+        "grad_cam": lambda: sj.grad_cam(a, p, x, target=t),
+        "guided_grad_cam": lambda: sj.guided_grad_cam(a, p, x, target=t),
+        "feature_ablation": lambda: sj.feature_ablation(a, p, x, sj.segments(x, n=4), target=t, method="full"),
+        "shapley_values": lambda: sj.shapley_values(a, p, x, sj.segments(x, n=4), target=t, method="full"),
+        "shapley_sampling": lambda: sj.shapley_sampling(a, p, x, sj.segments(x, n=4), target=t, n_samples=2,
+                                                        method="full"),
+        "kernel_shap": lambda: sj.kernel_shap(a, p, x, sj.segments(x, n=4), target=t, n_samples=8, method="full"),
+        "rise": lambda: sj.rise(a, p, x, target=t, n_masks=8),
     }[name]()
 
 
-BUILTIN = ("crop", "occlusion", "deconvnet", "guided", "gradient")
+#: Small settings of the costly options, given alike to sj.attribute and to the public function.
+SMALL = {"integrated_gradients": {"n_steps": 4}, "smoothgrad": {"n_samples": 3},
+         "feature_ablation": {"segments": 4, "method": "full"}, "shapley_values": {"segments": 4, "method": "full"},
+         "shapley_sampling": {"segments": 4, "n_samples": 2, "method": "full"},
+         "kernel_shap": {"segments": 4, "n_samples": 8, "method": "full"}, "rise": {"n_masks": 8}}
+BUILTIN = ("crop", "occlusion", "deconvnet", "guided", "gradient", "integrated_gradients", "input_x_gradient",
+           "smoothgrad", "grad_cam", "guided_grad_cam", "feature_ablation", "shapley_values", "shapley_sampling",
+           "kernel_shap", "rise")
 
 
 def test_the_registry_holds_the_builtin_methods():
@@ -49,7 +68,11 @@ def test_the_registry_holds_the_builtin_methods():
     assert methods.names() == BUILTIN
     assert methods.names(default=True) == ("crop", "occlusion", "deconvnet")
     assert {n: methods.get(n).kind for n in BUILTIN} == {
-        "crop": "heat", "occlusion": "signed", "deconvnet": "rgb", "guided": "rgb", "gradient": "rgb"}
+        "crop": "heat", "occlusion": "signed", "deconvnet": "rgb", "guided": "rgb", "gradient": "rgb",
+        "integrated_gradients": "rgb", "input_x_gradient": "rgb", "smoothgrad": "rgb", "grad_cam": "heat",
+        "guided_grad_cam": "rgb", "feature_ablation": "signed", "shapley_values": "signed",
+        "shapley_sampling": "signed", "kernel_shap": "signed", "rise": "heat"}
+    assert methods.names(exactness="stochastic") == ("smoothgrad", "shapley_sampling", "kernel_shap", "rise")
     assert tuple(methods.BASELINES) == ("random", "centre", "colour-edge")
 
 
@@ -59,6 +82,7 @@ def test_attribute_equals_the_methods_public_function_bit_for_bit(name, model, b
     opts = {"window": W, "stride": S, "chunk_size": CHUNK, "method": "full"} if "window" in methods.get(name).options else {}
     if "fill" in methods.get(name).options:
         opts["fill"] = 0.0
+    opts.update(SMALL.get(name, {}))
     got = np.asarray(sj.attribute(name, model.apply_fn, model.params, x, target=t, **opts))
     want = np.asarray(_public(name, model, x, t))
     assert got.dtype == want.dtype and got.shape == want.shape
@@ -164,7 +188,9 @@ def test_a_method_added_by_one_function_and_one_register_reaches_the_folder_job(
     np.testing.assert_array_equal(np.asarray(sj.attribute("grad-x-input", model.apply_fn, model.params, x, target=1)),
                                   np.asarray(grad_times_input(model.apply_fn, model.params, x, target=1)))
     assert "grad-x-input" in [r.label for r in faithfulness.rows()]
-    assert methods.report_order(methods.names())[:2] == ("occlusion", "grad-x-input")
+    order = methods.report_order(methods.names())  # signed maps first, then heat, then rgb
+    signed = [n for n in order if methods.get(n).kind == "signed"]
+    assert order[:len(signed)] == tuple(signed) and "grad-x-input" in signed
 
 
 def test_an_unregistered_method_is_refused_by_the_folder_job(tmp_path, capsys):

@@ -123,6 +123,7 @@ def explain_paths(
     window: int | tuple[int, int] | None = None,
     stride: int | tuple[int, int] | None = None,
     fill: float | str = 0.0,
+    options=None,
     target: str | int | None = "predicted",
     formats: str | Sequence[str] = FORMATS,
     batch_size: int = 16,
@@ -137,7 +138,7 @@ def explain_paths(
     address: str | None = None,
     workers: int | None = None,
     gpus_per_worker: float | None = None,
-    segments: int = 50,
+    segments: int | None = None,
 ) -> ExplainResult:
     """Explain every image in ``paths`` with a model; write raw maps, renderings and sidecars.
 
@@ -156,6 +157,9 @@ def explain_paths(
             (:func:`saliency_jax.methods.default_stride`).
         fill: the occlusion fill in model-input units (``0.0``: mid-grey for the shipped model's
             ``[-1, 1]`` input), ``"mean"`` or ``"blur"``.
+        options: the methods' own options, ``["METHOD.KEY=VALUE", ...]`` or ``{method: {key:
+            value}}`` (:func:`saliency_jax.app.settings.check_options`), e.g.
+            ``["integrated_gradients.n_steps=32"]``; recorded in the sidecars.
         target: ``"predicted"`` (each image's predicted class), ``"all"`` (every class: maps
             gain a class axis, panels one row per class), a class name or a class index.
         formats: a subset of ``("png", "npy")``.
@@ -176,7 +180,8 @@ def explain_paths(
             is set, else one per CPU of the cluster).
         gpus_per_worker: Ray only: GPUs each actor reserves (default 0).
         segments: superpixels of the feature methods (``feature_ablation``, the Shapley methods;
-            :func:`saliency_jax.segments`), default 50.
+            :func:`saliency_jax.segments`); default ``None``: each method's own (50; 8 for the
+            exact ``shapley_values``).
 
     Returns:
         An :class:`ExplainResult`. Inputs that fail are listed there, not raised.
@@ -202,7 +207,8 @@ def explain_paths(
     """
     # ---- arguments, before anything is loaded or read
     paths = _check_paths(paths)
-    requested = ExplainSettings.request(methods=methods, window=window, stride=stride, fill=fill, target=target,
+    requested = ExplainSettings.request(methods=methods, window=window, stride=stride, fill=fill, options=options,
+                                        target=target,
                                         formats=formats, cmap=cmap, signed_cmap=signed_cmap, alpha=alpha,
                                         colorbar=colorbar, segments=segments)
     batch_size = _validate.integer("batch_size", batch_size, lo=1)

@@ -104,8 +104,8 @@ def rows() -> tuple[Row, ...]:
     :func:`saliency_jax.methods.report_order`; a method registered later is a row from then on.
 
     Example:
-        >>> [r.label for r in rows()]
-        ['occlusion-16', 'occlusion-32', 'feature_ablation', 'shapley_values', 'shapley_sampling', 'kernel_shap', 'crop', 'rise', 'deconvnet', 'guided', 'gradient']
+        >>> [r.label for r in rows()][:4]
+        ['occlusion-16', 'occlusion-32', 'feature_ablation', 'shapley_values']
     """
     out = []
     for name in registry.report_order(registry.names()):

@@ -2,7 +2,7 @@
 
 Example:
     >>> import numpy as np, saliency_jax as sj
-    >>> from saliency_jax.app.settings import ExplainSettings
+    >>> from saliency_jax.app.settings import SHARED_OPTIONS, ExplainSettings
     >>> model = sj.load()
     >>> s = ExplainSettings(("occlusion", "deconvnet"), (64, 64), (64, 64), 0.0, "predicted", ("npy",),
     ...                     "jet", "RdBu_r", 0.5, False)
@@ -22,14 +22,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from saliency_jax import methods
-from saliency_jax.app.settings import ExplainSettings
+from saliency_jax.app.settings import SHARED_OPTIONS, ExplainSettings
 from saliency_jax.model import data
 
 __all__ = ["SHARED_OPTIONS", "BatchMaps", "compute_maps", "explain_batch", "explained_classes"]
-
-#: The settings fields that are method options too: each method gets those it takes
-#: (:attr:`saliency_jax.methods.Method.options`; the backprop methods take none of them).
-SHARED_OPTIONS: tuple[str, ...] = ("window", "stride", "fill", "segments")
 
 
 def compute_maps(apply_fn: Callable, params: Any, x: jax.Array, targets, settings: ExplainSettings) -> dict:
@@ -39,8 +35,9 @@ def compute_maps(apply_fn: Callable, params: Any, x: jax.Array, targets, setting
         apply_fn, params: the model.
         x: ``(N, H, W, C)`` model input.
         targets: ``(N,)`` int class per image, or ``"all"``.
-        settings: the methods, and the window, stride and fill of the methods that take them
-            (:data:`SHARED_OPTIONS`).
+        settings: the methods, the window, stride and fill of the methods that take them
+            (:data:`SHARED_OPTIONS`) and each method's own options
+            (:meth:`~saliency_jax.app.settings.ExplainSettings.method_options`, ``--option``).
 
     Returns:
         ``{method: maps}`` as numpy float32 arrays: ``(N, H, W)`` for ``"heat"`` and
@@ -50,7 +47,8 @@ def compute_maps(apply_fn: Callable, params: Any, x: jax.Array, targets, setting
     out = {}
     for name in settings.methods:
         taken = methods.get(name).options
-        options = {k: getattr(settings, k) for k in SHARED_OPTIONS if k in taken}
+        options = {k: getattr(settings, k) for k in SHARED_OPTIONS if k in taken and getattr(settings, k) is not None}
+        options.update(settings.method_options(name))
         out[name] = np.asarray(methods.attribute(name, apply_fn, params, x, targets, **options), np.float32)
     return out
 

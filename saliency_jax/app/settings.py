@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import numbers
 from typing import Sequence
@@ -39,7 +40,14 @@ __all__ = [
     "check_fill",
     "check_target",
     "check_alpha",
+    "check_options",
+    "parse_option",
+    "SHARED_OPTIONS",
 ]
+
+#: The settings fields that are method options too (window, stride, fill): each method gets those
+#: it takes; ``--option`` may not set them (they have flags of their own).
+SHARED_OPTIONS: tuple[str, ...] = ("window", "stride", "fill", "segments")
 
 #: Output formats: rendered images and raw float32 arrays.
 FORMATS: tuple[str, ...] = ("png", "npy")
@@ -72,11 +80,37 @@ class ExplainSettings:
     signed_cmap: str
     alpha: float
     colorbar: bool
-    segments: int = 50  # superpixels of the feature methods (feature_ablation, the Shapley methods)
+    segments: int | None = None  # superpixels of the feature methods; None: each method's own default
+    options: tuple[tuple[str, str, object], ...] = ()
 
     def as_dict(self) -> dict:
-        """The fields as JSON values (tuples become lists), as written to the sidecar."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        """The fields as JSON values (tuples become lists), as written to the sidecar; the method
+        ``options`` as ``{method: {key: value}}``, left out when there are none, and ``segments``
+        left out when no method segments the image (so the sidecars of earlier runs read as before)."""
+        out = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+               if k != "options"}
+        if self.segments is None or not any("segments" in registry.get(m).options for m in self.methods):
+            del out["segments"]  # decides nothing without a feature method: earlier sidecars stay valid
+        if self.options:
+            out["options"] = self.method_options_dict()
+        return out
+
+    def method_options(self, method: str) -> dict:
+        """The ``options`` given for ``method`` (``{key: value}``; empty when none were given).
+
+        Example:
+            >>> s = ExplainSettings.request(methods="integrated_gradients", options=["integrated_gradients.n_steps=8"])
+            >>> s.method_options("integrated_gradients")
+            {'n_steps': 8}
+        """
+        return {k: v for m, k, v in self.options if m == method}
+
+    def method_options_dict(self) -> dict:
+        """``{method: {key: value}}`` of every option given."""
+        out: dict = {}
+        for m, k, v in self.options:
+            out.setdefault(m, {})[k] = v
+        return out
 
     @classmethod
     def request(
@@ -92,14 +126,15 @@ class ExplainSettings:
         signed_cmap: str = "RdBu_r",
         alpha: float = 0.5,
         colorbar: bool = False,
-        segments: int = 50,
+        segments: int | None = None,
+        options=None,
     ) -> "ExplainSettings":
         """The options of :func:`~saliency_jax.app.explain.explain_paths` (their meaning and
         defaults are documented there), checked without a model.
 
         ``methods=None`` is the registry's default selection; ``window``/``stride`` stay as given
         (``None``, an int or a pair, checked for type) and ``target`` as given until
-        :meth:`complete`.
+        :meth:`complete`. ``options`` are the methods' own options (:func:`check_options`).
 
         Raises:
             ValueError, TypeError: an option no model could accept.
@@ -108,11 +143,12 @@ class ExplainSettings:
             _validate.pair("window", window)
         if stride is not None:
             _validate.pair("stride", stride)
+        chosen = check_methods(methods)
         return cls(
-            methods=check_methods(methods), window=window, stride=stride, fill=check_fill(fill), target=target,
+            methods=chosen, options=check_options(options, chosen), window=window, stride=stride, fill=check_fill(fill), target=target,
             formats=names("formats", formats, FORMATS), cmap=check_cmap("cmap", cmap),
             signed_cmap=check_cmap("signed_cmap", signed_cmap), alpha=check_alpha(alpha),
-            colorbar=_validate.boolean("colorbar", colorbar), segments=_validate.integer("segments", segments, lo=1),
+            colorbar=_validate.boolean("colorbar", colorbar), segments=None if segments is None else _validate.integer("segments", segments, lo=1),
         )
 
     def complete(self, input_size: Sequence[int], classes: Sequence[str]) -> "ExplainSettings":
@@ -219,3 +255,95 @@ def check_alpha(alpha) -> float:
     if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0.0 <= alpha <= 1.0:
         raise ValueError(f"`alpha` (={alpha!r}) must be a number in [0, 1]")
     return float(alpha)
+
+
+def parse_option(text: str) -> tuple[str, str, object]:
+    """One ``METHOD.KEY=VALUE`` as typed (``--option``) -> ``(method, key, value)``.
+
+    The value is read as JSON where it parses (``8`` an int, ``0.5`` a float, ``true``/``false``
+    bools, ``null`` None, ``"x"`` or ``[1, 2]``), else kept as the text (``riemann_trapezoid``).
+
+    Example:
+        >>> parse_option("integrated_gradients.n_steps=8"), parse_option("smoothgrad.kind=vargrad")
+        (('integrated_gradients', 'n_steps', 8), ('smoothgrad', 'kind', 'vargrad'))
+        >>> parse_option("grad_cam.relu=false")
+        ('grad_cam', 'relu', False)
+
+    Raises:
+        ValueError: text not of the form ``METHOD.KEY=VALUE``.
+    """
+    if not isinstance(text, str) or "=" not in text or "." not in text.split("=", 1)[0]:
+        raise ValueError(f"`option` (={text!r}) must be METHOD.KEY=VALUE, e.g. integrated_gradients.n_steps=32")
+    lhs, raw = text.split("=", 1)
+    method, key = (part.strip() for part in lhs.split(".", 1))
+    raw = raw.strip()
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    return method, key, value
+
+
+def _json_value(value) -> bool:
+    if value is None or isinstance(value, (str, bool, numbers.Real)):
+        return not isinstance(value, float) or math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return all(_json_value(v) for v in value)
+    return False
+
+
+def check_options(value, methods: Sequence[str]) -> tuple[tuple[str, str, object], ...]:
+    """The methods' own options, checked against the registry: sorted ``(method, key, value)``.
+
+    Args:
+        value: ``None``; ``METHOD.KEY=VALUE`` strings (one, or a list: :func:`parse_option`);
+            ``(method, key, value)`` triples; or a mapping ``{method: {key: value}}``.
+        methods: the run's methods; an option must name one of them and one of its
+            :attr:`~saliency_jax.methods.Method.options` (not the shared ``window``, ``stride``,
+            ``fill``, which have settings of their own). Values must be JSON scalars or lists
+            (they are recorded in the sidecars); their meaning is checked by the method.
+
+    Example:
+        >>> check_options(["smoothgrad.n_samples=8", "grad_cam.relu=false"], ("smoothgrad", "grad_cam"))
+        (('grad_cam', 'relu', False), ('smoothgrad', 'n_samples', 8))
+
+    Raises:
+        ValueError: a malformed option, a method not in ``methods``, a key the method does not
+            take (the message lists the keys it takes), a value given twice or not JSON.
+    """
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, dict):
+        triples = []
+        for m, opts in value.items():
+            if not isinstance(opts, dict):
+                raise ValueError(f"`options` ({m!r}: {opts!r}) must map each method to {{key: value}}")
+            triples += [(m, k, v) for k, v in opts.items()]
+    elif isinstance(value, (list, tuple)):
+        triples = [parse_option(v) if isinstance(v, str) else tuple(v) for v in value]
+    else:
+        raise ValueError(f"`options` (={value!r}) must be METHOD.KEY=VALUE strings or {{method: {{key: value}}}}")
+    seen = {}
+    for triple in triples:
+        if len(triple) != 3:
+            raise ValueError(f"`options` ({triple!r}) must be (method, key, value)")
+        m, k, v = triple
+        if m not in methods:
+            raise ValueError(f"`options`: method {m!r} (in {m}.{k}) is not among the run's methods {tuple(methods)}")
+        taken = tuple(o for o in registry.get(m).options if o not in SHARED_OPTIONS)
+        if k not in taken:
+            shared = f"; set {k} with its own option (--{k})" if k in SHARED_OPTIONS else ""
+            raise ValueError(f"`options`: {k!r} is not an option of method {m!r}; it takes {taken}{shared}")
+        if not _json_value(v):
+            raise ValueError(f"`options`: {m}.{k} (={v!r}) must be a number, string, bool, null or a list of them")
+        if (m, k) in seen and seen[(m, k)] != v:
+            raise ValueError(f"`options`: {m}.{k} is given twice ({seen[(m, k)]!r} and {v!r})")
+        seen[(m, k)] = list(v) if isinstance(v, tuple) else v
+    return tuple(sorted((m, k, _frozen(v)) for (m, k), v in seen.items()))
+
+
+def _frozen(v):
+    """Lists as tuples (settings are frozen and hashable)."""
+    return tuple(_frozen(x) for x in v) if isinstance(v, list) else v

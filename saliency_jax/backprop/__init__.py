@@ -16,6 +16,9 @@
   stay in a unit's receptive field (what ``project_units`` and ``top_activations`` use);
 * :mod:`~saliency_jax.backprop.methods` — ``deconvnet``, ``guided_backprop``, ``gradient``,
   ``project_units`` and the dataset-level ``top_activations`` ("top 9");
+* :mod:`~saliency_jax.backprop.gradients` — ``integrated_gradients``, ``input_x_gradient``,
+  ``smooth_grad`` (SmoothGrad, SmoothGrad², VarGrad over any gradient method), in fixed-size chunks;
+* :mod:`~saliency_jax.backprop.grad_cam` — ``grad_cam`` and ``guided_grad_cam``;
 * :mod:`~saliency_jax.backprop.display` — ``normalize_map`` (display scaling of maps) and
   ``top_grid`` / ``top_figure`` (the paper's figure blocks of a "top 9").
 
@@ -52,6 +55,21 @@ from saliency_jax.backprop.findings import Report as Report
 from saliency_jax.backprop.findings import report as report
 from saliency_jax.backprop.rewrite import RuleHandler as RuleHandler
 from saliency_jax.backprop.rewrite import with_rule as with_rule
+# the gradient family
+from saliency_jax.backprop.gradients import GRADIENT_METHODS as GRADIENT_METHODS
+from saliency_jax.backprop.gradients import QUADRATURES as QUADRATURES
+from saliency_jax.backprop.gradients import SMOOTHING as SMOOTHING
+from saliency_jax.backprop.gradients import blur_baseline as blur_baseline
+from saliency_jax.backprop.gradients import input_x_gradient as input_x_gradient
+from saliency_jax.backprop.gradients import integrated_gradients as integrated_gradients
+from saliency_jax.backprop.gradients import quadrature as quadrature
+from saliency_jax.backprop.gradients import smooth_grad as smooth_grad
+from saliency_jax.backprop.grad_cam import INTERPOLATIONS as INTERPOLATIONS
+from saliency_jax.backprop.grad_cam import grad_cam as grad_cam
+from saliency_jax.backprop.grad_cam import guided_grad_cam as guided_grad_cam
+from saliency_jax.backprop.grad_cam import last_spatial_layer as last_spatial_layer
+from saliency_jax.backprop.grad_cam import layer_outputs as layer_outputs
+from saliency_jax.backprop.grad_cam import upsample_map as upsample_map
 
 __all__ = [
     # methods
@@ -63,4 +81,8 @@ __all__ = [
     "RULES", "FOOTPRINT", "relu_rule", "clip_rule", "max_pool_switched", "max_pool_spread", "pool_with_switches", "unpool",
     # rewrite
     "with_rule", "RuleHandler", "report", "Report", "Finding",
+    # the gradient family
+    "integrated_gradients", "input_x_gradient", "smooth_grad", "quadrature", "blur_baseline", "QUADRATURES",
+    "SMOOTHING", "GRADIENT_METHODS", "grad_cam", "guided_grad_cam", "last_spatial_layer", "layer_outputs",
+    "upsample_map", "INTERPOLATIONS",
 ]

@@ -15,7 +15,9 @@ takes it), or, for any other JAX function, a pair ``(features, head)`` of hashab
 features callable (what ``project_units`` also accepts) is not enough here: Grad-CAM needs the
 logits' gradient at the layer, hence the head. ``layer=None`` takes the **last** linen
 submodule whose output has spatial axes ``(B, h, w, c)`` (:func:`last_spatial_layer`) and logs
-its name (logger ``saliency_jax.backprop.grad_cam``, level INFO).
+its name (logger ``saliency_jax.backprop.grad_cam``, level INFO); for a plain JAX function that
+calls no linen submodule, the output of the last top-level equation of its jaxpr with spatial
+axes (logged the same way).
 
 Guided Grad-CAM is guided backprop times the ReLU-ed Grad-CAM upsampled to the input, Captum's
 ``GuidedGradCam`` (whose default upsampling is torch's legacy ``"nearest"``; also offered).
@@ -43,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from saliency_jax import _validate
+from saliency_jax import jaxpr as jx
 from saliency_jax._dtypes import cast_floating, check_compute_dtype, map_dtype
 from saliency_jax.backprop.methods import guided_backprop, layer_features
 from saliency_jax._compile import jit_with_policy
@@ -90,7 +93,8 @@ def last_spatial_layer(apply_fn: Callable, params: Any, image) -> str:
     """The path of the last linen submodule (in return order) whose output is ``(B, h, w, c)``.
 
     What :func:`grad_cam` takes when ``layer=None``. Raises ``ValueError`` listing the layers
-    seen when there is none (e.g. ``apply_fn`` calls no linen module: pass ``layer=``).
+    seen when there is none. (A plain JAX function that calls no linen module gets, from
+    :func:`grad_cam`, the output of the last top-level equation of its jaxpr with spatial axes.)
     """
     outputs = layer_outputs(apply_fn, params, image)
     n = 1 if np.ndim(image) == 3 else image.shape[0]
@@ -104,8 +108,18 @@ def last_spatial_layer(apply_fn: Callable, params: Any, image) -> str:
 def _check_layer(apply_fn, params, x, layer):
     """``(layer, activation shape per image)``; ``layer=None`` resolved to the last spatial one."""
     if layer is None:
-        layer = last_spatial_layer(apply_fn, params, x)
-        _log.info("grad_cam: layer=None, using the last spatial layer %r", layer)
+        try:
+            layer = last_spatial_layer(apply_fn, params, x)
+            _log.info("grad_cam: layer=None, using the last spatial layer %r", layer)
+        except ValueError:
+            if layer_outputs(apply_fn, params, x):
+                raise
+            layer = _last_spatial_equation(apply_fn, params, x)  # a plain JAX function: no linen layers
+            _log.info("grad_cam: layer=None and no linen submodule, using %s", layer)
+    if isinstance(layer, _EquationCut):
+        act = jax.eval_shape(lambda p, b: _logits_at(apply_fn, layer)(p, b, jnp.zeros((), b.dtype))[1], params,
+                             jax.ShapeDtypeStruct((1,) + tuple(x.shape[1:]), x.dtype))
+        return layer, tuple(act.shape[1:])
     if isinstance(layer, tuple):
         if len(layer) != 2 or not all(callable(f) for f in layer):
             raise TypeError(f"`layer` (={layer!r}) as a pair must be (features, head): features(params, batch) -> "
@@ -125,8 +139,53 @@ def _check_layer(apply_fn, params, x, layer):
     return layer, shape[1:]
 
 
+class _EquationCut:
+    """The output of top-level equation ``index`` of ``apply_fn``'s jaxpr: Grad-CAM's layer for a
+    plain JAX function (no linen submodules), chosen by :func:`_last_spatial_equation`."""
+
+    def __init__(self, index: int, primitive: str):
+        self.index, self.primitive = index, primitive
+
+    def __eq__(self, other):
+        return isinstance(other, _EquationCut) and (other.index, other.primitive) == (self.index, self.primitive)
+
+    def __hash__(self):
+        return hash((_EquationCut, self.index, self.primitive))
+
+    def __repr__(self):
+        return f"the output of equation #{self.index} ({self.primitive}) of apply_fn's jaxpr"
+
+
+def _last_spatial_equation(apply_fn, params, x) -> _EquationCut:
+    """The last top-level equation of ``apply_fn(params, batch)`` with one ``(B, h, w, c)`` output."""
+    traced = jx.trace(apply_fn, params, jax.ShapeDtypeStruct((1,) + tuple(x.shape[1:]), x.dtype))
+    found = [(i, e.primitive.name) for i, e in enumerate(traced.jaxpr.jaxpr.eqns)
+             if len(e.outvars) == 1 and len(getattr(e.outvars[0].aval, "shape", ())) == 4
+             and e.outvars[0].aval.shape[0] == 1 and jnp.issubdtype(e.outvars[0].aval.dtype, jnp.floating)]
+    if not found:
+        raise ValueError("`layer` (=None): `apply_fn` has no intermediate with spatial axes (B, h, w, c); layers "
+                         "seen: [] (no linen submodule); pass layer= a (features, head) pair")
+    return _EquationCut(*found[-1])
+
+
 def _logits_at(apply_fn, layer):
     """``run(params, batch, delta) -> (logits, activation)`` with ``delta`` added to the layer's output."""
+    if isinstance(layer, _EquationCut):
+        def run_cut(params, batch, delta):
+            traced = jx.trace(apply_fn, params, batch)
+            target = traced.jaxpr.jaxpr.eqns[layer.index]
+            captured = []
+
+            def handler(eqn, invals):
+                if eqn is not target:
+                    return None
+                (out,) = jx.eval_eqn(eqn, invals)
+                captured.append(out)
+                return [out + delta.astype(out.dtype)]
+
+            return traced.call(params, batch, handler=handler), captured[0]
+
+        return run_cut
     if isinstance(layer, tuple):
         features, head = layer
 

@@ -10,11 +10,13 @@ each image's predicted class; an int; one int per image; ``"all"``: every class,
 points of integrated gradients (every image × class × baseline × step) and the noisy copies of
 SmoothGrad (every image × sample) are laid out as one flat list of items and run through the
 model ``chunk_size`` items at a time, the last chunk padded to the same size (padding items
-carry weight 0), inside one ``lax.scan``: one trace per shape, and the working set is one
-chunk's batch plus the accumulated maps. ``chunk_size=None`` takes the engine's default
-(:func:`saliency_jax._compile.default_chunk_size`, ``"full"``: 16 on the CPU) and every
-function is jitted with the engine's compile policy
-(:func:`saliency_jax._compile.jit_with_policy`).
+carry weight 0): one trace per shape, and the working set is one chunk's batch plus the
+accumulated maps. With concrete arguments the chunks are driven from Python, one jitted call
+per chunk (as the occlusion engine's host loop); under a caller's ``jit``/``vmap`` they run in
+one ``lax.scan``. The backward pass is :func:`saliency_jax.backprop.receptive_field.vjp`'s
+(switch unpooling, sub-pixel transposes of strided convolutions): the gradient, at about a
+third of ``jax.vjp``'s cost on XLA:CPU. ``chunk_size=None`` takes :data:`CPU_CHUNK` on the CPU
+and the engine's default elsewhere.
 
 Integrated gradients (Sundararajan et al. 2017) follows Captum's ``IntegratedGradients``: the
 same quadratures (:data:`QUADRATURES`, Captum's step points and weights, see
@@ -43,10 +45,11 @@ from jax import lax
 
 from saliency_jax import _validate
 from saliency_jax._dtypes import cast_floating, check_compute_dtype, map_dtype
+from saliency_jax.backprop import receptive_field as field
 from saliency_jax.backprop.methods import deconvnet, gradient, guided_backprop
-from saliency_jax._compile import chunk_indices, default_chunk_size, jit_with_policy
+from saliency_jax._compile import backend_kind, chunk_indices, default_chunk_size, jit_with_policy
 
-__all__ = ["QUADRATURES", "SMOOTHING", "GRADIENT_METHODS", "quadrature", "integrated_gradients",
+__all__ = ["QUADRATURES", "SMOOTHING", "GRADIENT_METHODS", "CPU_CHUNK", "LIBRARY_DEFAULTS", "quadrature", "integrated_gradients",
            "input_x_gradient", "smooth_grad", "blur_baseline"]
 
 QUADRATURES = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
@@ -118,9 +121,25 @@ def quadrature(method: str, n_steps: int) -> tuple[np.ndarray, np.ndarray]:
 # shared checks
 
 
+CPU_CHUNK = 25
+"""Interpolation points / noisy copies per model call on the CPU when ``chunk_size`` is not given.
+
+Measured on ZF-224 (2-core x86, shared, informal runs interleaved in rounds, fastest of 3–4):
+integrated gradients with 50 steps took 3.48 / 3.28 / 3.21 / 2.76 s at chunks of 5 / 10 / 16 /
+25 (XLA's defaults), and 2.70 / 2.55 s at 25 / 50. 25 is the smallest chunk that reached the
+fastest group; the working set grows with the chunk, so no larger. On a GPU or TPU the engine's
+default (:func:`saliency_jax._compile.default_chunk_size`, ``"full"``) applies."""
+
+LIBRARY_DEFAULTS = True
+"""Compile the chunk step with XLA's defaults (YNNPACK on, on XLA:CPU) rather than the engine's
+policy (off). With the receptive-field backward pass, YNNPACK on was faster in 4 of 5 paired
+informal comparisons on ZF-224 (e.g. 50 steps at chunk 10: 3.28 s on, 3.87 s off) and within
+the machine's noise in the fifth."""
+
+
 def _chunk(chunk_size) -> int:
     if chunk_size is None:
-        return default_chunk_size("full")
+        return CPU_CHUNK if backend_kind() == "cpu" else default_chunk_size("full")
     return _validate.integer("chunk_size", chunk_size, lo=1)
 
 
@@ -225,45 +244,104 @@ def _finite(name, value):
 
 
 # --------------------------------------------------------------------------------------------
+# the chunk loop and the fast backward pass
+
+
+def _run_chunks(step, static, args, carry, total: int, chunk: int):
+    """Fold ``step(*static, args, carry, items (c,), valid (c,)) -> carry`` over ``total`` items in
+    fixed-size chunks (:func:`_flat_chunks`).
+
+    With concrete arguments (and one device) the chunks are driven from Python, one jitted call
+    of ``step`` per chunk under the engine's compile policy (the occlusion engine's host loop):
+    on XLA:CPU a convolution inside a loop body ran about 2× slower than the same convolution
+    at the top level of a program (``benchmarks/results/gradients.md``). Under a caller's
+    ``jit``/``vmap`` (traced arguments) it is one ``lax.scan``. Either way one trace per shape
+    and a working set of one chunk.
+    """
+    items, valid = _flat_chunks(total, chunk)
+    fold = functools.partial(step, *static, args)
+    if all(_validate.is_concrete(a) for a in jax.tree.leaves((args, carry))):
+        run = jit_with_policy(step, tuple(range(len(static))), args=(args, carry), library_defaults=LIBRARY_DEFAULTS)
+        items, valid = np.asarray(items), np.asarray(valid)
+        for i, ok in zip(items, valid):
+            carry = run(*static, args, carry, i, ok)
+        return carry
+    return lax.scan(lambda c, iv: (fold(c, *iv), None), carry, (items, valid))[0]
+
+
+def _input_cotangent(apply_fn, rule, params, images, cotangent):
+    """The cotangent of ``images`` ``(B, H, W, C)`` for the logits' ``cotangent`` ``(B, K)`` (or
+    ``(S, B, K)``, one backward pass per leading signal) under ``rule``, and the logits.
+
+    One forward pass, then :func:`saliency_jax.backprop.receptive_field.vjp`'s backward pass:
+    max pools unpooled through switches recorded in the forward pass (the first maximum,
+    PyTorch's rule) and strided convolutions transposed in the sub-pixel form (no multiply by
+    the dilation zeros); ``"gradient"`` is the gradient (ReLU ``g·[x > 0]``), as
+    :func:`~saliency_jax.backprop.gradient`. Measured on XLA:CPU, ZF-224 at a batch of 10, it
+    ran the forward and backward pass about 2–3× faster than ``jax.vjp`` of the model.
+    """
+    logits, back = field.vjp(apply_fn, params, images, rule=rule, switches=True)
+    if cotangent.ndim == 3:
+        return logits, jax.vmap(back)(cotangent.astype(logits.dtype))
+    return logits, back(cotangent.astype(logits.dtype))
+
+
+def _rule_maps(rule, apply_fn, params, images, *, target, compute_dtype=None):
+    """:func:`~saliency_jax.backprop.saliency_maps` ``(B, ...)`` of a batch under ``rule`` (``target`` an
+    int array ``(B,)`` or ``"all"``) with :func:`_input_cotangent`'s backward pass."""
+    compute = check_compute_dtype(compute_dtype)
+    params, x = cast_floating(params, compute), cast_floating(images, compute)
+    k = jax.eval_shape(lambda v: apply_fn(params, v), x).shape[-1]
+    if isinstance(target, str):
+        cot = jnp.broadcast_to(jnp.eye(k)[:, None, :], (k, x.shape[0], k))
+        logits, g = _input_cotangent(apply_fn, rule, params, x, cot)
+        g, score = jnp.swapaxes(g, 0, 1), logits
+    else:
+        logits, g = _input_cotangent(apply_fn, rule, params, x, jax.nn.one_hot(target, k))
+        score = jnp.take_along_axis(logits, jnp.asarray(target)[:, None], axis=1)[:, 0]
+    ok = jnp.isfinite(score).reshape(score.shape + (1,) * (g.ndim - score.ndim))
+    return jnp.where(ok, g.astype(jnp.float32), jnp.nan)
+
+
+#: The fast maps of the named ReLU-rule methods (one function object each: they key compilations).
+_FAST = {name: functools.partial(_rule_maps, rule) for name, rule in
+         (("gradient", "gradient"), ("deconvnet", "deconvnet"), ("guided_backprop", "guided"), ("guided", "guided"))}
+
+
+# --------------------------------------------------------------------------------------------
 # integrated gradients
 
 
-def _ig_impl(apply_fn, kind, k, chunk, multiply_late, delta, dtypes, params, x, bases, alphas, weights, targets):
-    """Integrated gradients of every row, over chunks of (row, baseline, step) items. Why one
-    function over 80 lines is not: it is one scan body plus its set-up, read top to bottom."""
-    compute, out = dtypes
-    params = cast_floating(params, compute)
-    n = x.shape[0]
-    run_dtype = compute or x.dtype
-    rows_img, rows_t = _rows(kind, targets, n, k)
-    r_count, (nb, b_count), s_count = rows_img.shape[0], bases.shape[:2], alphas.shape[0]
-    items, valid = _flat_chunks(r_count * b_count * s_count, chunk)
-    xf = x.astype(jnp.float32)
+def _ig_step(apply_fn, kind, k, multiply_late, run_dtype, args, acc, i, ok):
+    """Add the weighted gradients of one chunk of (row, baseline, step) items to ``acc`` ``(R, H, W, C)``."""
+    params, xf, bases, alphas, weights, rows_img, rows_t = args
+    b_count, s_count = bases.shape[1], alphas.shape[0]
+    r, b, s = i // (b_count * s_count), (i // s_count) % b_count, i % s_count
+    img = rows_img[r]
+    xi, bi = xf[img], bases[img if bases.shape[0] > 1 else jnp.zeros_like(img), b]
+    pts = (bi + alphas[s][:, None, None, None] * (xi - bi)).astype(run_dtype)
+    w = jnp.where(ok, weights[s] / b_count, 0.0)
+    cot = jax.nn.one_hot(rows_t[r], k, dtype=jnp.float32) * w[:, None]
+    g = _input_cotangent(apply_fn, "gradient", params, pts, cot)[1].astype(jnp.float32)
+    g = g if multiply_late else g * (xi - bi)
+    return acc.at[r].add(jnp.where(ok[:, None, None, None], g, 0.0))
 
-    def body(acc, chunk_items):
-        i, ok = chunk_items
-        r, b, s = i // (b_count * s_count), (i // s_count) % b_count, i % s_count
-        img = rows_img[r]
-        xi, bi = xf[img], bases[img if nb > 1 else jnp.zeros_like(img), b]
-        pts = (bi + alphas[s][:, None, None, None] * (xi - bi)).astype(run_dtype)
-        logits, vjp = jax.vjp(lambda v: apply_fn(params, v), pts)
-        w = jnp.where(ok, weights[s] / b_count, 0.0)
-        cot = jax.nn.one_hot(rows_t[r], logits.shape[-1], dtype=logits.dtype) * w[:, None].astype(logits.dtype)
-        g = vjp(cot)[0].astype(jnp.float32)
-        g = g if multiply_late else g * (xi - bi)
-        return acc.at[r].add(jnp.where(ok[:, None, None, None], g, 0.0)), None
 
-    acc, _ = lax.scan(body, jnp.zeros((r_count,) + x.shape[1:], jnp.float32), (items, valid))
+def _ig_finish(apply_fn, kind, multiply_late, delta, chunk, run_dtype, out, args, acc):
+    """The maps from the accumulated gradients (Captum's order of products), NaN where the
+    target logit is not finite, and the completeness gap."""
+    params, xf, bases, _, _, rows_img, rows_t = args
+    nb = bases.shape[0]
     if multiply_late:  # one baseline per image: (x − b) · Σ w ∇f, Captum's order
         acc = acc * (xf[rows_img] - (bases[rows_img, 0] if nb > 1 else bases[0, 0][None]))
-    logits_x = apply_fn(params, x.astype(run_dtype)).astype(jnp.float32)
+    logits_x = apply_fn(params, xf.astype(run_dtype)).astype(jnp.float32)
     score_x = logits_x[rows_img, rows_t]
     acc = jnp.where(jnp.isfinite(score_x)[:, None, None, None], acc, jnp.nan)
     gap = None
     if delta:
         flat = bases.reshape((-1,) + bases.shape[2:]).astype(run_dtype)
         logits_b = lax.map(lambda v: apply_fn(params, v[None])[0], flat, batch_size=chunk).astype(jnp.float32)
-        logits_b = logits_b.reshape(nb, b_count, -1)
+        logits_b = logits_b.reshape(nb, bases.shape[1], -1)
         score_b = jnp.mean(logits_b[rows_img if nb > 1 else 0, :, rows_t], axis=-1)
         gap = jnp.sum(acc, axis=(1, 2, 3)) - (score_x - score_b)
     return acc.astype(out), (None if gap is None else gap.astype(out))
@@ -299,7 +377,7 @@ def integrated_gradients(apply_fn: Callable, params: Any, image, *, target=None,
             of baselines is told from per-image ones by the keyword, never by its shape.
         n_steps: quadrature points per baseline (``>= 1``; ``>= 2`` for the Riemann rules).
         method: one of :data:`QUADRATURES`.
-        chunk_size: interpolated images per model call (default: the engine's, 16 on CPU).
+        chunk_size: interpolated images per model call (default :data:`CPU_CHUNK` on the CPU).
         return_delta: also return the completeness gap per map, Captum's convergence delta:
             ``Σ attribution − (f_t(x) − mean_b f_t(b))``.
         blur_sigma: σ in pixels for ``baseline="blur"``.
@@ -335,11 +413,17 @@ def integrated_gradients(apply_fn: Callable, params: Any, image, *, target=None,
     bases = _baselines(baseline, baselines, x, blur_sigma)
     targets = _resolve_predicted(apply_fn, params, x, kind, targets, compute)
     kind = "index" if kind == "predicted" else kind
-    dtypes = (compute, map_dtype(x.dtype).name)
-    static = (apply_fn, kind, k, chunk, bases.shape[1] == 1, return_delta, dtypes)
-    args = (params, x, bases, jnp.asarray(alphas), jnp.asarray(weights), targets)
-    run = jit_with_policy(_ig_impl, tuple(range(len(static))), args=args)
-    maps, gap = run(*static, *args)
+    run_dtype = jnp.dtype(compute or x.dtype).name
+    params = cast_floating(params, compute)
+    rows_img, rows_t = _rows(kind, targets, x.shape[0], k)
+    multiply_late = bases.shape[1] == 1
+    args = (params, x.astype(jnp.float32), bases, jnp.asarray(alphas), jnp.asarray(weights), rows_img, rows_t)
+    total = rows_img.shape[0] * bases.shape[1] * alphas.shape[0]
+    acc = jnp.zeros((rows_img.shape[0],) + x.shape[1:], jnp.float32)
+    acc = _run_chunks(_ig_step, (apply_fn, kind, k, multiply_late, run_dtype), args, acc, total, chunk)
+    finish = jit_with_policy(_ig_finish, tuple(range(7)), args=(args, acc))
+    maps, gap = finish(apply_fn, kind, multiply_late, return_delta, chunk, run_dtype, map_dtype(x.dtype).name,
+                       args, acc)
     maps = _shape_rows(maps, kind, x.shape[0], k, batched)
     return (maps, _shape_rows(gap, kind, x.shape[0], k, batched)) if return_delta else maps
 
@@ -348,12 +432,23 @@ def integrated_gradients(apply_fn: Callable, params: Any, image, *, target=None,
 # input x gradient
 
 
-def input_x_gradient(apply_fn: Callable, params: Any, image, *, target=None, compute_dtype=None):
+def _ixg_step(apply_fn, kind, compute, args, acc, i, ok):
+    """Write one chunk of images' input × gradient maps into ``acc`` (padding repeats an image)."""
+    params, x, targets = args
+    xi = x[i]
+    g = _rule_maps("gradient", apply_fn, params, xi, target="all" if kind == "all" else targets[i],
+                   compute_dtype=compute)
+    return acc.at[i].set(g * (xi[:, None] if kind == "all" else xi).astype(jnp.float32))
+
+
+def input_x_gradient(apply_fn: Callable, params: Any, image, *, target=None, chunk_size: int | None = None,
+                     compute_dtype=None):
     """Input × gradient (Shrikumar et al. 2016): the image times :func:`~saliency_jax.backprop.gradient`.
 
     Captum's ``InputXGradient``. Args, target forms and returned shapes as
     :func:`~saliency_jax.backprop.saliency_maps` (``"all"``: each class's gradient times the
-    image).
+    image); ``chunk_size`` images per model call (default: the module's, see
+    :func:`integrated_gradients`).
 
     Example:
         >>> import jax.numpy as jnp
@@ -361,11 +456,18 @@ def input_x_gradient(apply_fn: Callable, params: Any, image, *, target=None, com
         >>> input_x_gradient(apply_fn, None, jnp.full((1, 2, 1), 3.0), target=0)[..., 0].tolist()
         [[18.0, 18.0]]
     """
-    g = gradient(apply_fn, params, image, target=target, compute_dtype=compute_dtype)
-    x = jnp.asarray(image).astype(g.dtype)
-    if isinstance(target, str) and target == "all":
-        x = x[:, None] if x.ndim == 4 else x[None]
-    return g * x
+    _validate.apply_fn(apply_fn)
+    chunk = _chunk(chunk_size)
+    compute = check_compute_dtype(compute_dtype)
+    x, batched = _validate.image(image)
+    kind, targets, k = _targets(apply_fn, params, x, target)
+    targets = _resolve_predicted(apply_fn, params, x, kind, targets, compute)
+    kind = "index" if kind == "predicted" else kind
+    shape = (x.shape[0],) + ((k,) if kind == "all" else ()) + x.shape[1:]
+    acc = _run_chunks(_ixg_step, (apply_fn, kind, compute), (params, x, targets), jnp.zeros(shape, jnp.float32),
+                      x.shape[0], chunk)
+    out = acc.astype(map_dtype(x.dtype))
+    return out if batched else out[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -404,37 +506,33 @@ def _split_options(options: dict) -> tuple[tuple, dict]:
     return tuple(static), arrays
 
 
-def _smooth_impl(fn, apply_fn, kind, smoothing, chunk, n_samples, static_options, dtypes, params, x, sigma, key,
-                 noise, targets, array_options):
-    _, out = dtypes
-    n = x.shape[0]
-    items, valid = _flat_chunks(n * n_samples, chunk)
+def _noisy_maps(fn, apply_fn, kind, n_samples, static_options, args, i):
+    """The maps ``(c, ...)`` float32 of the noisy copies ``i`` (flat ``image · n_samples + sample``)
+    and their images ``(c,)``."""
+    params, x, sigma, key, noise, targets, array_options = args
+    img, s = i // n_samples, i % n_samples
     xf = x.astype(jnp.float32)
-    options = {**dict(static_options), **array_options}
+    if noise is None:
+        eps = jax.vmap(lambda j: jax.random.normal(jax.random.fold_in(key, j), x.shape[1:], jnp.float32))(i)
+        eps = eps * sigma[img][:, None, None, None]
+    else:
+        eps = noise[img if noise.shape[0] > 1 else jnp.zeros_like(img), s].astype(jnp.float32)
+    noisy = (xf[img] + eps).astype(x.dtype)
+    t = "all" if kind == "all" else targets[img]
+    return img, fn(apply_fn, params, noisy, target=t, **dict(static_options), **array_options).astype(jnp.float32)
 
-    def maps_of(i):
-        img, s = i // n_samples, i % n_samples
-        if noise is None:
-            eps = jax.vmap(lambda j: jax.random.normal(jax.random.fold_in(key, j), x.shape[1:], jnp.float32))(i)
-            eps = eps * sigma[img][:, None, None, None]
-        else:
-            eps = noise[img if noise.shape[0] > 1 else jnp.zeros_like(img), s].astype(jnp.float32)
-        noisy = (xf[img] + eps).astype(x.dtype)
-        t = "all" if kind == "all" else targets[img]
-        return img, fn(apply_fn, params, noisy, target=t, **options).astype(jnp.float32)
 
-    shape = jax.eval_shape(lambda i: maps_of(i)[1], items[0]).shape[1:]
+def _smooth_step(fn, apply_fn, kind, n_samples, static_options, args, carry, i, ok):
+    """Add one chunk of noisy copies' maps (and their squares) to ``carry``."""
+    total, total_sq = carry
+    img, m = _noisy_maps(fn, apply_fn, kind, n_samples, static_options, args, i)
+    m = jnp.where(ok.reshape((-1,) + (1,) * (m.ndim - 1)), m, 0.0)
+    return total.at[img].add(m), total_sq.at[img].add(m * m)
 
-    def body(carry, chunk_items):
-        total, total_sq = carry
-        i, ok = chunk_items
-        img, m = maps_of(i)
-        m = jnp.where(ok.reshape((-1,) + (1,) * len(shape)), m, 0.0)
-        return (total.at[img].add(m), total_sq.at[img].add(m * m)), None
 
-    zeros = jnp.zeros((n,) + shape, jnp.float32)
-    (total, total_sq), _ = lax.scan(body, (zeros, zeros), (items, valid))
-    mean, mean_sq = total * 1 / n_samples, total_sq * 1 / n_samples
+def _smooth_finish(smoothing, n_samples, out, carry):
+    total, total_sq = carry
+    mean, mean_sq = total * (1 / n_samples), total_sq * (1 / n_samples)
     result = {"smoothgrad": mean, "smoothgrad_sq": mean_sq, "vargrad": mean_sq - mean * mean}[smoothing]
     return result.astype(out)
 
@@ -469,7 +567,7 @@ def smooth_grad(method, apply_fn: Callable, params: Any, image, /, *, kind: str 
         noise: explicit noise ``(n_samples, H, W, C)`` (the same for every image) or
             ``(N, n_samples, H, W, C)``, added as given (``stdev`` and ``key`` then unused),
             e.g. to compare with Captum on the same draws.
-        chunk_size: noisy copies per call of ``method`` (default: the engine's, 16 on CPU).
+        chunk_size: noisy copies per call of ``method`` (default :data:`CPU_CHUNK` on the CPU).
         **method_options: passed to ``method`` for every noisy copy (e.g. ``n_steps``,
             ``baseline`` for integrated gradients: one image or a number, not per-image; its
             quadrature as ``method="riemann_trapezoid"``: the four leading arguments are
@@ -526,8 +624,15 @@ def smooth_grad(method, apply_fn: Callable, params: Any, image, /, *, kind: str 
     spread = jnp.max(xf, axis=(1, 2, 3)) - jnp.min(xf, axis=(1, 2, 3)) if relative else jnp.ones(x.shape[0])
     sigma = jnp.float32(stdev) * spread
     static_options, array_options = _split_options(method_options)
-    static = (fn, apply_fn, kind_t, kind, chunk, n_samples, static_options, (None, map_dtype(x.dtype).name))
+    if isinstance(method, str) and method in _FAST and not method_options:
+        fn = _FAST[method]  # the same maps, with the fast backward pass (see _input_cotangent)
     args = (params, x, sigma, key, None if noise is None else nz, targets, array_options)
-    run = jit_with_policy(_smooth_impl, tuple(range(len(static))), args=(params, x))
-    out = run(*static, *args)
+    static = (fn, apply_fn, kind_t, n_samples, static_options)
+    if fn in _FAST.values() or fn in GRADIENT_METHODS.values():  # maps of the image's shape: no trace needed
+        shape = ((k,) if kind_t == "all" else ()) + tuple(x.shape[1:])
+    else:
+        shape = jax.eval_shape(lambda i: _noisy_maps(*static, args, i)[1], jnp.zeros((1,), jnp.int32)).shape[1:]
+    zeros = jnp.zeros((x.shape[0],) + shape, jnp.float32)
+    carry = _run_chunks(_smooth_step, static, args, (zeros, zeros), x.shape[0] * n_samples, chunk)
+    out = jit_with_policy(_smooth_finish, (0, 1, 2), args=carry)(kind, n_samples, map_dtype(x.dtype).name, carry)
     return out if batched else out[0]

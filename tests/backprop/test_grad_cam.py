@@ -97,3 +97,26 @@ def test_no_spatial_layer_and_bad_input_are_refused():
         grad_cam(MODEL.apply, PARAMS, X.at[0, 0, 0, 0].set(jnp.nan), layer="conv")
     with pytest.raises(ValueError, match="interpolate"):
         guided_grad_cam(MODEL.apply, PARAMS, X, interpolate="bicubic")
+
+
+def test_plain_jax_function_without_layer_takes_its_last_spatial_intermediate():
+    """No linen submodule: ``layer=None`` cuts the jaxpr after its last (B, h, w, c) equation; the
+    reference is the same model written as an explicit (features, head) pair."""
+    def feats(p, x):
+        h = jax.lax.conv_general_dilated(x, p["k"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return jax.lax.reduce_window(jax.nn.relu(h), -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+
+    def head(p, h):
+        return h.mean(axis=(1, 2)) @ p["w"]
+
+    def plain(p, x):
+        return head(p, feats(p, x))
+
+    rng = np.random.default_rng(3)
+    p = {"k": jnp.asarray(rng.normal(size=(3, 3, 3, 4)).astype(np.float32)),
+         "w": jnp.asarray(rng.normal(size=(4, 2)).astype(np.float32))}
+    x = jnp.asarray(rng.normal(size=(2, 8, 8, 3)).astype(np.float32))
+    ours = grad_cam(plain, p, x, target=1, relu=False, upsample=False)
+    ref = grad_cam(plain, p, x, target=1, relu=False, upsample=False, layer=(feats, head))
+    assert ours.shape == (2, 4, 4)
+    np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=1e-7)

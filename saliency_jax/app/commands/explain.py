@@ -55,9 +55,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help=f"comma-separated, from {','.join(methods.names())} (default {default})")
     p.add_argument("--window", type=window_arg, default=None, help="occlusion/crop window: N or HxW (default: input side / 4)")
     p.add_argument("--stride", type=window_arg, default=None, help="window stride: N or HxW (default: window / 4)")
+    p.add_argument("--option", dest="option", action="append", default=None, metavar="METHOD.KEY=VALUE",
+                   help="a method's own option, repeatable (e.g. integrated_gradients.n_steps=32, "
+                        "smoothgrad.kind=vargrad, grad_cam.layer=conv5); values read as JSON where they parse")
     p.add_argument("--fill", default="0", help="occlusion fill in model-input units (0 = mid-grey for the shipped model), mean or blur")
-    p.add_argument("--segments", type=int, default=50,
-                   help="superpixels of the feature methods (feature_ablation, shapley_*, kernel_shap; default 50)")
+    p.add_argument("--segments", type=int, default=None,
+                   help="superpixels of the feature methods (feature_ablation, shapley_*, kernel_shap); default: each method's own (50; 8 for the exact shapley_values)")
     p.add_argument("--target", default="predicted", help="predicted (default), all, a class name or a class index")
     p.add_argument("--formats", default=",".join(FORMATS), help=f"comma-separated from {','.join(FORMATS)} (default both)")
     p.add_argument("--batch-size", dest="batch_size", type=int, default=16, help="images per model call (default 16)")
@@ -89,6 +92,7 @@ def cmd(args: argparse.Namespace) -> int:
         window=args.window,
         stride=args.stride,
         fill=args.fill,
+        options=args.option,
         target=args.target,
         segments=args.segments,
         formats=args.formats,
