@@ -85,10 +85,13 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "get_model": ("saliency_jax.model.architectures", "get_model"),
     "generate": ("saliency_jax.model.generated", "generate"),
     "to_model_input": ("saliency_jax.model.image_input", "to_model_input"),
-    "load": ("saliency_jax.model.checkpoint", "load"),
+    "load": ("saliency_jax.model.hub", "load"),
     "LoadedModel": ("saliency_jax.model.checkpoint", "LoadedModel"),
     "CheckpointError": ("saliency_jax.model.checkpoint", "CheckpointError"),
     "CheckpointMismatchError": ("saliency_jax.model.checkpoint", "CheckpointMismatchError"),
+    # a real ImageNet model and real photos (issue 21)
+    "load_efficientnet": ("saliency_jax.model.imagenet", "load_efficientnet"),
+    "sample_photos": ("saliency_jax.model.photos", "sample_photos"),
     # app
     "explain_paths": ("saliency_jax.app.explain", "explain_paths"),
     "ExplainResult": ("saliency_jax.app.explain", "ExplainResult"),

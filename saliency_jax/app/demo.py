@@ -1,5 +1,10 @@
 """The demo: the shipped model on a few generated test images, every method, panels and a gallery.
 
+With a model of other classes (``--model efficientnet-lite0``, or any checkpoint or factory whose
+classes are not the generated task's), the demo is :func:`run_photo_demo` instead: the real
+photos bundled with installed packages (:func:`saliency_jax.sample_photos`) through every
+registered method, by the folder job, into a gallery.
+
 ``saliency-jax demo`` calls :func:`run_demo`. For each image it writes the raw maps
 (``.npy`` float32), a JSON sidecar (settings, prediction, scores, whether each map's peak falls on
 the ground-truth object) and a panel like the original write-up's figure — image | crop heatmap |
@@ -27,14 +32,14 @@ import numpy as np
 
 from saliency_jax import methods, metrics
 from saliency_jax._io import atomic_write, atomic_write_text
-from saliency_jax.app import gallery
+from saliency_jax.app import gallery, models
 from saliency_jax.app.maps import explain_batch
 from saliency_jax.app.panels import render_image
 from saliency_jax.app.render import from_uint8
 from saliency_jax.app.settings import ExplainSettings
 from saliency_jax.model import checkpoint, data
 
-__all__ = ["run_demo", "summary_line", "POINTING_TOLERANCE"]
+__all__ = ["run_demo", "run_photo_demo", "summary_line", "POINTING_TOLERANCE"]
 
 #: The pointing game's tolerance in pixels for the demo's "peak on the object".
 POINTING_TOLERANCE = metrics.DEFAULT_TOLERANCE
@@ -45,8 +50,8 @@ def run_demo(
     *,
     n: int = 6,
     model: str | os.PathLike | None = None,
-    window: int = 32,
-    stride: int = 4,
+    window: int | None = None,
+    stride: int | None = None,
     seed: int = 0,
 ) -> dict:
     """Explain ``n`` generated test images with the shipped (or given) model; write the results.
@@ -57,10 +62,12 @@ def run_demo(
     Args:
         out: the output folder (created; existing files of a previous demo are replaced).
         n: number of images (``>= 1``).
-        model: a checkpoint name or directory for :func:`saliency_jax.model.checkpoint.load`;
-            ``None`` is the shipped model.
-        window: occlusion window side in pixels.
-        stride: occlusion stride in pixels.
+        model: a checkpoint name or directory, a pretrained name or a ``package.module:function``
+            factory (:func:`saliency_jax.app.models.load_model`); ``None`` is the shipped model. A
+            model whose classes are not the generated task's runs :func:`run_photo_demo`.
+        window: occlusion window side in pixels (default 32; for the photo demo, the model's
+            default, a quarter of the input side).
+        stride: occlusion stride in pixels (default 4; photo demo: a quarter of the window).
         seed: the generated test split's seed.
 
     Returns:
@@ -71,7 +78,11 @@ def run_demo(
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"`n` (={n!r}) must be a positive int")
-    loaded = checkpoint.load(model)
+    loaded = models.load_model(model)
+    if tuple(loaded.classes) != tuple(data.CLASSES):
+        return run_photo_demo(out, model=loaded, window=window, stride=stride)
+    window = 32 if window is None else window
+    stride = 4 if stride is None else stride
     classes = loaded.classes
     gen = data.generate(n, split="test", seed=seed, size=loaded.input_size[0])
     explain_settings = ExplainSettings.request(window=window, stride=stride).complete(loaded.input_size, classes)
@@ -122,8 +133,61 @@ def run_demo(
     return summary
 
 
+def run_photo_demo(out: str | os.PathLike = "saliency-demo", *, model=None, window: int | None = None,
+                   stride: int | None = None) -> dict:
+    """The bundled real photos through every registered method of ``model``, into a gallery.
+
+    The photos (:func:`saliency_jax.sample_photos`: scikit-image's and matplotlib's) are written
+    to ``out/photos/`` as PNG and explained by the folder job (:func:`saliency_jax.explain_paths`,
+    every method of :func:`saliency_jax.methods.names`) into ``out/maps/``, whose ``index.html``
+    is the gallery: per photo the panel at the model's input, the maps over the whole photo and
+    the top-5 classes.
+
+    Args:
+        out: the output folder. model: as for :func:`run_demo` (default the ImageNet
+            ``efficientnet-lite0``). window, stride: occlusion and crop (default the model's).
+
+    Returns:
+        The summary written to ``out/summary.json``: ``kind`` (``"photos"``), ``model``,
+        ``methods``, ``gallery`` and per photo its top-5 classes.
+
+    Raises:
+        ImportError: no sample photos are installed (scikit-image or matplotlib), or the model's
+            weight wheel is missing.
+    """
+    from saliency_jax.app.explain import explain_paths
+    from saliency_jax.app.sidecar import read_sidecar
+    from saliency_jax.model import photos as photos_lib
+    from PIL import Image
+
+    loaded = models.load_model("efficientnet-lite0" if model is None else model)
+    photos = photos_lib.sample_photos()
+    if not photos:
+        raise ImportError("the photo demo needs the photos of scikit-image or matplotlib; neither is installed")
+    out = Path(out)
+    folder = out / "photos"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, rgb in photos.items():
+        atomic_write(folder / f"{name}.png", lambda p, a=rgb: Image.fromarray(a).save(p, format="PNG"))
+    result = explain_paths([folder], out / "maps", model=loaded, methods=methods.names(), window=window,
+                           stride=stride, progress=False)
+    rows = []
+    for side_path in result.sidecars:
+        side = read_sidecar(side_path)
+        rows.append({"image": side["input"]["name"], "top5": side["prediction"]["top5"]})
+    summary = {"kind": "photos", "model": str(loaded.path), "methods": list(methods.names()),
+               "gallery": "maps/index.html", "failed": [list(f) for f in result.failed], "images": rows}
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    return summary
+
+
 def summary_line(summary: dict) -> str:
-    """The demo's one-line summary: image count, accuracy and the tolerant pointing game per map."""
+    """The demo's one-line summary: image count, accuracy and the tolerant pointing game per map
+    (the photo demo: photo count, methods and each photo's top class)."""
+    if summary.get("kind") == "photos":
+        tops = ", ".join(f"{r['image']}: {r['top5'][0]['class']} ({r['top5'][0]['probability']:.2f})"
+                         for r in summary["images"])
+        return f"{len(summary['images'])} photos, methods {', '.join(summary['methods'])}; {tops}"
     rates = ", ".join(f"{m} {100 * r:.0f}%" for m, r in summary["pointing_game_rate"].items())
     return (f"{len(summary['images'])} images, accuracy {100 * summary['accuracy']:.0f}%; "
             f"pointing game ({summary['pointing_game_tolerance']:g} px tolerance): {rates}")

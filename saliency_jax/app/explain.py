@@ -7,15 +7,20 @@ gives outputs named ``a/b.jpg.*``):
 * ``<name>.<method>.npy``: the raw map, float32 — ``(H, W)`` for heat and signed methods
   (crop, occlusion), ``(H, W, C)`` for rgb ones (deconvnet, guided, gradient; the kinds of
   :mod:`saliency_jax.methods`); with ``target="all"`` a leading class axis
-  ``(K, …)``. ``H, W`` are the model's input size: the image is resized to it exactly as in
-  training (bilinear, whole image, aspect ratio not kept), so every map is in model-input
+  ``(K, …)``. ``H, W`` are the model's input size: the image is brought to it exactly as the
+  model card's preprocessing says (for the shipped models: bilinear, whole image, aspect ratio
+  not kept; for the ImageNet models: a centred crop, bicubic), so every map is in model-input
   pixels. The maps equal the library calls (:func:`saliency_jax.attribute`, i.e.
   :func:`saliency_jax.occlusion`, :func:`saliency_jax.saliency_maps`, …) on
   :func:`saliency_jax.to_model_input` of the file.
 * ``<name>.<method>.png``: the map rendered (heat maps as a colour overlay on the resized
   image; deconvnet / guided / gradient maps through :func:`saliency_jax.app.render.normalize_map`).
 * ``<name>.panel.png``: image | one tile per method, captioned with the class and score,
-  as in the original write-up (one row per class with ``target="all"``).
+  as in the original write-up (one row per class with ``target="all"``); for a model with more
+  than 5 classes the top-5 classes and their probabilities are listed under it.
+* ``<name>.photo.png``: for a model whose preprocessing crops (the ImageNet models' centre
+  crop), the maps carried back over the whole original photo (resized into the crop box; the
+  rest of the photo dimmed), with the top-5 classes (one explained class only).
 * ``<name>.json``: the sidecar, written last — input path, size and SHA-256, model, settings,
   prediction (probabilities and logits), and per method its files, shape and value range.
 
@@ -68,7 +73,7 @@ from saliency_jax import _validate
 from saliency_jax._io import (OutputBusyError, OutputNotWritableError, OutputWriteError, atomic_write_text,
                               folder_lock)
 from saliency_jax._progress import Progress
-from saliency_jax.app import gallery, inputs, sidecar
+from saliency_jax.app import gallery, inputs, models, sidecar
 from saliency_jax.app.settings import FORMATS, ExplainSettings
 from saliency_jax.app.worker import BatchWorker, Item, Outcome
 from saliency_jax.model import checkpoint
@@ -145,8 +150,11 @@ def explain_paths(
     Args:
         paths: image files and/or folders (searched recursively for image suffixes).
         out: the output folder (created). Never read as input.
-        model: a checkpoint name or directory, a :class:`saliency_jax.LoadedModel`, or ``None``
-            for the shipped model.
+        model: a checkpoint name or directory, a pretrained name (``"efficientnet-lite0"``), a
+            :class:`saliency_jax.LoadedModel`, ``"package.module:function"`` (a factory of any JAX
+            model: :mod:`saliency_jax.app.models`), or ``None`` for the shipped model. Images are
+            brought to its input as its preprocessing says (the card's record: a stretch for the
+            shipped models, a centre crop for the ImageNet ones).
         methods: registered methods (:func:`saliency_jax.methods.names`; a list or a
             comma-separated string), run and shown in registry order; default (``None``) the
             registry's default selection, the original write-up's ``crop, occlusion, deconvnet``.
@@ -220,7 +228,7 @@ def explain_paths(
     found, ignored = inputs.find_images(paths, exclude=out)
 
     # ---- the model and the settings it completes
-    loaded = model if isinstance(model, checkpoint.LoadedModel) else checkpoint.load(model)
+    loaded = models.load_model(model)
     info = run_info(loaded, requested)
     _refuse_overwriting_inputs(found, out, info.settings)
     _refuse_inputs_inside_out(paths, found, out)
@@ -267,10 +275,11 @@ def run_info(model: "str | os.PathLike | checkpoint.LoadedModel | None" = None,
         settings = ExplainSettings.request(**options)
     elif options:
         raise TypeError(f"`settings` and the options {sorted(options)} were both given; give one of them")
-    loaded = model if isinstance(model, checkpoint.LoadedModel) else checkpoint.load(model)
+    loaded = models.load_model(model)
     return sidecar.RunInfo(
         settings.complete(loaded.input_size, loaded.classes),
-        {"path": str(loaded.path), "weights_sha256": loaded.card.get("weights", {}).get("sha256")},
+        {"path": str(loaded.path), "weights_sha256": loaded.card.get("weights", {}).get("sha256"),
+         "preprocessing": loaded.preprocessing.record()},
         tuple(loaded.input_size[:2]),
         tuple(loaded.classes),
     )

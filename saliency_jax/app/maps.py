@@ -67,18 +67,22 @@ class BatchMaps:
     maps: dict
 
 
-def explain_batch(apply_fn: Callable, params: Any, pixels: np.ndarray, settings: ExplainSettings) -> BatchMaps:
+def explain_batch(apply_fn: Callable, params: Any, pixels: np.ndarray, settings: ExplainSettings, *,
+                  inputs: np.ndarray | None = None) -> BatchMaps:
     """Predict a batch and compute every method's maps for ``settings.target``.
 
     Args:
         apply_fn, params: the model.
         pixels: ``(N, H, W, 3) uint8`` at the model's input size (preprocessed here as in training).
         settings: the methods, their options and the target (``"predicted"``, ``"all"`` or an index).
+        inputs: ``(N, H, W, C) float32`` model input of the batch, made by the model's own
+            preprocessing (the folder job passes it); ``None``: ``pixels`` through the shipped
+            models' record.
 
     Returns:
         A :class:`BatchMaps`.
     """
-    x = jnp.asarray(data.preprocess(pixels))
+    x = jnp.asarray(data.preprocess(pixels) if inputs is None else inputs)
     logits, probs = (np.asarray(a, np.float32) for a in _predict(apply_fn, params, x))
     target = settings.target
     targets = "all" if target == "all" else jnp.asarray(

@@ -240,8 +240,9 @@ def check_target(target, classes: Sequence[str]) -> str | int:
             target = int(target)
     if _validate.is_int(target) and 0 <= target < len(classes):
         return int(target)
+    named = tuple(classes) if len(classes) <= 20 else f"the model's {len(classes)} classes (e.g. {tuple(classes[:3])})"
     raise ValueError(
-        f"`target` (={target!r}) must be 'predicted', 'all', a class name in {tuple(classes)} "
+        f"`target` (={target!r}) must be 'predicted', 'all', a class name in {named} "
         f"or a class index in [0, {len(classes)})"
     )
 

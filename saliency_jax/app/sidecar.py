@@ -1,7 +1,7 @@
 """The folder job's record of each image: output names, the JSON sidecar and the rule for "done".
 
 An image's sidecar (``<name>.json``, written after every other output of the image) holds the
-input's path, name, size and SHA-256, the model, the settings, the prediction, the explained
+input's path, name, size and SHA-256, the model, the settings, the prediction (with the top-5 classes), the explained
 classes, each map's shape and range, and the image's files. Its ``settings_key`` hashes what
 decides the outputs (settings, model weights, input size): a rerun skips an image whose sidecar
 has the same key and the same input bytes and whose files all exist (:func:`is_done`).
@@ -28,6 +28,7 @@ import numpy as np
 
 from saliency_jax._io import atomic_write_text
 from saliency_jax.app.settings import ExplainSettings
+from saliency_jax.model import image_input
 
 __all__ = ["SIDECAR_VERSION", "RunInfo", "output_names", "sidecar_path", "is_done", "done_digest", "read_sidecar",
            "write_sidecar"]
@@ -42,7 +43,9 @@ class RunInfo:
 
     Attributes:
         settings: the run's settings.
-        model: ``{"path": checkpoint folder, "weights_sha256": from the model card (or None)}``.
+        model: ``{"path": checkpoint folder (or factory), "weights_sha256": from the model card (or
+            None), "preprocessing": the policy's record}`` (:class:`~saliency_jax.model.image_input.Preprocessing`;
+            a model that is not the shipped kind also has its policy in the settings key).
         input_size: ``(H, W)`` of the model input.
         classes: the model's class names.
     """
@@ -58,8 +61,13 @@ class RunInfo:
         h, w = self.input_size
         return hashlib.sha256(
             json.dumps({"v": SIDECAR_VERSION, "settings": self.settings.as_dict(), "model": self.model["weights_sha256"],
-                        "input_size": [h, w]}, sort_keys=True).encode()
+                        "input_size": [h, w], **self._policy_key()}, sort_keys=True).encode()
         ).hexdigest()
+
+    def _policy_key(self) -> dict:
+        """The preprocessing in the key, except the shipped models' record (their keys stay as they were)."""
+        record = self.model.get("preprocessing")
+        return {} if record is None or record == image_input.PREPROCESSING else {"preprocessing": record}
 
     def sidecar(self, *, path: Path, name: str, sha256: str, size: Sequence[int], logits: np.ndarray,
                 probs: np.ndarray, explained: Sequence[int], maps: dict, files: dict) -> dict:
@@ -88,6 +96,8 @@ class RunInfo:
                 "index": pred,
                 "probabilities": {c: float(v) for c, v in zip(classes, probs)},
                 "logits": {c: float(v) for c, v in zip(classes, logits)},
+                "top5": [{"class": classes[int(c)], "index": int(c), "probability": float(probs[int(c)])}
+                         for c in np.argsort(-np.asarray(probs, np.float64), kind="stable")[:5]],
             },
             "explained": [classes[c] for c in explained],
             "maps": {m: {"shape": list(a.shape), "min": float(np.nanmin(a)), "max": float(np.nanmax(a))}

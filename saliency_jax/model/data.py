@@ -2,7 +2,7 @@
 
 A thin facade, kept because ``saliency_jax.data`` (``sj.data.preprocess``, ``sj.data.MEAN`` …)
 is public API that the README and user code call, and many modules and tests import it. The
-three concepts live in their own modules; every name here is theirs:
+concepts live in their own modules; every name here is theirs:
 
 * :mod:`saliency_jax.model.generated` — the generated task ("rings and crosses"): images with
   exact masks of the deciding object, and the spurious cue (:func:`generate`,
@@ -12,7 +12,9 @@ three concepts live in their own modules; every name here is theirs:
   (:class:`Preprocessing`, :func:`preprocess`, :func:`to_model_input`, :func:`load_image`,
   :func:`load_resized`, :data:`PREPROCESSING`, :data:`MEAN`, :data:`STD`);
 * :mod:`saliency_jax.model.image_folder` — a user's ``root/<class>/<image>`` folder as a dataset
-  (:func:`load_image_folder`).
+  (:func:`load_image_folder`);
+* :mod:`saliency_jax.model.photos` — real photos bundled with installed packages
+  (:func:`sample_photos`).
 
 Example:
     >>> from saliency_jax.model import data
@@ -41,6 +43,7 @@ from saliency_jax.model.generated import (
     shape_mask,
 )
 from saliency_jax.model.image_folder import ImageFolderData, load_image_folder
+from saliency_jax.model.photos import sample_photos
 from saliency_jax.model.image_input import (
     DEFAULT_PREPROCESSING,
     IMAGE_EXTENSIONS,
@@ -87,4 +90,6 @@ __all__ = [
     # image folders
     "ImageFolderData",
     "load_image_folder",
+    # real photos bundled with installed packages
+    "sample_photos",
 ]

