@@ -44,6 +44,7 @@ import numpy as np
 from jax import lax
 
 from saliency_jax import _validate
+from saliency_jax._filters import blur_matrix
 from saliency_jax._dtypes import cast_floating, check_compute_dtype, map_dtype
 from saliency_jax.backprop import receptive_field as field
 from saliency_jax.backprop.methods import deconvnet, gradient, guided_backprop
@@ -185,15 +186,8 @@ def blur_baseline(images, sigma: float) -> jax.Array:
         25.0
     """
 
-    def matrix(size):
-        r = int(np.ceil(3 * sigma))
-        taps = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
-        taps /= taps.sum()
-        out = np.zeros((size, size))
-        for i in range(size):
-            j = np.mod(i + np.arange(-r, r + 1), 2 * size)
-            np.add.at(out[i], np.where(j >= size, 2 * size - 1 - j, j), taps)
-        return jnp.asarray(out, jnp.float32)
+    def matrix(size):  # the one blur matrix (saliency_jax._filters), as occlusion's fill="blur"
+        return jnp.asarray(blur_matrix(size, sigma))
 
     x = jnp.asarray(images)
     out = jnp.einsum("hi,wj,nijc->nhwc", matrix(x.shape[1]), matrix(x.shape[2]), x.astype(jnp.float32))
