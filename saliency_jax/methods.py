@@ -355,11 +355,13 @@ for _b in (Baseline("random", _random, "uniform noise: the floor of chance"),
 # Feature methods take ``segments=``: a number of superpixels (sj.segments, SLIC when scikit-image is
 # installed, else a grid) or an explicit feature mask (H, W) / (N, H, W); the folder job's ``fill`` is
 # their baseline.
-def _featured(name: str) -> Callable:
-    def maps(apply_fn, params, image, target, *, segments=50, fill=0.0, **options):
+# The exact Shapley values segment by the grid: SLIC may return many more segments than asked for on a
+# small image, and the exact method must stay within its limit of features.
+def _featured(name: str, kind: str = "auto", n: int = 50) -> Callable:
+    def maps(apply_fn, params, image, target, *, segments=n, fill=0.0, **options):
         from saliency_jax.occlude import perturbation, segments as _segments
 
-        mask = _segments.segments(image, n=segments) if _validate.is_int(segments) else segments
+        mask = _segments.segments(image, n=segments, kind=kind) if _validate.is_int(segments) else segments
         return getattr(perturbation, name)(apply_fn, params, image, mask, target=target, baseline=fill, **options)
     maps.__name__ = name
     return maps
@@ -376,7 +378,7 @@ register(Method("feature_ablation", "signed", _featured("feature_ablation"),
                 {"segments": 50, "fill": 0.0, **_ENGINE_OPTIONS}, "exact",
                 "score drop when one segment (superpixel) is replaced by the baseline (Captum FeatureAblation)",
                 shows="drop in logit({cls})"))
-register(Method("shapley_values", "signed", _featured("shapley_values"),
+register(Method("shapley_values", "signed", _featured("shapley_values", kind="grid", n=8),
                 {"segments": 8, "fill": 0.0, **_ENGINE_OPTIONS}, "exact",
                 "exact Shapley values of the segments, all 2^F coalitions (F <= 16)", shows="Shapley value, logit({cls})"))
 register(Method("shapley_sampling", "signed", _featured("shapley_sampling"),

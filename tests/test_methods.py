@@ -45,7 +45,7 @@ def _public(name, model, x, t):
         "grad_cam": lambda: sj.grad_cam(a, p, x, target=t),
         "guided_grad_cam": lambda: sj.guided_grad_cam(a, p, x, target=t),
         "feature_ablation": lambda: sj.feature_ablation(a, p, x, sj.segments(x, n=4), target=t, method="full"),
-        "shapley_values": lambda: sj.shapley_values(a, p, x, sj.segments(x, n=4), target=t, method="full"),
+        "shapley_values": lambda: sj.shapley_values(a, p, x, sj.segments(x, n=4, kind="grid"), target=t, method="full"),
         "shapley_sampling": lambda: sj.shapley_sampling(a, p, x, sj.segments(x, n=4), target=t, n_samples=2,
                                                         method="full"),
         "kernel_shap": lambda: sj.kernel_shap(a, p, x, sj.segments(x, n=4), target=t, n_samples=8, method="full"),
