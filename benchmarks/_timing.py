@@ -32,7 +32,7 @@ def timed(fn, repeats, *, clock=time.perf_counter):
         start = clock()
         out = jax.block_until_ready(fn())
         times.append(clock() - start)
-    return first, statistics.median(times), out
+    return first, (statistics.median(times) if times else first), out
 
 
 @contextlib.contextmanager
@@ -72,12 +72,5 @@ def timed_with_compile(fn, repeats, *, clock=time.perf_counter, watch=compile_sp
     ``first_call_s − trace_compile_s`` (also noisy, hence not reported apart).
     """
     with watch() as spans:
-        start = clock()
-        out = jax.block_until_ready(fn())
-        first = clock() - start
-    times = []
-    for _ in range(repeats):
-        start = clock()
-        out = jax.block_until_ready(fn())
-        times.append(clock() - start)
-    return first, (statistics.median(times) if times else first), union_seconds(spans), out
+        first, median, out = timed(fn, repeats, clock=clock)
+    return first, median, union_seconds(spans), out
