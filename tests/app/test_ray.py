@@ -6,12 +6,12 @@ batch redone, every image reported exactly once), a worker's write error re-rais
 exception type as the local engine raises, a bad address and a missing Ray refused before any
 image is read, and a two-node cluster started on this machine with `ray start`.
 
-Reference: the local engine's outputs. The maps are compared **byte for byte**: each actor runs
-the same jitted program on the same padded batch shape as the local engine, on the same CPU,
-and XLA's single-threaded setting in the actors does not change the result here (observed
-byte-identical; a different compile would only be within float32 rounding). The panels and
-sidecars are compared too (the sidecars are equal field for field: neither records the
-engine).
+Reference: the local engine's outputs. Each actor runs the same program on the same padded batch
+shape as the local engine, on the same CPU, but XLA compiles it for one intra-op thread there, and
+that compile sums in another order: the maps are equal within float32 rounding (here up to
+1.5e-7 of the map's scale; once byte-identical, no longer on jax 0.10), so they are compared at
+1e-5 of their scale, and the panels drawn from them pixel by pixel within one colour-map step.
+The sidecars are equal field for field (neither records the engine).
 """
 
 import json
@@ -39,6 +39,7 @@ from saliency_jax.model import checkpoint, data  # noqa: E402
 W = S = 64  # 4 occlusion windows on the 128x128 input: one cheap compile
 OPTIONS = dict(methods="occlusion", window=W, stride=S, formats=("png", "npy"), progress=False)  # the CLI's order
 N_IMAGES = 5
+PNG_STEP = 8  # a rounding difference may move a pixel to the next of the colour map's 256 entries
 CORRUPT = "corrupt.png"
 
 
@@ -91,23 +92,61 @@ def _sidecar(path: Path) -> dict:
     return side
 
 
+def assert_same_file(got: Path, want: Path) -> None:
+    """Sidecars equal field for field, maps within float32 rounding, panels within a colour-map step."""
+    if want.suffix == ".json":
+        a, b = _sidecar(got), _sidecar(want)
+        stats_a, stats_b = a.pop("maps", {}), b.pop("maps", {})  # each map's shape, min and max
+        assert a == b and stats_a.keys() == stats_b.keys(), want.name
+        for m, st in stats_b.items():
+            assert stats_a[m]["shape"] == st["shape"], want.name
+            scale = max(abs(st["min"]), abs(st["max"]))
+            assert [stats_a[m]["min"], stats_a[m]["max"]] == pytest.approx([st["min"], st["max"]], rel=0,
+                                                                            abs=1e-5 * scale), want.name
+    elif want.suffix == ".npy":
+        a, b = np.load(got), np.load(want)
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * float(np.abs(b).max()), err_msg=want.name)
+    else:  # the panels, drawn from maps equal within rounding
+        a, b = (np.asarray(Image.open(p), np.int16) for p in (got, want))
+        assert a.shape == b.shape and np.abs(a - b).max() <= PNG_STEP, want.name
+
+
 def assert_same_outputs(out: Path, ref: Path) -> None:
     got, want = _outputs(out), _outputs(ref)
     got.pop("summary.json", None), want.pop("summary.json", None)  # the run summary names the engine
     assert sorted(got) == sorted(want)
     for name, path in want.items():
-        if name.endswith(".json"):
-            assert _sidecar(got[name]) == _sidecar(path), name
-        elif name != "index.html":
-            assert got[name].read_bytes() == path.read_bytes(), name  # maps byte-identical, and so the PNGs
+        if name != "index.html":
+            assert_same_file(got[name], path)
     for name in want:
         if name.endswith(".npy"):  # and they are real maps
             assert np.load(got[name]).shape == (128, 128) and np.isfinite(np.load(got[name])).all()
 
 
-# --------------------------------------------------------------------------- in this process
+# --------------------------------------------------------------------------- Ray inside the test process
+#
+# Ray started inside a process replaces Python's fault handler with its own for the rest of that
+# process (after `ray.init(); ray.shutdown()` a segfault prints nothing). A crash later in the
+# session then leaves no traceback, as happened in CI (exit 139, no Python frame). So the tests
+# that start Ray inside the test process run in a child pytest process of their own, started by
+# the one test the parent session runs from this group.
+
+IN_CHILD = os.environ.get("SALIENCY_JAX_RAY_CHILD") == "1"
+in_child = pytest.mark.skipif(not IN_CHILD, reason="runs in the child process of test_in_process_group_in_a_child")
 
 
+@pytest.mark.slow
+def test_in_process_group_in_a_child():
+    if IN_CHILD:
+        pytest.skip("this is the child")
+    env = {**os.environ, "SALIENCY_JAX_RAY_CHILD": "1", "SALIENCY_JAX_LOCK_HELD": "1"}  # the parent holds the lock
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", "not two_node"],
+                         env=env, cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=1200)
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
+    assert " passed" in run.stdout and " failed" not in run.stdout, run.stdout[-3000:]
+
+
+@in_child
 @pytest.mark.slow
 def test_cli_starts_ray_in_process_matches_local_and_exits_1_for_a_corrupt_file(images, reference, tmp_path, _ray_module):
     if ray.is_initialized():
@@ -120,6 +159,7 @@ def test_cli_starts_ray_in_process_matches_local_and_exits_1_for_a_corrupt_file(
     assert_same_outputs(out, reference)
 
 
+@in_child
 @pytest.mark.slow
 def test_killed_worker_is_replaced_and_every_image_is_done_exactly_once(in_process, images, loaded, reference,
                                                                         tmp_path):
@@ -144,12 +184,10 @@ def test_killed_worker_is_replaced_and_every_image_is_done_exactly_once(in_proce
     ref = {k: v for k, v in _outputs(reference).items() if k not in ("index.html", "summary.json")}
     assert sorted(_outputs(tmp_path)) == sorted(ref)
     for name, path in ref.items():
-        if name.endswith(".json"):
-            assert _sidecar(tmp_path / name) == _sidecar(path), name
-        else:
-            assert (tmp_path / name).read_bytes() == path.read_bytes(), name
+        assert_same_file(tmp_path / name, path)
 
 
+@in_child
 @pytest.mark.slow
 def test_a_worker_error_stops_the_run_as_the_local_engine_would(in_process, images, tmp_path):
     def blocked(out: Path) -> Path:  # a folder where the first map must go: writing it fails
@@ -184,6 +222,7 @@ def no_reading(monkeypatch):
     monkeypatch.setattr(data, "load_resized", refuse)
 
 
+@in_child  # ray.init on a bad address may install Ray's handlers before it fails
 @pytest.mark.parametrize("address, error, message", [
     (f"127.0.0.1:{_free_port()}", ConnectionError, r"`address` \(='127\.0\.0\.1:\d+'\): cannot connect"),
     ("no-such-host.invalid:6379", ConnectionError, r"`address` \(='no-such-host\.invalid:6379'\): cannot connect"),
