@@ -207,8 +207,9 @@ def test_captum_feature_ablation_live():
     assert torch is not None and port is not None and record_captum is not None
     _, arrays = rec.record()
     data = np.load(rec.fixture_path(), allow_pickle=False)
+    scale = np.abs(data["logits"]).max()  # score drops are differences of logits: rounding is relative to them
     for name in rec.PERTURBATION_CASES:
-        np.testing.assert_allclose(arrays[name], data[name], rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(arrays[name], data[name], rtol=1e-5, atol=1e-6 * scale)
 
 
 @pytest.mark.parametrize("call, match", [
