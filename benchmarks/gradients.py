@@ -16,7 +16,7 @@ torch with ``tests/torch_port.py``), for one image and one target class:
   point is the working set of the method. Measured at ``n_steps`` / ``n_samples`` and at
   ``--memory-at`` (default 500) for both libraries (Captum at the batch chosen for speed).
 
-Each timing is the fastest of ``--repeats`` runs after a warm-up (compile) call, with
+Each timing is the median of ``--repeats`` runs after a warm-up (compile) call, with
 ``block_until_ready``; the maps of both libraries are compared next to the timings (max |diff|
 over max |map|; SmoothGrad draws different noise in each library, so only integrated
 gradients is compared). torch runs on all cores (``torch.get_num_threads()``).
@@ -33,6 +33,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import tempfile
 import sys
@@ -75,7 +76,8 @@ def _setup(model_name: str):
     return model, params, image, jax, jnp
 
 
-def _fastest(run, repeats: int):
+def _median(run, repeats: int):
+    """(first call seconds, median of ``repeats`` further calls — the first call's when 0 —, last output)."""
     first = time.perf_counter()
     out = run()
     first = time.perf_counter() - first
@@ -84,7 +86,7 @@ def _fastest(run, repeats: int):
         t = time.perf_counter()
         out = run()
         times.append(time.perf_counter() - t)
-    return first, min(times), out
+    return first, (statistics.median(times) if times else first), out
 
 
 def worker(spec: dict) -> dict:
@@ -99,7 +101,7 @@ def worker(spec: dict) -> dict:
         m = spec["matmul_n"]
         a, b = (jax.random.normal(jax.random.key(i), (m, m), jnp.float32) for i in (0, 1))
         f = jax.jit(jnp.matmul)
-        _, t, _ = _fastest(lambda: f(a, b).block_until_ready(), max(3, repeats))
+        _, t, _ = _median(lambda: f(a, b).block_until_ready(), max(3, repeats))
         return {"n": m, "seconds": t, "flops_per_s": 2 * m**3 / t}
     model, params, image, jax, jnp = _setup(spec["model"])
     target = spec["target"]
@@ -140,7 +142,7 @@ def worker(spec: dict) -> dict:
                     target=target, abs=False)
         run(2)
     base = _current_rss()
-    first, t, out = _fastest(lambda: run(n), repeats)
+    first, t, out = _median(lambda: run(n), repeats)
     out = np.asarray(out.detach().numpy()[0].transpose(1, 2, 0) if hasattr(out, "detach") else out)
     res = {"first_call_s": first, "seconds": t, "peak_rss_bytes": _rss_bytes(), "resident_before_bytes": base,
            "working_set_bytes": _rss_bytes() - base}
@@ -181,8 +183,9 @@ def run(args) -> dict:
         row["speedup_vs_captum"] = t_c / t_sj
         row["seconds_over_flop_bound"] = t_sj / bound
         row["captum_over_flop_bound"] = t_c / bound
-        row["memory_at"] = {str(k): {"saliency_jax": _child({**common, "n": k, "work": ours})["working_set_bytes"],
-                                     "captum": _child({**common, "n": k, "work": theirs, "batch": int(best)})[
+        once = {**common, "repeats": 0}  # memory only: one call, no timing repeats
+        row["memory_at"] = {str(k): {"saliency_jax": _child({**once, "n": k, "work": ours})["working_set_bytes"],
+                                     "captum": _child({**once, "n": k, "work": theirs, "batch": int(best)})[
                                          "working_set_bytes"]} for k in (args.points, args.memory_at)}
         if method == "integrated_gradients":  # same weights, same points: the maps must agree
             a, b = np.load(tmp / f"{ours}.npy"), np.load(tmp / f"{theirs}.npy")
