@@ -224,13 +224,14 @@ def no_reading(monkeypatch):
 
 @in_child  # ray.init on a bad address may install Ray's handlers before it fails
 @pytest.mark.parametrize("address, error, message", [
-    (f"127.0.0.1:{_free_port()}", ConnectionError, r"`address` \(='127\.0\.0\.1:\d+'\): cannot connect"),
+    ("127.0.0.1:FREE", ConnectionError, r"`address` \(='127\.0\.0\.1:\d+'\): cannot connect"),
     ("no-such-host.invalid:6379", ConnectionError, r"`address` \(='no-such-host\.invalid:6379'\): cannot connect"),
     ("localhost", ValueError, r"`address` \(='localhost'\) must be None .* 'HOST:PORT'"),
     ("localhost:99999", ValueError, r"`address` \(='localhost:99999'\) .* port must be an integer in \[1, 65535\]"),
 ])
 def test_a_bad_address_fails_clearly_before_any_image_is_read(images, loaded, tmp_path, no_reading, address, error,
                                                               message):
+    address = address.replace("FREE", str(_free_port()))  # chosen when run (same test ids in every xdist worker)
     with pytest.raises(error, match=message):
         explain_paths([images], tmp_path / "out", model=loaded, engine="ray", address=address, **OPTIONS)
     assert not (tmp_path / "out" / "img0.png.json").exists()
