@@ -72,5 +72,7 @@ def check_occlusion(apply_fn, variables, image, *, window, stride, target):
     logits = np.asarray(apply_fn(variables, jnp.asarray(image)[None]))
     scale = max(np.abs(logits).max(), 1e-6)
     assert np.abs(full).max() > 1e-4 * scale  # the windows change the score: the comparison means something
-    np.testing.assert_allclose(inc, full, rtol=0, atol=2e-5 * scale)
+    # 5e-5: ResNet-50's 50 layers (softmax head) moved a window's score by 2.3e-5 of the scale in a full
+    # session while 2e-5 held alone (XLA picks its kernels per compile); a wrong region is off by far more.
+    np.testing.assert_allclose(inc, full, rtol=0, atol=5e-5 * scale)
     return full
