@@ -26,17 +26,18 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from saliency_jax import methods, metrics
+from saliency_jax import methods as registry, metrics
 from saliency_jax._io import atomic_write, atomic_write_text
 from saliency_jax.app import gallery, models
 from saliency_jax.app.maps import explain_batch
 from saliency_jax.app.panels import render_image
 from saliency_jax.app.render import from_uint8
-from saliency_jax.app.settings import ExplainSettings
+from saliency_jax.app.settings import ExplainSettings, check_methods
 from saliency_jax.model import checkpoint, data
 
 __all__ = ["run_demo", "run_photo_demo", "summary_line", "POINTING_TOLERANCE"]
@@ -53,6 +54,7 @@ def run_demo(
     window: int | None = None,
     stride: int | None = None,
     seed: int = 0,
+    methods: str | Sequence[str] | None = None,
 ) -> dict:
     """Explain ``n`` generated test images with the shipped (or given) model; write the results.
 
@@ -69,6 +71,8 @@ def run_demo(
             default, a quarter of the input side).
         stride: occlusion stride in pixels (default 4; photo demo: a quarter of the window).
         seed: the generated test split's seed.
+        methods: registered methods (a sequence or a comma-separated string); ``None``: every
+            method of the registry (:func:`saliency_jax.methods.names`), each at its defaults.
 
     Returns:
         The summary written to ``out/summary.json``: per image the label, prediction,
@@ -80,13 +84,15 @@ def run_demo(
         raise ValueError(f"`n` (={n!r}) must be a positive int")
     loaded = models.load_model(model)
     if tuple(loaded.classes) != tuple(data.CLASSES):
-        return run_photo_demo(out, model=loaded, window=window, stride=stride)
+        return run_photo_demo(out, model=loaded, window=window, stride=stride, methods=methods)
     window = 32 if window is None else window
     stride = 4 if stride is None else stride
     classes = loaded.classes
     gen = data.generate(n, split="test", seed=seed, size=loaded.input_size[0])
-    explain_settings = ExplainSettings.request(window=window, stride=stride).complete(loaded.input_size, classes)
-    shown = methods.report_order(explain_settings.methods)  # occlusion, crop, deconvnet
+    chosen = registry.names() if methods is None else methods
+    explain_settings = ExplainSettings.request(methods=chosen, window=window, stride=stride).complete(
+        loaded.input_size, classes)
+    shown = registry.report_order(explain_settings.methods)
     batch = explain_batch(loaded.apply_fn, loaded.params, gen.images, explain_settings)
     probs, pred = batch.probs, batch.logits.argmax(-1)
     pointing = {m: np.asarray(metrics.pointing_game(batch.maps[m], gen.masks, POINTING_TOLERANCE)) == 1.0
@@ -111,7 +117,7 @@ def run_demo(
             "prediction": guess,
             "probabilities": {c: float(p) for c, p in zip(classes, probs[k])},
             "pointing_game": {m: bool(pointing[m][k]) for m in shown},
-            "peak_on_object": {m: _peak_on_object(gen.masks[k], per[m], methods.get(m).kind) for m in shown},
+            "peak_on_object": {m: _peak_on_object(gen.masks[k], per[m], registry.get(m).kind) for m in shown},
             "settings": settings,
             "model": str(loaded.path),
         }
@@ -134,7 +140,7 @@ def run_demo(
 
 
 def run_photo_demo(out: str | os.PathLike = "saliency-demo", *, model=None, window: int | None = None,
-                   stride: int | None = None) -> dict:
+                   stride: int | None = None, methods: str | Sequence[str] | None = None) -> dict:
     """The bundled real photos through every registered method of ``model``, into a gallery.
 
     The photos (:func:`saliency_jax.sample_photos`: scikit-image's and matplotlib's) are written
@@ -146,6 +152,7 @@ def run_photo_demo(out: str | os.PathLike = "saliency-demo", *, model=None, wind
     Args:
         out: the output folder. model: as for :func:`run_demo` (default the ImageNet
             ``efficientnet-lite0``). window, stride: occlusion and crop (default the model's).
+            methods: as for :func:`run_demo` (default every registered method).
 
     Returns:
         The summary written to ``out/summary.json``: ``kind`` (``"photos"``), ``model``,
@@ -169,13 +176,14 @@ def run_photo_demo(out: str | os.PathLike = "saliency-demo", *, model=None, wind
     folder.mkdir(parents=True, exist_ok=True)
     for name, rgb in photos.items():
         atomic_write(folder / f"{name}.png", lambda p, a=rgb: Image.fromarray(a).save(p, format="PNG"))
-    result = explain_paths([folder], out / "maps", model=loaded, methods=methods.names(), window=window,
+    chosen = check_methods(registry.names() if methods is None else methods)
+    result = explain_paths([folder], out / "maps", model=loaded, methods=chosen, window=window,
                            stride=stride, progress=False)
     rows = []
     for side_path in result.sidecars:
         side = read_sidecar(side_path)
         rows.append({"image": side["input"]["name"], "top5": side["prediction"]["top5"]})
-    summary = {"kind": "photos", "model": str(loaded.path), "methods": list(methods.names()),
+    summary = {"kind": "photos", "model": str(loaded.path), "methods": list(chosen),
                "gallery": "maps/index.html", "failed": [list(f) for f in result.failed], "images": rows}
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     return summary

@@ -35,7 +35,7 @@ def _chromium(tmp_path, *args):
 
 def test_demo_gallery_loads_every_panel_in_chromium(tmp_path):
     out = tmp_path / "demo"
-    summary = run_demo(out, n=3, window=32, stride=16)
+    summary = run_demo(out, n=3, window=32, stride=16, methods="occlusion,crop,deconvnet")
     page = (out / "index.html").read_text()
     (out / "check.html").write_text(page.replace("</body>", CHECK + "</body>"))
 

@@ -26,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, default=None, help="occlusion window side in pixels (default 32; photos: the model's)")
     p.add_argument("--stride", type=int, default=None, help="occlusion stride in pixels (default 4; photos: window / 4)")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated test split")
+    p.add_argument("--methods", default=None,  # the registry imports jax: named in the help, not listed here
+                   help="comma-separated registered methods, as for `explain --methods` (default: every one)")
     return parser
 
 
@@ -33,7 +35,8 @@ def cmd(args: argparse.Namespace) -> int:
     """Run :func:`saliency_jax.app.demo.run_demo`; print its summary line; 0."""
     from saliency_jax.app.demo import run_demo, summary_line
 
-    summary = run_demo(args.out, n=args.n, model=args.model, window=args.window, stride=args.stride, seed=args.seed)
+    summary = run_demo(args.out, n=args.n, model=args.model, window=args.window, stride=args.stride, seed=args.seed,
+                       methods=args.methods)
     print(summary_line(summary))
     print(f"wrote {Path(args.out) / summary.get('gallery', 'index.html')}")
     return 0
