@@ -71,8 +71,10 @@ def run_demo(
             default, a quarter of the input side).
         stride: occlusion stride in pixels (default 4; photo demo: a quarter of the window).
         seed: the generated test split's seed.
-        methods: registered methods (a sequence or a comma-separated string); ``None``: every
-            method of the registry (:func:`saliency_jax.methods.names`), each at its defaults.
+        methods: registered methods (a sequence or a comma-separated string), ``"all"`` (every
+            method of the registry, :func:`saliency_jax.methods.names`, each at its defaults; several
+            minutes on a 2-core CPU: RISE and KernelSHAP evaluate thousands of masked copies), or
+            ``None``: the default selection (``names(default=True)``; the photo demo: all).
 
     Returns:
         The summary written to ``out/summary.json``: per image the label, prediction,
@@ -89,7 +91,7 @@ def run_demo(
     stride = 4 if stride is None else stride
     classes = loaded.classes
     gen = data.generate(n, split="test", seed=seed, size=loaded.input_size[0])
-    chosen = registry.names() if methods is None else methods
+    chosen = registry.names(default=True) if methods is None else registry.names() if methods == "all" else methods
     explain_settings = ExplainSettings.request(methods=chosen, window=window, stride=stride).complete(
         loaded.input_size, classes)
     shown = registry.report_order(explain_settings.methods)
@@ -176,7 +178,7 @@ def run_photo_demo(out: str | os.PathLike = "saliency-demo", *, model=None, wind
     folder.mkdir(parents=True, exist_ok=True)
     for name, rgb in photos.items():
         atomic_write(folder / f"{name}.png", lambda p, a=rgb: Image.fromarray(a).save(p, format="PNG"))
-    chosen = check_methods(registry.names() if methods is None else methods)
+    chosen = check_methods(registry.names() if methods in (None, "all") else methods)
     result = explain_paths([folder], out / "maps", model=loaded, methods=chosen, window=window,
                            stride=stride, progress=False)
     rows = []

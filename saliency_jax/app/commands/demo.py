@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--stride", type=int, default=None, help="occlusion stride in pixels (default 4; photos: window / 4)")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated test split")
     p.add_argument("--methods", default=None,  # the registry imports jax: named in the help, not listed here
-                   help="comma-separated registered methods, as for `explain --methods` (default: every one)")
+                   help="comma-separated registered methods as for `explain --methods`, or all (default: occlusion, crop, "
+                        "deconvnet; with --model of other classes: all)")
     return parser
 
 
