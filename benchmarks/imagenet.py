@@ -26,13 +26,24 @@ Parts (``--parts``, default all that are implemented):
   shifted multiply-adds, on EfficientNet-Lite0's first depthwise shapes, at batch 16: GFLOP/s of each
   and their max difference.
 
-Not done here (listed in the results): faithfulness on the sample photos (deletion/insertion AUC)
-and the cascading-randomisation sanity table on the real model.
+* ``faithfulness`` — deletion and insertion AUC per photo (``--photos``, default every sample photo)
+  for every row of the faithfulness report (:mod:`saliency_jax.app.faithfulness`) and its model-free
+  baselines, following RISE's protocol: 224 pixels per step; deletion sets pixels to 0.0 (the
+  ImageNet mean colour in model input); insertion starts from a Gaussian blur (sigma 10 px; the
+  target's probability on it is reported); target: the predicted class.
+* ``sanity`` — cascading randomisation (Adebayo et al. 2018) on the real model: from ``fc`` down to
+  ``stem``, one more top-level layer re-initialised at a time (weights and BatchNorm statistics);
+  Spearman rank correlation of ``|map|`` with the trained model's, per photo, for the gradient, the
+  two backprop rules, Grad-CAM and integrated gradients.
+
+``--merge`` keeps the parts of an existing ``imagenet.json`` that this run does not redo (each
+part's provenance is kept), so that the parts can be measured in separate sittings.
 
 Usage: ``python benchmarks/imagenet.py [--smoke] [--out DIR]``; writes ``imagenet.json`` and
 ``imagenet.md`` to ``benchmarks/results`` (``--out`` elsewhere). Holds the machine lock
-exclusively; records its provenance. ``--smoke`` (about a minute): one photo, window 112 stride 56,
-the naive loop on 9 windows, one Captum setting, one bf16 photo, a small depthwise shape.
+exclusively; records its provenance. ``--smoke`` (a few minutes): one photo, window 112 stride 56,
+the naive loop on 9 windows, one Captum setting, one bf16 photo, a small depthwise shape, four
+faithfulness rows at 16 steps, the sanity cascade for two methods.
 Needs the ``imagenet`` extra (and torch, captum, ``efficientnet-lite-pytorch`` for the Captum rows,
 which are skipped without them).
 """
@@ -65,8 +76,15 @@ BF16_PHOTOS = ("coffee", "chelsea", "astronaut")
 APPROX_PHOTOS = ("coffee", "chelsea")
 APPROX = (("drill-down", {"coarse_stride": 16, "fraction": 0.25}), ("drill-down", {"coarse_stride": 16, "fraction": 0.1}),
           ("drill-down", {"coarse_stride": 32, "fraction": 0.1}), ("capped", {"cap": 0.5}), ("capped", {"cap": 0.25}))
-NOT_DONE = ("faithfulness on the sample photos (deletion / insertion AUC per photo, RISE's protocol)",
-            "cascading-randomisation sanity table on the real model")
+NOT_DONE: tuple[str, ...] = ()
+#: Faithfulness on the photos: RISE's protocol at 224 pixels per step (224 steps at 224²); deletion sets
+#: pixels to 0.0 (the ImageNet mean colour after normalisation), insertion starts from a Gaussian blur.
+FAITH_STEPS = 224
+FAITH_SIGMA = 10.0
+#: The cascading-randomisation methods (Adebayo et al. 2018): the backprop rules, Grad-CAM and integrated
+#: gradients (16 Gauss-Legendre steps here, to keep the 19 randomisation stages affordable).
+SANITY_METHODS = (("gradient", {}), ("deconvnet", {}), ("guided", {}), ("grad_cam", {}),
+                  ("integrated_gradients", {"n_steps": 16}))
 
 
 # --------------------------------------------------------------------------- helpers
@@ -279,6 +297,86 @@ def part_depthwise(shapes, repeats) -> list[dict]:
 # --------------------------------------------------------------------------- report
 
 
+def _rgb8(model, x) -> np.ndarray:
+    """Model input back to the uint8 RGB crop it came from (for the model-free baselines)."""
+    pre = model.preprocessing
+    rgb = (np.asarray(x) * np.asarray(pre.std) + np.asarray(pre.mean)) * pre.scale
+    return np.clip(np.round(rgb), 0, 255).astype(np.uint8)
+
+
+def part_faithfulness(model, photos, steps, sigma, methods=None) -> dict:
+    """Deletion and insertion AUC per photo for every row of the faithfulness report and its
+    model-free baselines, on the real model, target = the predicted class (RISE's protocol)."""
+    from saliency_jax.app import faithfulness as fa
+    from saliency_jax import metrics
+
+    names = list(photos)
+    x = jnp.asarray(np.stack([photos[k] for k in names]))
+    rgb8 = _rgb8(model, x)
+    logits = np.asarray(model.apply_fn(model.params, x))
+    targets = jnp.asarray(logits.argmax(-1))
+    out = {"photos": names, "targets": [model.classes[int(t)] for t in np.asarray(targets)], "steps": steps,
+           "insertion_sigma": sigma, "deletion_fill": 0.0, "methods": {}}
+    for method in methods or fa.METHODS:
+        t0 = time.perf_counter()
+        try:
+            maps = jax.block_until_ready(fa.method_maps(method, model.apply_fn, model.params, x, rgb8, targets, None))
+        except ValueError as err:  # recorded, not hidden (e.g. a method that refuses this model)
+            out["methods"][method] = {"error": str(err).splitlines()[0][:400]}
+            print(method, "error", err, flush=True)
+            continue
+        t_maps = time.perf_counter() - t0
+        dele = metrics.deletion_curve(model.apply_fn, model.params, x, maps, targets, steps=steps, baseline=0.0)
+        ins = metrics.insertion_curve(model.apply_fn, model.params, x, maps, targets, steps=steps, blur_sigma=sigma)
+        row = {"maps_s_all_photos": t_maps, "deletion_auc": np.asarray(dele.auc).tolist(),
+               "insertion_auc": np.asarray(ins.auc).tolist(),
+               "insertion_start": np.asarray(ins.scores)[:, 0].tolist(),
+               "deletion_curve_mean": np.asarray(dele.scores).mean(0)[:: max(1, steps // 16)].tolist(),
+               "insertion_curve_mean": np.asarray(ins.scores).mean(0)[:: max(1, steps // 16)].tolist()}
+        out["methods"][method] = row
+        print(method, json.dumps({k: row[k] for k in ("maps_s_all_photos", "deletion_auc", "insertion_auc")}),
+              flush=True)
+    return out
+
+
+def _sanity_groups(model) -> list[str]:
+    """Top-level layers from the logits down (fc, head, blocks_15 … blocks_0, stem)."""
+    return [name for name in reversed(model.module.layer_names) if name in model.params["params"]]
+
+
+def part_sanity(model, photos, methods=SANITY_METHODS) -> dict:
+    """Cascading randomisation (Adebayo et al. 2018) on the real model: from the logits down, one more
+    top-level layer at a time is re-initialised (its weights and its BatchNorm statistics, seed 1, the
+    module's own initialisers); Spearman rank correlation of |map| (channels summed) with the original
+    map, per photo, for the original model's predicted class."""
+    names = list(photos)
+    x = jnp.asarray(np.stack([photos[k] for k in names]))
+    targets = jnp.asarray(np.asarray(model.apply_fn(model.params, x)).argmax(-1))
+    fresh = jax.jit(model.module.init)(jax.random.key(1), x[:1])
+
+    def maps(params):
+        out = {}
+        for name, opts in methods:
+            m = np.asarray(sj.attribute(name, model.apply_fn, params, x, targets, **opts), np.float64)
+            out[name] = np.abs(m).sum(-1) if m.ndim == 4 else np.abs(m)
+        return out
+
+    base = maps(model.params)
+    params = jax.tree_util.tree_map(lambda a: a, model.params)
+    rows = []
+    for layer in _sanity_groups(model):
+        params = {col: {**params[col], **({layer: fresh[col][layer]} if layer in fresh.get(col, {}) else {})}
+                  for col in params}
+        now = maps(params)
+        row = {"randomised_down_to": layer,
+               **{name: [spearman(base[name][i], now[name][i]) for i in range(len(names))] for name, _ in methods}}
+        rows.append(row)
+        print("sanity", layer, json.dumps({k: np.round(np.mean(v), 3) for k, v in row.items() if k != "randomised_down_to"}),
+              flush=True)
+    return {"photos": names, "targets": [model.classes[int(t)] for t in np.asarray(targets)],
+            "methods": [[n, o] for n, o in methods], "rows": rows}
+
+
 def markdown(report: dict) -> str:
     lines = ["# ImageNet EfficientNet-Lite0 on real photos", "",
              f"Model: {report['model']}; photo for occlusion: `{report.get('occlusion_photo')}` "
@@ -331,8 +429,47 @@ def markdown(report: dict) -> str:
                          f"{r['nine_shifted_madds']['gflops_per_s']:.2f} | {r['shifted_over_grouped_speed']:.2f}× | "
                          f"{r['max_abs_difference']:.2g} |")
         lines.append("")
-    lines += ["## Not done", ""] + [f"- {x}" for x in report["not_done"]] + [""]
-    lines += [_provenance.markdown_line(report["provenance"]), ""]
+    if report.get("faithfulness"):
+        f = report["faithfulness"]
+        photos = f["photos"]
+        lines += [f"## Faithfulness on the sample photos (RISE's protocol: {f['steps']} steps, "
+                  f"{224 * 224 // f['steps']} px per step; deletion to 0.0 = the ImageNet mean colour; insertion "
+                  f"from a Gaussian blur, sigma {f['insertion_sigma']:g} px; target = the predicted class)", "",
+                  "Per photo, deletion AUC (lower is better) / insertion AUC (higher is better); the last columns are "
+                  "the means over photos and the seconds the maps of all photos took (first call, compile included).",
+                  "", "Targets: " + ", ".join(f"{p} = {t!r}" for p, t in zip(photos, f["targets"])), "",
+                  "| method | " + " | ".join(photos) + " | mean deletion | mean insertion | maps (s) |",
+                  "|---|" + "---|" * (len(photos) + 3)]
+        for method, r in f["methods"].items():
+            if "error" in r:
+                lines.append(f"| {method} | error: {r['error'][:160]} |" + " |" * (len(photos) + 2))
+                continue
+            cells = " | ".join(f"{d:.3f} / {i:.3f}" for d, i in zip(r["deletion_auc"], r["insertion_auc"]))
+            lines.append(f"| {method} | {cells} | {np.mean(r['deletion_auc']):.3f} | "
+                         f"{np.mean(r['insertion_auc']):.3f} | {r['maps_s_all_photos']:.1f} |")
+        any_row = next((r for r in f["methods"].values() if "insertion_start" in r), None)
+        if any_row:
+            lines += ["", "Probability of the target on the blurred start image of insertion: " + ", ".join(
+                f"{p} {v:.3f}" for p, v in zip(photos, any_row["insertion_start"])) + "."]
+        lines.append("")
+    if report.get("sanity"):
+        sa = report["sanity"]
+        names = [n for n, _ in sa["methods"]]
+        lines += ["## Sanity: cascading randomisation on the real model (Adebayo et al. 2018)", "",
+                  "Each row re-initialises one more top-level layer, from the logits down (weights and BatchNorm "
+                  "statistics, seed 1). Spearman rank correlation of |map| with the trained model's map, mean over "
+                  f"the photos ({', '.join(sa['photos'])}; min–max in brackets); 1 = unchanged, 0 = unrelated."
+                  + "".join(f" {n}: {o}." for n, o in sa["methods"] if o), "",
+                  "| randomised down to | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        for r in sa["rows"]:
+            lines.append(f"| {r['randomised_down_to']} | " + " | ".join(
+                f"{np.mean(r[n]):.2f} ({np.min(r[n]):.2f}–{np.max(r[n]):.2f})" for n in names) + " |")
+        lines.append("")
+    if report.get("not_done"):
+        lines += ["## Not done", ""] + [f"- {x}" for x in report["not_done"]] + [""]
+    for run in report.get("earlier_runs", []):
+        lines += [f"Parts {', '.join(run['parts_run'] or ['?'])}: " + _provenance.markdown_line(run["provenance"]), ""]
+    lines += [f"Parts {', '.join(report.get('parts_run', []))}: " + _provenance.markdown_line(report["provenance"]), ""]
     return "\n".join(lines)
 
 
@@ -340,8 +477,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="about a minute: the smallest version of every part")
     ap.add_argument("--out", default=str(RESULTS), help="results folder (default benchmarks/results)")
-    ap.add_argument("--parts", default="occlusion,bf16,approx,depthwise",
-                    help="comma-separated: occlusion, bf16, approx, depthwise")
+    ap.add_argument("--parts", default="occlusion,bf16,approx,depthwise,faithfulness,sanity",
+                    help="comma-separated: occlusion, bf16, approx, depthwise, faithfulness, sanity")
+    ap.add_argument("--photos", default=None, help="comma-separated photos for faithfulness and sanity (default: "
+                    "every sample photo; smoke: coffee)")
+    ap.add_argument("--merge", action="store_true", help="keep the parts of an existing imagenet.json that this run "
+                    "does not redo")
     ap.add_argument("--grids", default="32x8,64x8,16x4", help="occlusion grids WINDOWxSTRIDE (Captum's setting is "
                     "chosen on the first)")
     ap.add_argument("--once-above", dest="once_above", type=int, default=1500,
@@ -385,8 +526,23 @@ def main(argv=None) -> int:
             shapes = [(2, 56, 56, 96)] if args.smoke else [(16, 112, 112, 32), (16, 56, 56, 144), (16, 28, 28, 240),
                                                            (16, 14, 14, 672)]
             report["depthwise"] = part_depthwise(shapes, 3)
+        chosen_names = (args.photos.split(",") if args.photos else ["coffee"] if args.smoke else list(photos))
+        chosen = {k: photos[k] for k in chosen_names}
+        if "faithfulness" in parts:
+            methods = ("occlusion-32", "gradient", "grad_cam", "centre") if args.smoke else None
+            report["faithfulness"] = part_faithfulness(model, chosen, 16 if args.smoke else FAITH_STEPS, FAITH_SIGMA,
+                                                       methods)
+        if "sanity" in parts:
+            report["sanity"] = part_sanity(model, chosen, SANITY_METHODS[:2] if args.smoke else SANITY_METHODS)
         report["provenance"] = _provenance.finish(provenance)
     report = _provenance.relative(report)
+    report["parts_run"] = parts
+    if args.merge and (out / "imagenet.json").exists():  # parts run in several sittings: keep the others
+        earlier = json.loads((out / "imagenet.json").read_text())
+        kept = [k for k in earlier if k not in report and k not in ("earlier_runs",)]
+        report = {**{k: earlier[k] for k in kept}, **report,
+                  "earlier_runs": earlier.get("earlier_runs", []) + [
+                      {"parts_run": earlier.get("parts_run"), "provenance": earlier["provenance"]}]}
     atomic_write_text(out / "imagenet.json", json.dumps(report, indent=2) + "\n")
     atomic_write_text(out / "imagenet.md", markdown(report))
     print(f"wrote {out / 'imagenet.json'} and {out / 'imagenet.md'}")

@@ -232,8 +232,14 @@ def main():
     ap.add_argument("--smoke", action="store_true", help="tiny sizes (under a minute): proves the script runs")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--workloads", default=",".join(WORKLOADS), help=f"comma-separated, of {', '.join(WORKLOADS)}")
+    ap.add_argument("--merge", action="store_true", help="keep the other workloads' rows of an existing results "
+                    "file (and its provenance), replacing only the rows of --workloads")
     ap.add_argument("--one", nargs=2, metavar=("WORKLOAD", "SIDE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    chosen = [w.strip() for w in args.workloads.split(",")]
+    if not set(chosen) <= set(WORKLOADS):
+        ap.error(f"--workloads (={args.workloads!r}) must name some of {', '.join(WORKLOADS)}")
     cfg = SMOKE if args.smoke else FULL
     repeats = 1 if args.smoke else args.repeats
     if args.one:
@@ -241,7 +247,7 @@ def main():
         return
     provenance = _provenance.start(script=__file__)
     rows = []
-    for w in WORKLOADS:
+    for w in chosen:
         sides = ["ours", "naive", "captum"] + (["ours:full", "ours:incremental"] if w == "feature_ablation" else [])
         for side in sides:
             r = _subprocess(w, side, args.smoke, repeats)
@@ -253,8 +259,21 @@ def main():
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = "perturbation-smoke" if args.smoke else "perturbation"
-    (out / f"{stem}.json").write_text(json.dumps(dict(meta=meta, results=rows, provenance=provenance), indent=1))
-    text = markdown(meta, rows) + "\n" + _provenance.markdown_line(provenance) + "\n"
+    earlier = []
+    if args.merge and (out / f"{stem}.json").exists():  # workloads measured in separate sittings
+        old = json.loads((out / f"{stem}.json").read_text())
+        earlier = old.get("earlier_runs", []) + [{"workloads": old.get("workloads") or list(
+            dict.fromkeys(r["workload"] for r in old["results"])), "provenance": old["provenance"]}]
+        done = {r["workload"] for r in rows}
+        rows = [r for r in old["results"] if r["workload"] not in done] + rows
+        rows.sort(key=lambda r: WORKLOADS.index(r["workload"]))
+    record = dict(meta=meta, results=rows, workloads=chosen, provenance=provenance)
+    if earlier:
+        record["earlier_runs"] = earlier
+    (out / f"{stem}.json").write_text(json.dumps(record, indent=1))
+    text = markdown(meta, rows) + "\n" + "".join(
+        f"Workloads {', '.join(r['workloads'] or ['?'])}: {_provenance.markdown_line(r['provenance'])}\n\n"
+        for r in earlier) + f"Workloads {', '.join(chosen)}: " + _provenance.markdown_line(provenance) + "\n"
     (out / f"{stem}.md").write_text(text)
     print(text)
 
