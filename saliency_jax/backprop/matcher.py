@@ -236,7 +236,8 @@ def _scalar(value) -> float | None:
         a = np.asarray(value)
     except Exception:  # noqa: BLE001 - not an array-like constant
         return None
-    if a.size == 0 or a.size > 4096 or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+    # jnp.issubdtype: numpy's own does not count the ml_dtypes floats (bfloat16, float8) as numbers
+    if a.size == 0 or a.size > 4096 or not (jnp.issubdtype(a.dtype, jnp.number) or a.dtype == bool):
         return None
     flat = a.reshape(-1).astype(np.float64)
     return float(flat[0]) if np.all(flat == flat[0]) else None

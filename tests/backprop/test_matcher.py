@@ -46,6 +46,15 @@ def test_rectifiers_with_their_input_and_cap(f, form, operand, cap, bare):
     assert (m.kind, m.form, m.operand, m.cap, m.bare) == ("rectifier", form, operand, cap, bare)
 
 
+@pytest.mark.parametrize("f, form, cap", [(jax.nn.relu6, "clip_call", 6.0), (lambda x: jnp.clip(x, 0, 2.5), "clip_call", 2.5),
+                                           (jax.nn.relu, "relu_call", math.inf)])
+def test_rectifiers_in_bfloat16_keep_their_cap(f, form, cap):
+    # compute_dtype=bfloat16 makes the clip's constants bf16 literals, which numpy does not count as numbers:
+    # EfficientNet's ReLU6 was an uncovered activation under bf16 and strict deconvnet/guided refused the model
+    m = _only(f, X.astype(jnp.bfloat16))
+    assert (m.kind, m.form, m.operand, m.cap) == ("rectifier", form, 0, cap)
+
+
 def test_capped_bare_max_needs_the_bare_max_before_it():
     ms = _matches(lambda x: jnp.minimum(3.0, jnp.maximum(x, 0.0)), X)
     assert [(m.form, m.operand, m.cap) for m in ms] == [("bare_max", 0, math.inf), ("capped_max", 1, 3.0)]
