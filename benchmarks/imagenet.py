@@ -344,6 +344,20 @@ def _sanity_groups(model) -> list[str]:
     return [name for name in reversed(model.module.layer_names) if name in model.params["params"]]
 
 
+def _finite_or_none(v: float) -> float | None:
+    """``None`` for an undefined correlation (a constant map: Grad-CAM's ReLU can zero all of it)."""
+    return float(v) if np.isfinite(v) else None
+
+
+def _sanity_cell(values) -> str:
+    v = np.array([np.nan if x is None else x for x in values], np.float64)
+    ok = v[np.isfinite(v)]
+    if ok.size == 0:
+        return "constant"
+    cell = f"{ok.mean():.2f} ({ok.min():.2f}–{ok.max():.2f})"
+    return cell + (f" [{v.size - ok.size} constant]" if ok.size < v.size else "")
+
+
 def part_sanity(model, photos, methods=SANITY_METHODS) -> dict:
     """Cascading randomisation (Adebayo et al. 2018) on the real model: from the logits down, one more
     top-level layer at a time is re-initialised (its weights and its BatchNorm statistics, seed 1, the
@@ -369,9 +383,10 @@ def part_sanity(model, photos, methods=SANITY_METHODS) -> dict:
                   for col in params}
         now = maps(params)
         row = {"randomised_down_to": layer,
-               **{name: [spearman(base[name][i], now[name][i]) for i in range(len(names))] for name, _ in methods}}
+               **{name: [_finite_or_none(spearman(base[name][i], now[name][i])) for i in range(len(names))]
+                  for name, _ in methods}}
         rows.append(row)
-        print("sanity", layer, json.dumps({k: np.round(np.mean(v), 3) for k, v in row.items() if k != "randomised_down_to"}),
+        print("sanity", layer, json.dumps({k: _sanity_cell(v) for k, v in row.items() if k != "randomised_down_to"}),
               flush=True)
     return {"photos": names, "targets": [model.classes[int(t)] for t in np.asarray(targets)],
             "methods": [[n, o] for n, o in methods], "rows": rows}
@@ -458,12 +473,13 @@ def markdown(report: dict) -> str:
         lines += ["## Sanity: cascading randomisation on the real model (Adebayo et al. 2018)", "",
                   "Each row re-initialises one more top-level layer, from the logits down (weights and BatchNorm "
                   "statistics, seed 1). Spearman rank correlation of |map| with the trained model's map, mean over "
-                  f"the photos ({', '.join(sa['photos'])}; min–max in brackets); 1 = unchanged, 0 = unrelated."
+                  f"the photos ({', '.join(sa['photos'])}; min–max in brackets); 1 = unchanged, 0 = unrelated; "
+                  "`constant`: the randomised model's map was constant (all zero after Grad-CAM's ReLU), so no rank "
+                  "correlation exists."
                   + "".join(f" {n}: {o}." for n, o in sa["methods"] if o), "",
                   "| randomised down to | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
         for r in sa["rows"]:
-            lines.append(f"| {r['randomised_down_to']} | " + " | ".join(
-                f"{np.mean(r[n]):.2f} ({np.min(r[n]):.2f}–{np.max(r[n]):.2f})" for n in names) + " |")
+            lines.append(f"| {r['randomised_down_to']} | " + " | ".join(_sanity_cell(r[n]) for n in names) + " |")
         lines.append("")
     if report.get("not_done"):
         lines += ["## Not done", ""] + [f"- {x}" for x in report["not_done"]] + [""]
