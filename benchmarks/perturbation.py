@@ -263,7 +263,7 @@ def main():
     if args.merge and (out / f"{stem}.json").exists():  # workloads measured in separate sittings
         old = json.loads((out / f"{stem}.json").read_text())
         earlier = old.get("earlier_runs", []) + [{"workloads": old.get("workloads") or list(
-            dict.fromkeys(r["workload"] for r in old["results"])), "provenance": old["provenance"]}]
+            dict.fromkeys(r["workload"] for r in old["results"] if "skipped" not in r)), "provenance": old["provenance"]}]
         done = {r["workload"] for r in rows}
         rows = [r for r in old["results"] if r["workload"] not in done] + rows
         rows.sort(key=lambda r: WORKLOADS.index(r["workload"]))
