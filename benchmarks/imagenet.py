@@ -26,6 +26,9 @@ Parts (``--parts``, default all that are implemented):
   shifted multiply-adds, on EfficientNet-Lite0's first depthwise shapes, at batch 16: GFLOP/s of each
   and their max difference.
 
+* ``layers`` — where a forward pass's time goes: each top-level layer (stem, the 16 MBConv blocks,
+  head, pool + fc) of ours jitted alone and of the PyTorch reference, at batch 16 of ``coffee``, on
+  the same activations: milliseconds, GFLOP (XLA's cost analysis), GFLOP/s, the time ratio.
 * ``faithfulness`` — deletion and insertion AUC per photo (``--photos``, default every sample photo)
   for every row of the faithfulness report (:mod:`saliency_jax.app.faithfulness`) and its model-free
   baselines, following RISE's protocol: 224 pixels per step; deletion sets pixels to 0.0 (the
@@ -297,6 +300,51 @@ def part_depthwise(shapes, repeats) -> list[dict]:
 # --------------------------------------------------------------------------- report
 
 
+def part_layers(model, image, batch, repeats, tm) -> list[dict]:
+    """Where a forward pass's time goes, layer by layer: each top-level layer of our Flax model (jitted
+    alone) and of the PyTorch reference, at ``batch`` copies of the photo, on the same activations."""
+    from saliency_jax.model import efficientnet as ef
+    from benchmarks._timing import timed
+
+    v, m = model.params, model.module
+
+    def sub(name):
+        return {col: v[col][name] for col in v if name in v[col]}
+
+    stem_f = v["params"]["stem"]["conv"]["kernel"].shape[-1]
+    head_f = v["params"]["head"]["conv"]["kernel"].shape[-1]
+    ours = [("stem", ef.ConvBNAct(stem_f, 3, 2).apply, sub("stem"))]
+    ours += [(f"blocks_{i}", ef.MBConv(spec).apply, sub(f"blocks_{i}")) for i, spec in enumerate(m.block_specs)]
+    ours += [("head", ef.ConvBNAct(head_f, 1, 1).apply, sub("head")),
+             ("pool + fc", lambda p, x: x.mean((1, 2)) @ p["params"]["kernel"] + p["params"]["bias"], sub("fc"))]
+    torch_layers = None
+    if tm is not None:
+        import torch
+
+        torch_layers = [lambda x: tm._swish(tm._bn0(tm._conv_stem(x)))]
+        torch_layers += [lambda x, b=b: b(x) for b in tm._blocks]
+        torch_layers += [lambda x: tm._swish(tm._bn1(tm._conv_head(x))), lambda x: tm._fc(x.mean((2, 3)))]
+    x = jnp.broadcast_to(jnp.asarray(image)[None], (batch, *image.shape))
+    xt = torch.from_numpy(np.ascontiguousarray(np.asarray(x).transpose(0, 3, 1, 2))) if tm is not None else None
+    rows = []
+    for k, (name, apply, variables) in enumerate(ours):
+        f = jax.jit(apply)
+        flops = float(f.lower(variables, x).compile().cost_analysis().get("flops", float("nan")))
+        _, t, out = timed(lambda: jax.block_until_ready(f(variables, x)), repeats)
+        row = {"layer": name, "gflop": flops / 1e9, "ours_ms": 1e3 * t, "ours_gflops_per_s": flops / 1e9 / t}
+        if torch_layers is not None:
+            with torch.no_grad():
+                _, tt, out_t = timed(lambda: torch_layers[k](xt), repeats)
+            ref = out_t.numpy() if out_t.ndim == 2 else out_t.numpy().transpose(0, 2, 3, 1)
+            row.update(torch_ms=1e3 * tt, ours_over_torch_time=t / tt,
+                       max_rel_difference=float(np.abs(np.asarray(out) - ref).max() / (np.abs(ref).max() or 1.0)))
+            xt = out_t
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        x = out
+    return rows
+
+
 def _rgb8(model, x) -> np.ndarray:
     """Model input back to the uint8 RGB crop it came from (for the model-free baselines)."""
     pre = model.preprocessing
@@ -444,6 +492,25 @@ def markdown(report: dict) -> str:
                          f"{r['nine_shifted_madds']['gflops_per_s']:.2f} | {r['shifted_over_grouped_speed']:.2f}× | "
                          f"{r['max_abs_difference']:.2g} |")
         lines.append("")
+    if report.get("layers"):
+        rows = report["layers"]
+        has_torch = "torch_ms" in rows[0]
+        lines += [f"## Where the forward pass's time goes, layer by layer (batch {report['layers_batch']} of `coffee`)",
+                  "", "Each top-level layer jitted alone (ours) and the PyTorch reference's same layer, on the same "
+                  "activations; median of 5 calls. GFLOP: XLA's cost analysis of our layer.", "",
+                  "| layer | GFLOP | ours ms | ours GFLOP/s |" + (" torch ms | ours / torch time | max rel. diff |"
+                                                                   if has_torch else ""),
+                  "|---|---|---|---|" + ("---|---|---|" if has_torch else "")]
+        for r in rows:
+            lines.append(f"| {r['layer']} | {r['gflop']:.3f} | {r['ours_ms']:.1f} | {r['ours_gflops_per_s']:.1f} |" + (
+                f" {r['torch_ms']:.1f} | {r['ours_over_torch_time']:.2f} | {r['max_rel_difference']:.1g} |"
+                if has_torch else ""))
+        tot = sum(r["ours_ms"] for r in rows)
+        lines.append(f"| **total** | {sum(r['gflop'] for r in rows):.2f} | {tot:.1f} | "
+                     f"{sum(r['gflop'] for r in rows) / tot * 1e3:.1f} |" + (
+                         f" {sum(r['torch_ms'] for r in rows):.1f} | {tot / sum(r['torch_ms'] for r in rows):.2f} | |"
+                         if has_torch else ""))
+        lines.append("")
     if report.get("faithfulness"):
         f = report["faithfulness"]
         photos = f["photos"]
@@ -493,8 +560,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="about a minute: the smallest version of every part")
     ap.add_argument("--out", default=str(RESULTS), help="results folder (default benchmarks/results)")
-    ap.add_argument("--parts", default="occlusion,bf16,approx,depthwise,faithfulness,sanity",
-                    help="comma-separated: occlusion, bf16, approx, depthwise, faithfulness, sanity")
+    ap.add_argument("--parts", default="occlusion,bf16,approx,depthwise,layers,faithfulness,sanity",
+                    help="comma-separated: occlusion, bf16, approx, depthwise, layers, faithfulness, sanity")
     ap.add_argument("--photos", default=None, help="comma-separated photos for faithfulness and sanity (default: "
                     "every sample photo; smoke: coffee)")
     ap.add_argument("--merge", action="store_true", help="keep the parts of an existing imagenet.json that this run "
@@ -542,6 +609,10 @@ def main(argv=None) -> int:
             shapes = [(2, 56, 56, 96)] if args.smoke else [(16, 112, 112, 32), (16, 56, 56, 144), (16, 28, 28, 240),
                                                            (16, 14, 14, 672)]
             report["depthwise"] = part_depthwise(shapes, 3)
+        if "layers" in parts:
+            tm_layers, _ = torch_reference()
+            report["layers_batch"] = 2 if args.smoke else 16
+            report["layers"] = part_layers(model, image, report["layers_batch"], 1 if args.smoke else 5, tm_layers)
         chosen_names = (args.photos.split(",") if args.photos else ["coffee"] if args.smoke else list(photos))
         chosen = {k: photos[k] for k in chosen_names}
         if "faithfulness" in parts:
