@@ -16,7 +16,8 @@ import time
 
 import jax
 
-__all__ = ["timed", "timed_with_compile", "compile_spans", "union_seconds", "COMPILE_EVENTS"]
+__all__ = ["timed", "timed_with_compile", "compile_spans", "union_seconds", "matmul_peak", "forward_flops",
+           "COMPILE_EVENTS"]
 
 COMPILE_EVENTS = "/jax/core/compile/"
 """Prefix of JAX's trace, jaxpr→MLIR and backend-compile events (``jax._src.dispatch``)."""
@@ -33,6 +34,24 @@ def timed(fn, repeats, *, clock=time.perf_counter):
         out = jax.block_until_ready(fn())
         times.append(clock() - start)
     return first, (statistics.median(times) if times else first), out
+
+
+def matmul_peak(n: int, repeats: int = 3) -> dict:
+    """The f32 matmul rate of this machine (``n × n`` by ``n × n``, XLA's default precision):
+    ``{"n", "seconds", "flops_per_s"}``, the median of at least 3 calls after a warm-up."""
+    import jax.numpy as jnp
+
+    a, b = (jax.random.normal(jax.random.key(i), (n, n), jnp.float32) for i in (0, 1))
+    f = jax.jit(jnp.matmul)
+    _, t, _ = timed(lambda: f(a, b), max(3, repeats))
+    return {"n": n, "seconds": t, "flops_per_s": 2 * n**3 / t}
+
+
+def forward_flops(apply_fn, params, x) -> float:
+    """FLOPs of one jitted ``apply_fn(params, x)`` by XLA's cost analysis (NaN where it counts none)."""
+    cost = jax.jit(apply_fn).lower(params, x).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost.get("flops", float("nan")))
 
 
 @contextlib.contextmanager

