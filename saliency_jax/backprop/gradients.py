@@ -194,8 +194,8 @@ def blur_baseline(images, sigma: float) -> jax.Array:
     return out.astype(x.dtype)
 
 
-def _baselines(baseline, baselines, x, blur_sigma):
-    """``(Nb, B, H, W, C)`` float32 baselines (``Nb`` 1 or N) from ``baseline`` / ``baselines``."""
+def _baselines(baseline, baselines, x, blur_sigma, dtype=jnp.float32):
+    """``(Nb, B, H, W, C)`` baselines of ``dtype`` (``Nb`` 1 or N) from ``baseline`` / ``baselines``."""
     shape = tuple(x.shape)
     if baselines is not None:
         if not (isinstance(baseline, numbers.Real) and float(baseline) == 0.0):
@@ -205,7 +205,7 @@ def _baselines(baseline, baselines, x, blur_sigma):
             raise ValueError(f"`baselines` (shape={getattr(baselines, 'shape', type(baselines).__name__)}) must be "
                              f"several baseline images (B, H, W, C) = (B, {', '.join(map(str, shape[1:]))})")
         b = _finite("baselines", baselines)
-        return b.astype(jnp.float32)[None]
+        return b.astype(dtype)[None]
     if isinstance(baseline, str) or (isinstance(baseline, tuple) and baseline and baseline[0] == "blur"):
         if isinstance(baseline, tuple):
             if len(baseline) != 2 or not isinstance(baseline[1], numbers.Real) or not baseline[1] > 0:
@@ -214,15 +214,15 @@ def _baselines(baseline, baselines, x, blur_sigma):
         else:
             _validate.choice("baseline", baseline, ("blur",))
             sigma = blur_sigma if blur_sigma is not None else 0.1 * max(shape[1], shape[2])
-        return blur_baseline(x.astype(jnp.float32), sigma)[:, None]
+        return blur_baseline(x.astype(dtype), sigma)[:, None]
     if isinstance(baseline, bool) or not (isinstance(baseline, numbers.Real) or hasattr(baseline, "shape")):
         raise TypeError(f"`baseline` (={baseline!r}) must be a number, an array that broadcasts to the image "
                         f"{shape[1:]} or the batch {shape}, 'blur' or ('blur', sigma)")
     b = _finite("baseline", baseline)
     try:
         if b.ndim == 4 and b.shape[0] == shape[0]:
-            return jnp.broadcast_to(b, shape).astype(jnp.float32)[:, None]
-        return jnp.broadcast_to(b, shape[1:]).astype(jnp.float32)[None, None]
+            return jnp.broadcast_to(b, shape).astype(dtype)[:, None]
+        return jnp.broadcast_to(b, shape[1:]).astype(dtype)[None, None]
     except ValueError:
         raise ValueError(f"`baseline` (shape={tuple(b.shape)}) must broadcast to the image {shape[1:]} or to the "
                          f"batch {shape}; for several baselines averaged over, pass `baselines=` (B, H, W, C)") from None
@@ -315,8 +315,8 @@ def _ig_step(apply_fn, kind, k, multiply_late, run_dtype, args, acc, i, ok):
     xi, bi = xf[img], bases[img if bases.shape[0] > 1 else jnp.zeros_like(img), b]
     pts = (bi + alphas[s][:, None, None, None] * (xi - bi)).astype(run_dtype)
     w = jnp.where(ok, weights[s] / b_count, 0.0)
-    cot = jax.nn.one_hot(rows_t[r], k, dtype=jnp.float32) * w[:, None]
-    g = _input_cotangent(apply_fn, "gradient", params, pts, cot)[1].astype(jnp.float32)
+    cot = jax.nn.one_hot(rows_t[r], k, dtype=acc.dtype) * w[:, None]
+    g = _input_cotangent(apply_fn, "gradient", params, pts, cot)[1].astype(acc.dtype)
     g = g if multiply_late else g * (xi - bi)
     return acc.at[r].add(jnp.where(ok[:, None, None, None], g, 0.0))
 
@@ -328,13 +328,13 @@ def _ig_finish(apply_fn, kind, multiply_late, delta, chunk, run_dtype, out, args
     nb = bases.shape[0]
     if multiply_late:  # one baseline per image: (x − b) · Σ w ∇f, Captum's order
         acc = acc * (xf[rows_img] - (bases[rows_img, 0] if nb > 1 else bases[0, 0][None]))
-    logits_x = apply_fn(params, xf.astype(run_dtype)).astype(jnp.float32)
+    logits_x = apply_fn(params, xf.astype(run_dtype)).astype(acc.dtype)
     score_x = logits_x[rows_img, rows_t]
     acc = jnp.where(jnp.isfinite(score_x)[:, None, None, None], acc, jnp.nan)
     gap = None
     if delta:
         flat = bases.reshape((-1,) + bases.shape[2:]).astype(run_dtype)
-        logits_b = lax.map(lambda v: apply_fn(params, v[None])[0], flat, batch_size=chunk).astype(jnp.float32)
+        logits_b = lax.map(lambda v: apply_fn(params, v[None])[0], flat, batch_size=chunk).astype(acc.dtype)
         logits_b = logits_b.reshape(nb, bases.shape[1], -1)
         score_b = jnp.mean(logits_b[rows_img if nb > 1 else 0, :, rows_t], axis=-1)
         gap = jnp.sum(acc, axis=(1, 2, 3)) - (score_x - score_b)
@@ -404,16 +404,20 @@ def integrated_gradients(apply_fn: Callable, params: Any, image, *, target=None,
     compute = check_compute_dtype(compute_dtype)
     x, batched = _validate.image(image)
     kind, targets, k = _targets(apply_fn, params, x, target)
-    bases = _baselines(baseline, baselines, x, blur_sigma)
+    wide = map_dtype(x.dtype)  # the sums' dtype: float32, float64 for a float64 image
+    if wide == jnp.float64 and method == "gausslegendre":  # the points and weights in float64 too
+        nodes, w = np.polynomial.legendre.leggauss(n_steps)
+        alphas, weights = 0.5 * (1 + nodes), 0.5 * w
+    bases = _baselines(baseline, baselines, x, blur_sigma, wide)
     targets = _resolve_predicted(apply_fn, params, x, kind, targets, compute)
     kind = "index" if kind == "predicted" else kind
     run_dtype = jnp.dtype(compute or x.dtype).name
     params = cast_floating(params, compute)
     rows_img, rows_t = _rows(kind, targets, x.shape[0], k)
     multiply_late = bases.shape[1] == 1
-    args = (params, x.astype(jnp.float32), bases, jnp.asarray(alphas), jnp.asarray(weights), rows_img, rows_t)
+    args = (params, x.astype(wide), bases, jnp.asarray(alphas, wide), jnp.asarray(weights, wide), rows_img, rows_t)
     total = rows_img.shape[0] * bases.shape[1] * alphas.shape[0]
-    acc = jnp.zeros((rows_img.shape[0],) + x.shape[1:], jnp.float32)
+    acc = jnp.zeros((rows_img.shape[0],) + x.shape[1:], wide)
     acc = _run_chunks(_ig_step, (apply_fn, kind, k, multiply_late, run_dtype), args, acc, total, chunk)
     finish = jit_with_policy(_ig_finish, tuple(range(7)), args=(args, acc))
     maps, gap = finish(apply_fn, kind, multiply_late, return_delta, chunk, run_dtype, map_dtype(x.dtype).name,

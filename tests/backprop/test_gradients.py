@@ -52,6 +52,22 @@ def test_ig_matches_the_point_by_point_reference(method):
         np.testing.assert_allclose(ours[i], reference_ig(smooth, X[i], b, t, method, 5), rtol=1e-5, atol=1e-6)
 
 
+def test_a_float64_image_is_integrated_in_float64():
+    """The sums, the image, the baseline and the Gauss–Legendre points stay float64 (they were float32,
+    which left a float64 map 1e-7 from float64 integrated gradients)."""
+    with jax.enable_x64(True):
+        p64 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), PARAMS)
+        x, b = jnp.asarray(X, jnp.float64), 0.3 * jnp.asarray(X[::-1], jnp.float64)
+        ours = integrated_gradients(smooth, p64, x, target=[1, 2], baseline=b, n_steps=7)
+        assert ours.dtype == jnp.float64
+        nodes, weights = np.polynomial.legendre.leggauss(7)
+        for i, t in enumerate([1, 2]):
+            grad = jax.grad(lambda v, t=t: smooth(p64, v[None])[0, t])
+            ref = sum(0.5 * w * np.asarray(grad(b[i] + 0.5 * (1 + a) * (x[i] - b[i])))
+                      for a, w in zip(nodes, weights)) * np.asarray(x[i] - b[i])
+            np.testing.assert_allclose(np.asarray(ours[i]), ref, rtol=1e-11, atol=1e-13)
+
+
 def test_completeness_gap_shrinks_with_n_steps_and_delta_is_that_gap():
     f = lambda v: smooth(PARAMS, v)  # noqa: E731
     b = 0.3 * X[::-1]
