@@ -17,7 +17,8 @@ Parts (``--parts``, default all that are implemented):
   implementations on the same weights).
 * ``bf16`` — ``compute_dtype=bfloat16`` against float32 on three photos: occlusion (window 32 stride
   16, ``method="full"``) and the gradient family: max error over ``max |f32|``, Spearman rank
-  correlation, and the overlap of the top 10 % pixels (``|map|``, channels summed).
+  correlation, and the overlap of the top 10 % pixels (``|map|``, channels summed); and the floor, the
+  Spearman correlation of the float32 map of the bf16-rounded input with the float32 map.
 * ``approx`` — the drill-down (three settings) and the capped field (two caps) against exact
   incremental occlusion at window 32 stride 8 on two photos: the speed-up over exact
   incremental, SSIM and top-10 % overlap with the exact map.
@@ -28,7 +29,9 @@ Parts (``--parts``, default all that are implemented):
 
 * ``layers`` — where a forward pass's time goes: each top-level layer (stem, the 16 MBConv blocks,
   head, pool + fc) of ours jitted alone and of the PyTorch reference, at batch 16 of ``coffee``, on
-  the same activations: milliseconds, GFLOP (XLA's cost analysis), GFLOP/s, the time ratio.
+  the same activations: milliseconds, GFLOP (XLA's cost analysis), GFLOP/s, the time ratio; and each
+  layer's forward plus backward pass to its input (``jax.vjp``; torch's ``autograd.grad`` of the
+  input only), the cost every gradient method pays per layer.
 * ``faithfulness`` — deletion and insertion AUC per photo (``--photos``, default every sample photo)
   for every row of the faithfulness report (:mod:`saliency_jax.app.faithfulness`) and its model-free
   baselines, following RISE's protocol: 224 pixels per step; deletion sets pixels to 0.0 (the
@@ -239,8 +242,12 @@ def part_bf16(model, photos, window, stride) -> list[dict]:
                 row[method] = {"error": str(err).splitlines()[0][:400]}
                 continue
             scale = float(np.abs(f32).max()) or 1.0
+            # the floor: float32 throughout, only the input rounded to bfloat16 (as compute_dtype casts it)
+            rounded = np.asarray(jnp.asarray(image).astype(jnp.bfloat16).astype(jnp.float32))
+            floor = np.asarray(sj.attribute(method, model.apply_fn, model.params, rounded, target, **opts))
             row[method] = {"max_rel_error": float(np.abs(b16 - f32).max() / scale),
-                           "spearman": spearman(b16, f32), "top10_overlap": top_overlap(b16, f32)}
+                           "spearman": spearman(b16, f32), "top10_overlap": top_overlap(b16, f32),
+                           "input_rounding_spearman": spearman(floor, f32)}
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows
@@ -348,6 +355,27 @@ def part_layers(model, image, batch, repeats, tm) -> list[dict]:
             row.update(torch_ms=1e3 * tt, ours_over_torch_time=t / tt,
                        max_rel_difference=float(np.abs(np.asarray(out) - ref).max() / (np.abs(ref).max() or 1.0)))
             xt = out_t
+        if name != "pool + fc":  # the input gradient (what every gradient method pays), not the weights'
+            g = jax.random.normal(jax.random.key(k), np.shape(out), np.float32)
+            vjp = jax.jit(lambda v, z, c: jax.vjp(lambda y: apply(v, y), z)[1](c)[0])
+            _, tb, grad = timed(lambda: vjp(variables, x, g), repeats)
+            row.update(ours_vjp_ms=1e3 * tb)
+            if torch_layers is not None:
+                xin = torch.from_numpy(np.ascontiguousarray(np.asarray(x).transpose(0, 3, 1, 2)))
+                gt = torch.from_numpy(np.ascontiguousarray(np.asarray(g).transpose(0, 3, 1, 2)))
+
+                def torch_vjp():
+                    z = xin.detach().requires_grad_(True)
+                    return torch.autograd.grad(torch_layers[k](z), z, gt)[0]
+
+                _, tbt, grad_t = timed(torch_vjp, repeats)
+                ref = grad_t.numpy().transpose(0, 2, 3, 1)
+                scale = np.abs(ref).max() or 1.0
+                row.update(torch_vjp_ms=1e3 * tbt, vjp_ours_over_torch_time=tb / tbt,
+                           vjp_max_rel_difference=float(np.abs(np.asarray(grad) - ref).max() / scale))
+                if row["vjp_max_rel_difference"] > 1e-3:  # a kink? the same vjp op by op, unfused, as torch runs it
+                    eager = jax.vjp(lambda y: apply(variables, y), x)[1](g)[0]
+                    row["vjp_eager_max_rel_difference"] = float(np.abs(np.asarray(eager) - ref).max() / scale)
         rows.append(row)
         print(json.dumps(row), flush=True)
         x = out
@@ -449,6 +477,27 @@ def part_sanity(model, photos, methods=SANITY_METHODS) -> dict:
             "methods": [[n, o] for n, o in methods], "rows": rows}
 
 
+def still_standing(runs: list[dict], redone) -> list[dict]:
+    """Earlier runs' provenance records (oldest first), each naming only the parts that no later run
+    (nor this one, ``redone``) measured again; a run with nothing left is dropped. So the provenance
+    never claims a part whose rows came from another run.
+
+    >>> still_standing([{"parts_run": ["a", "b"]}, {"parts_run": ["b", "c"]}], ["c"])
+    [{'parts_run': ['a']}, {'parts_run': ['b']}]
+    """
+    kept, later = [], set(redone)
+    for run in reversed(runs):
+        parts = run.get("parts_run")
+        if parts is None:  # a record that never named its parts: kept as it is
+            kept.append(run)
+            continue
+        left = [p for p in parts if p not in later]
+        later |= set(parts)
+        if left:
+            kept.append({**run, "parts_run": left})
+    return kept[::-1]
+
+
 def markdown(report: dict) -> str:
     lines = ["# ImageNet EfficientNet-Lite0 on real photos", "",
              f"Model: {report['model']}; photo for occlusion: `{report.get('occlusion_photo')}` "
@@ -472,15 +521,19 @@ def markdown(report: dict) -> str:
                   "`method=\"full\"` are in the JSON (`max_rel_error_vs_full`, Captum's `max_rel_error_vs_our_full`).", ""]
     if report.get("bf16"):
         lines += ["## bf16 (`compute_dtype`) against float32", "",
-                  "| photo | method | max error / max abs f32 | Spearman | top-10 % overlap |", "|---|---|---|---|---|"]
+                  "Last column, the floor: the float32 map of the input rounded to bfloat16 (compute in float32) "
+                  "against the float32 map, i.e. what rounding the input alone does to the ranking.", "",
+                  "| photo | method | max error / max abs f32 | Spearman | top-10 % overlap | Spearman, input rounding only |",
+                  "|---|---|---|---|---|---|"]
         for r in report["bf16"]:
             for m in ("occlusion", "gradient", "deconvnet", "guided"):
                 v = r[m]
                 if "error" in v:
-                    lines.append(f"| {r['photo']} | {m} | error: {v['error'][:160]} | | |")
+                    lines.append(f"| {r['photo']} | {m} | error: {v['error'][:160]} | | | |")
                     continue
+                floor = f"{v['input_rounding_spearman']:.4f}" if "input_rounding_spearman" in v else "—"
                 lines.append(f"| {r['photo']} | {m} | {v['max_rel_error']:.3g} | {v['spearman']:.4f} | "
-                             f"{v['top10_overlap']:.3f} |")
+                             f"{v['top10_overlap']:.3f} | {floor} |")
         lines.append("")
     if report.get("approx"):
         lines += [f"## Approximate modes against exact incremental occlusion (window {report['approx_grid'][0]} "
@@ -519,6 +572,29 @@ def markdown(report: dict) -> str:
                      f"{sum(r['gflop'] for r in rows) / tot * 1e3:.1f} |" + (
                          f" {sum(r['torch_ms'] for r in rows):.1f} | {tot / sum(r['torch_ms'] for r in rows):.2f} | |"
                          if has_torch else ""))
+        back = [r for r in rows if "ours_vjp_ms" in r]
+        if back:
+            bt = has_torch and "torch_vjp_ms" in back[0]
+            lines += ["", "The same layers' forward and backward pass to the input (`jax.vjp` jitted; torch: "
+                      "`autograd.grad` of the input only), as every gradient method pays it; the cotangent is "
+                      "seeded normal noise.", "",
+                      "| layer | ours fwd+bwd ms | ours fwd+bwd / fwd |" + (" torch fwd+bwd ms | ours / torch time | max rel. diff |"
+                                                                       if bt else ""),
+                      "|---|---|---|" + ("---|---|---|" if bt else "")]
+            for r in back:
+                lines.append(f"| {r['layer']} | {r['ours_vjp_ms']:.1f} | {r['ours_vjp_ms'] / r['ours_ms']:.1f} |" + (
+                    f" {r['torch_vjp_ms']:.1f} | {r['vjp_ours_over_torch_time']:.2f} | {r['vjp_max_rel_difference']:.1g}"
+                    + (f" (unfused: {r['vjp_eager_max_rel_difference']:.1g})" if "vjp_eager_max_rel_difference" in r
+                       else "") + " |" if bt else ""))
+            tb = sum(r["ours_vjp_ms"] for r in back)
+            lines.append(f"| **total** | {tb:.1f} | {tb / sum(r['ours_ms'] for r in back):.1f} |" + (
+                f" {sum(r['torch_vjp_ms'] for r in back):.1f} | {tb / sum(r['torch_vjp_ms'] for r in back):.2f} | |"
+                if bt else ""))
+            if any("vjp_eager_max_rel_difference" in r for r in back):
+                lines += ["", "Where the difference is above 1e-3, our vjp was also run op by op, unfused, as torch runs "
+                          "it (in brackets): the gradient of a ReLU6 jumps where its input crosses 0 or 6, and an input "
+                          "within float32 rounding of a kink lands on either side depending on the order of the sums, "
+                          "so the jitted and unfused gradients differ there by that unit's whole contribution."]
         lines.append("")
     if report.get("faithfulness"):
         f = report["faithfulness"]
@@ -636,9 +712,9 @@ def main(argv=None) -> int:
     if args.merge and (out / "imagenet.json").exists():  # parts run in several sittings: keep the others
         earlier = json.loads((out / "imagenet.json").read_text())
         kept = [k for k in earlier if k not in report and k not in ("earlier_runs",)]
-        report = {**{k: earlier[k] for k in kept}, **report,
-                  "earlier_runs": earlier.get("earlier_runs", []) + [
-                      {"parts_run": earlier.get("parts_run"), "provenance": earlier["provenance"]}]}
+        runs = earlier.get("earlier_runs", []) + [{"parts_run": earlier.get("parts_run"),
+                                                   "provenance": earlier["provenance"]}]
+        report = {**{k: earlier[k] for k in kept}, **report, "earlier_runs": still_standing(runs, parts)}
     atomic_write_text(out / "imagenet.json", json.dumps(report, indent=2) + "\n")
     atomic_write_text(out / "imagenet.md", markdown(report))
     print(f"wrote {out / 'imagenet.json'} and {out / 'imagenet.md'}")

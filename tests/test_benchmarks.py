@@ -189,3 +189,21 @@ def test_the_absolute_path_pattern_itself():
     assert not _ABSOLUTE.search("--workdir $TMPDIR/sj-cue")
     assert not _ABSOLUTE.search("/usr/bin/time -v")
     assert not _ABSOLUTE.search("benchmarks/results/x.md")
+
+
+def test_a_merged_run_keeps_only_the_parts_no_later_run_redid():
+    """imagenet.py --merge: the 2026-12-06 run redid `layers` and `bf16`, and the provenance still
+    credited `bf16` to the 12-05 run and `layers` to a run whose rows were gone."""
+    from benchmarks.imagenet import still_standing
+
+    runs = [{"parts_run": ["occlusion", "bf16", "approx"], "provenance": {"at": 1}},
+            {"parts_run": ["sanity"], "provenance": {"at": 2}},
+            {"parts_run": ["layers"], "provenance": {"at": 3}},
+            {"parts_run": ["layers", "bf16"], "provenance": {"at": 4}},
+            {"parts_run": None, "provenance": {"at": 0}}]
+    assert still_standing(runs, ["layers"]) == [
+        {"parts_run": ["occlusion", "approx"], "provenance": {"at": 1}},
+        {"parts_run": ["sanity"], "provenance": {"at": 2}},
+        {"parts_run": ["bf16"], "provenance": {"at": 4}},
+        {"parts_run": None, "provenance": {"at": 0}}]
+    assert still_standing([], ["layers"]) == []
