@@ -318,6 +318,12 @@ def main():
             rows.append(r)
     meta = {"model": args.model, "size": cfg["size"], "smoke": args.smoke, "bound": bound, "config": {k: list(v) if isinstance(v, tuple) else v
                                                                  for k, v in cfg.items()}}
+    if any(r.get("side") == "captum" and "seconds" in r for r in rows):
+        try:  # Captum ran in the child processes: imported here, the provenance records its and torch's versions
+            import captum  # noqa: F401
+            import torch  # noqa: F401
+        except ImportError:
+            pass
     provenance = _provenance.finish(provenance)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
