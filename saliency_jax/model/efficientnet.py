@@ -181,7 +181,9 @@ class DepthwiseConv(nn.Module):
     def __call__(self, x):
         """``(B, H, W, C)`` → ``(B, ceil(H / stride), ceil(W / stride), C)``."""
         k, s = self.kernel, self.stride
-        w = self.param("kernel", nn.initializers.lecun_normal(), (k, k, 1, self.features))
+        # float32 as nn.Conv's kernels (the initialiser's default would follow jax_enable_x64 to float64,
+        # and a float32 checkpoint would then not fit the model)
+        w = self.param("kernel", nn.initializers.lecun_normal(), (k, k, 1, self.features), jnp.float32)
         b, h, wd, c = x.shape
         ho, wo = -(-h // s), -(-wd // s)
         ph, pw = max((ho - 1) * s + k - h, 0), max((wo - 1) * s + k - wd, 0)

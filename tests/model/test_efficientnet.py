@@ -140,6 +140,17 @@ def test_a_second_load_reads_the_cache_and_shares_compiled_code(model, cache):
     assert again.card["weights"]["sha256"] == model.card["weights"]["sha256"]
 
 
+def test_with_float64_enabled_the_cache_loads_and_float64_images_run(model, cache):
+    """Under jax_enable_x64 the depthwise kernels were float64 in the model's shapes, so the float32
+    cache no longer fit the card and load tried to rebuild it (and failed)."""
+    with jax.enable_x64(True):
+        again = imagenet.load_efficientnet("efficientnet-lite0", cache=cache)
+        x = jnp.zeros((1, 224, 224, 3), jnp.float64)
+        logits = again.apply_fn(jax.tree.map(lambda a: a.astype(jnp.float64), again.params), x)
+    assert logits.dtype == jnp.float64
+    np.testing.assert_allclose(logits, model.apply_fn(model.params, x.astype(jnp.float32)), rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("damage", ["truncate-array", "garbage-card"])
 def test_a_damaged_cache_is_rebuilt_not_loaded(model, cache, tmp_path, damage):
     copy = tmp_path / "c"
