@@ -549,6 +549,36 @@ def unit_seed(out, unit, value) -> Patch:
     return Patch(box, axes, tuple(unit[a] for a in axes), shape)
 
 
+#: Whether :func:`vjp` fences the inputs its elementwise backward steps read (see
+#: :func:`_fence_elementwise_inputs`); a switch for the benchmark that measures it.
+FENCE = True
+
+
+def _fence_elementwise_inputs(tape, anchor) -> None:
+    """Pass the traced inputs that the taped elementwise steps (ReLU, ReLU6, …) read in the backward
+    pass through one ``lax.cond`` whose predicate XLA cannot fold, so that they are materialised
+    once in the forward pass.
+
+    Why: XLA:CPU otherwise fuses the producer of such an input into each backward consumer. After a
+    3×3 depthwise convolution written as nine shifted multiply-adds (EfficientNet), the ReLU6 mask's
+    input is recomputed inside each of the nine taps of the transposed convolution, 81
+    multiply-adds per element: that one fusion took 26 of 40 ms of a block's forward and backward
+    pass. ``lax.optimization_barrier`` does not stop it (XLA:CPU removes barriers before fusion);
+    fusion cannot cross a conditional. Both branches return the values unchanged, so nothing
+    changes but where they live; under ``vmap`` the conditional becomes a select (no fence, same values).
+    """
+    slots = [(e, i) for e in tape if e.kind == "elementwise"
+             for i, n in enumerate(e.in_nodes) if n is not None and isinstance(e.invals[i], jax.core.Tracer)]
+    if not slots:
+        return
+    a = jnp.ravel(anchor)[0]
+    fenced = lax.cond(a == a, lambda v: v, lambda v: [x + jnp.zeros((), x.dtype) for x in v],
+                      [e.invals[i] for e, i in slots])
+    for (e, i), v in zip(slots, fenced):
+        e.invals = list(e.invals)
+        e.invals[i] = v
+
+
 def vjp(fn: Callable, *primals, rule: str = "deconvnet", switches: bool = True, strict: bool = True,
         bare_max: bool = False):
     """``fn(*primals)`` and a backward function whose signals stay in their receptive fields.
@@ -587,6 +617,8 @@ def vjp(fn: Callable, *primals, rule: str = "deconvnet", switches: bool = True, 
     if len(outs) != 1 or not _float(traced.jaxpr.jaxpr.outvars[0].aval):
         raise ValueError(f"`fn` must return a single floating array for receptive_field.vjp, got {len(outs)} outputs")
     (out,), (out_node,) = outs, out_nodes
+    if FENCE:
+        _fence_elementwise_inputs(rec.tape, out)
     data_leaves = jax.tree_util.tree_leaves(primals[-1])
     data_tree = jax.tree_util.tree_structure(primals[-1])
     data_nodes = arg_nodes[len(flat) - len(data_leaves):]

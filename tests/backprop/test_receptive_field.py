@@ -307,3 +307,28 @@ def test_restricted_pass_replaces_what_with_rule_replaces(case):
             assert np.abs(np.asarray(ref)).sum() > 0
         np.testing.assert_allclose(np.asarray(back(field.unit_seed(out, jnp.array([2, 2, 0]), 1.0))),
                                    np.asarray(ref), rtol=1e-5, atol=1e-6, err_msg=rule)
+
+
+def test_the_elementwise_inputs_are_fenced_under_jit_and_the_values_do_not_change(monkeypatch):
+    """vjp passes what its ReLU steps read in the backward pass through a conditional (so XLA
+    materialises it instead of re-fusing its producer into every backward consumer); the
+    cotangents equal those without the fence, and eager (concrete) calls are left alone."""
+    rng = np.random.default_rng(3)
+    w = jnp.asarray(rng.normal(size=(3, 3, 2, 4)), jnp.float32)
+    x = jnp.asarray(rng.normal(size=(2, 8, 8, 2)), jnp.float32)
+    g = jnp.asarray(rng.normal(size=(2, 8, 8, 4)), jnp.float32)
+    net = lambda v: jax.nn.relu(jax.lax.conv_general_dilated(v, w, (1, 1), "SAME",  # noqa: E731
+                                                             dimension_numbers=("NHWC", "HWIO", "NHWC")))
+
+    def back(v, c):
+        return field.vjp(net, v, rule="gradient")[1](c)
+
+    fenced = jax.jit(back)
+    hlo = fenced.lower(x, g).as_text()
+    assert "stablehlo.case" in hlo or "conditional" in hlo
+    got = np.asarray(fenced(x, g))
+    monkeypatch.setattr(field, "FENCE", False)
+    plain = jax.jit(lambda v, c: back(v, c))
+    assert "stablehlo.case" not in plain.lower(x, g).as_text()
+    np.testing.assert_array_equal(got, np.asarray(plain(x, g)))
+    np.testing.assert_array_equal(got, np.asarray(jax.vjp(net, x)[1](g)[0]))
