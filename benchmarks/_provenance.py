@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import datetime
+import json
 import importlib.metadata
 import os
 import platform
@@ -22,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-__all__ = ["ROOT", "start", "finish", "relative", "versions", "command", "markdown_line"]
+__all__ = ["ROOT", "start", "finish", "relative", "versions", "command", "markdown_line", "write_results"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,3 +97,17 @@ def markdown_line(record: dict) -> str:
     libs = ", ".join(f"{k} {v}" for k, v in record["versions"].items())
     return (f"Provenance: `{record['command']}`, {record['date']}, {record['machine']}; load average before "
             f"{record['load_before']}, after {record['load_after']}; {libs}.")
+
+
+def write_results(out, stem: str, report: dict, markdown) -> str:
+    """Write ``<out>/<stem>.json`` (``report``, file names made :func:`relative`) and ``<out>/<stem>.md``
+    (``markdown(report)``), each atomically, creating ``out``; returns the markdown text."""
+    from saliency_jax._io import atomic_write_text
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = relative(report)
+    text = markdown(report)
+    atomic_write_text(out / f"{stem}.json", json.dumps(report, indent=2) + "\n")
+    atomic_write_text(out / f"{stem}.md", text)
+    return text

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: `benchmarks` importable
@@ -26,19 +25,9 @@ import numpy as np  # noqa: E402
 
 from benchmarks import _provenance  # noqa: E402
 from benchmarks._lock import machine_lock  # noqa: E402
-from saliency_jax._io import atomic_write_text  # noqa: E402
+from benchmarks._timing import timed  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def _median_s(fn, repeats):
-    out = jax.block_until_ready(fn())
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t)
-    return float(np.median(times)), np.asarray(out)
 
 
 def run(repeats: int) -> list[dict]:
@@ -69,7 +58,8 @@ def run(repeats: int) -> list[dict]:
         for fence in (False, True):
             field.FENCE = fence
             jax.clear_caches()
-            row["fenced_s" if fence else "unfenced_s"], maps[fence] = _median_s(fn, repeats)
+            _, row["fenced_s" if fence else "unfenced_s"], out = timed(fn, repeats)
+            maps[fence] = np.asarray(out)
         field.FENCE = True
         row["speedup"] = row["unfenced_s"] / row["fenced_s"]
         row["max_abs_difference"] = float(np.abs(maps[True] - maps[False]).max())
@@ -97,12 +87,7 @@ def main(argv=None) -> int:
         provenance = _provenance.start(script=__file__)
         report = {"repeats": args.repeats, "rows": run(args.repeats)}
         report["provenance"] = _provenance.finish(provenance)
-    report = _provenance.relative(report)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "fence.json", json.dumps(report, indent=2) + "\n")
-    atomic_write_text(out / "fence.md", markdown(report))
-    print(markdown(report))
+    print(_provenance.write_results(args.out, "fence", report, markdown))
     return 0
 
 

@@ -73,7 +73,6 @@ from benchmarks import _provenance  # noqa: E402
 from benchmarks._lock import machine_lock  # noqa: E402
 from benchmarks._timing import timed_with_compile  # noqa: E402
 from benchmarks.accelerator import spearman, ssim  # noqa: E402
-from saliency_jax._io import atomic_write_text  # noqa: E402
 from saliency_jax.model import imagenet  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
@@ -715,8 +714,7 @@ def main(argv=None) -> int:
         runs = earlier.get("earlier_runs", []) + [{"parts_run": earlier.get("parts_run"),
                                                    "provenance": earlier["provenance"]}]
         report = {**{k: earlier[k] for k in kept}, **report, "earlier_runs": still_standing(runs, parts)}
-    atomic_write_text(out / "imagenet.json", json.dumps(report, indent=2) + "\n")
-    atomic_write_text(out / "imagenet.md", markdown(report))
+    _provenance.write_results(out, "imagenet", report, markdown)
     print(f"wrote {out / 'imagenet.json'} and {out / 'imagenet.md'}")
     return 0
 

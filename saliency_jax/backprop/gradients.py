@@ -79,6 +79,12 @@ def _torch_linspace_f32(start: float, end: float, n: int) -> np.ndarray:
     return out.astype(np.float32)
 
 
+def _gauss_legendre(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``numpy.polynomial.legendre.leggauss(n)`` mapped from [-1, 1] to [0, 1]: float64 points and weights."""
+    x, w = np.polynomial.legendre.leggauss(n)
+    return 0.5 * (1 + x), 0.5 * w
+
+
 def quadrature(method: str, n_steps: int) -> tuple[np.ndarray, np.ndarray]:
     """Step points ``alphas`` and weights of ``method`` with ``n_steps`` points: two float32 ``(n_steps,)``.
 
@@ -102,8 +108,8 @@ def quadrature(method: str, n_steps: int) -> tuple[np.ndarray, np.ndarray]:
     _validate.choice("method", method, QUADRATURES)
     n = _validate.integer("n_steps", n_steps, lo=1 if method == "gausslegendre" else 2)
     if method == "gausslegendre":
-        x, w = np.polynomial.legendre.leggauss(n)
-        return (0.5 * (1 + x)).astype(np.float32), (0.5 * w).astype(np.float32)
+        a, w = _gauss_legendre(n)
+        return a.astype(np.float32), w.astype(np.float32)
     weights = np.full(n, 1 / n)
     if method == "riemann_trapezoid":
         weights[0] /= 2
@@ -406,8 +412,7 @@ def integrated_gradients(apply_fn: Callable, params: Any, image, *, target=None,
     kind, targets, k = _targets(apply_fn, params, x, target)
     wide = map_dtype(x.dtype)  # the sums' dtype: float32, float64 for a float64 image
     if wide == jnp.float64 and method == "gausslegendre":  # the points and weights in float64 too
-        nodes, w = np.polynomial.legendre.leggauss(n_steps)
-        alphas, weights = 0.5 * (1 + nodes), 0.5 * w
+        alphas, weights = _gauss_legendre(n_steps)
     bases = _baselines(baseline, baselines, x, blur_sigma, wide)
     targets = _resolve_predicted(apply_fn, params, x, kind, targets, compute)
     kind = "index" if kind == "predicted" else kind
